@@ -1,0 +1,39 @@
+# One entry point for humans and CI. `make install` then `make demo` / `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DATA ?= var/synth
+RUN ?= var/runs/quickstart
+
+.PHONY: install protos test lint quickstart clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	$(MAKE) protos
+	touch $@
+
+# Generated protobuf code lands in one package (fashion/, git-ignored), never hand-copied.
+protos:
+	@if ls protos/fashion/v1/*.proto >/dev/null 2>&1; then \
+		$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/fashion/v1/*.proto && \
+		touch fashion/__init__.py fashion/v1/__init__.py; \
+	else echo "no .proto files yet"; fi
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# The main job on embedded defaults: synthetic DeepFashion data -> train FashionNet -> evaluate it.
+quickstart: install
+	$(VENV)/bin/fashion quickstart --data $(DATA) --run $(RUN)
+
+clean:
+	rm -rf $(VENV) fashion var .pytest_cache

@@ -1,0 +1,1 @@
+"""Deployable services of the FashionNet platform, and the `fashion` command line."""

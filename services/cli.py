@@ -1,0 +1,140 @@
+"""`fashion`: the project's command line. Thin: each command parses arguments and calls plain functions."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from shared.errors import FashionError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks: ratios measured side by side in one run.")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+BENCHMARK_HELP = "inshop, consumer2shop, attributes or landmarks"
+
+
+@app.command()
+def synth(
+    benchmark: Annotated[str, typer.Option(help=BENCHMARK_HELP)] = "consumer2shop",
+    out: Annotated[Path, typer.Option(help="folder to write the benchmark into")] = Path("var/synth/consumer2shop"),
+    items: Annotated[int, typer.Option(min=1, help="number of clothing items")] = 500,
+    seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
+    image_size: Annotated[int, typer.Option(min=64, max=1024)] = 256,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+) -> None:
+    """Write a procedural DeepFashion benchmark in the published file formats (no download needed)."""
+    from shared.data.synth import generate
+
+    summary = generate(benchmark, out, items, seed, image_size=image_size, workers=workers)
+    console.print(f"wrote {summary.images} images of {summary.items} items to {summary.root} "
+                  f"in {summary.seconds:.1f}s")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="benchmark folder (DeepFashion layout)")],
+    out: Annotated[Path, typer.Option(help="run folder: last.pt (resumable) and model.pt")],
+    benchmark: Annotated[str | None, typer.Option(help=BENCHMARK_HELP + " (default: detect)")] = None,
+    architecture: Annotated[str, typer.Option(help="a name from `fashion models-list`")] =
+        "fashionnet_efficientnet_lite0",
+    landmark_pooling: Annotated[bool, typer.Option(help="FashionNet's local branch (--no-... = ablation)")] = True,
+    landmark_epochs: Annotated[int, typer.Option(min=0, help="stage 1: landmarks + visibility only")] = 1,
+    epochs: Annotated[int, typer.Option(min=0, help="stage 2: all tasks jointly")] = 3,
+    input_size: Annotated[int, typer.Option(min=32)] = 224,
+    embedding_dim: Annotated[int, typer.Option(min=8)] = 256,
+    items_per_batch: Annotated[int, typer.Option(min=2)] = 8,
+    images_per_item: Annotated[int, typer.Option(min=2)] = 4,
+    lr: float = 1e-3,
+    max_steps_per_epoch: Annotated[int | None, typer.Option(help="cap steps per epoch (quick runs)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    workers: Annotated[int, typer.Option(min=0, help="data-loading processes")] = 1,
+    seed: int = 0,
+    init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint")] = None,
+) -> None:
+    """Train FashionNet with the paper's schedule; rerun with the same --out to resume."""
+    from shared.training.train import TrainConfig
+    from shared.training.train import train as run_training
+
+    config = TrainConfig(data=data, out=out, benchmark=benchmark, architecture=architecture,
+                         landmark_pooling=landmark_pooling, landmark_epochs=landmark_epochs, epochs=epochs,
+                         input_size=input_size, embedding_dim=embedding_dim, items_per_batch=items_per_batch,
+                         images_per_item=images_per_item, lr=lr, max_steps_per_epoch=max_steps_per_epoch,
+                         device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint)
+    path = run_training(config)
+    console.print(f"checkpoint written to {path}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="benchmark folder")],
+    checkpoint: Annotated[str, typer.Option(help="model.pt path, or `imagenet` for the untrained baseline")],
+    benchmark: Annotated[str | None, typer.Option(help=BENCHMARK_HELP + " (default: detect)")] = None,
+    split: Annotated[str, typer.Option(help="test (in-shop: query+gallery), val or train")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write flat metrics to this file")] = None,
+    input_size: Annotated[int, typer.Option(help="only for --checkpoint imagenet")] = 224,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> None:
+    """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k."""
+    from shared.training.evaluate import evaluate, print_report, write_json
+
+    result = evaluate(benchmark, data, checkpoint, split=split, input_size=input_size, batch_size=batch_size,
+                      device=device)
+    print_report(result, Console())
+    if json_out is not None:
+        write_json(result, json_out)
+        console.print(f"metrics written to {json_out}")
+
+
+@app.command("models-list")
+def models_list() -> None:
+    """Registered model architectures."""
+    from shared.fashionnet import list_models
+
+    for name in list_models():
+        typer.echo(name)
+
+
+@bench_app.command("model")
+def bench_model_cmd(
+    checkpoint: Annotated[Path | None, typer.Option(help="default: a fresh DeepFashion-sized FashionNet")] = None,
+    seconds: Annotated[float, typer.Option(help="timing budget per configuration")] = 5.0,
+    input_size: int = 224,
+) -> None:
+    """FashionNet forward throughput: eager, channels-last and ONNX Runtime, as ratios to the raw backbone."""
+    from shared.bench.model_bench import bench_model, print_table
+
+    print_table(bench_model(checkpoint, seconds=seconds, input_size=input_size))
+
+
+@app.command()
+def quickstart(
+    data: Annotated[Path, typer.Option(help="where the synthetic benchmark goes")] = Path("var/synth"),
+    run: Annotated[Path, typer.Option(help="training run folder")] = Path("var/runs/quickstart"),
+    items: Annotated[int, typer.Option(min=20)] = 300,
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    input_size: Annotated[int, typer.Option(min=64)] = 160,
+) -> None:
+    """The main job on embedded defaults: synthesise consumer-to-shop data, train, evaluate vs ImageNet."""
+    from shared.training.quickstart import run_quickstart
+
+    run_quickstart(data, run, items=items, epochs=epochs, input_size=input_size, console=Console())
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except FashionError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Common code of the FashionNet platform: model, data, stores, transport helpers."""

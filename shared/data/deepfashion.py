@@ -1,0 +1,456 @@
+"""Loaders for the four DeepFashion benchmarks, reading the released annotation files as they are.
+
+The released files share one layout: line 1 is the number of data lines, line 2 the column names, then one
+entry per line with columns padded by runs of spaces. They also carry quirks (CRLF endings, trailing spaces,
+a final empty line, attribute names with spaces, the ``comsumer`` spelling of consumer-to-shop image names),
+so every file goes through one reader, :func:`_read_list`, and every malformed line becomes a
+:class:`~shared.errors.DataFormatError` naming the file, the 1-based line and what was expected there.
+
+Each loader returns one :class:`~shared.data.records.ImageRecord` per image, in the order the partition
+file first lists it. Landmarks always land in the eight canonical slots of ``LANDMARK_SLOTS`` so one tensor
+shape serves all clothes types.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from shared.data.records import (
+    ATTRIBUTE_GROUPS,
+    LANDMARK_SLOTS,
+    NUM_LANDMARKS,
+    VIS_ABSENT,
+    Attribute,
+    Benchmark,
+    Category,
+    ClothesType,
+    ImageRecord,
+)
+from shared.errors import DataFormatError, InvalidInput
+
+__all__ = [
+    "BENCHMARKS",
+    "PairBenchmark",
+    "load_attributes",
+    "load_benchmark",
+    "load_consumer2shop",
+    "load_inshop",
+    "load_landmarks",
+]
+
+BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks")
+
+PARTITION = "Eval/list_eval_partition.txt"
+ITEM_INSHOP = "Anno/list_item_inshop.txt"
+BBOX_INSHOP = "Anno/list_bbox_inshop.txt"
+LANDMARKS_INSHOP = "Anno/list_landmarks_inshop.txt"
+BBOX_C2S = "Anno/list_bbox_consumer2shop.txt"
+LANDMARKS_C2S = "Anno/list_landmarks_consumer2shop.txt"
+BBOX = "Anno/list_bbox.txt"
+LANDMARKS = "Anno/list_landmarks.txt"
+CATEGORY_CLOTH = "Anno/list_category_cloth.txt"
+CATEGORY_IMG = "Anno/list_category_img.txt"
+ATTR_CLOTH = "Anno/list_attr_cloth.txt"
+ATTR_IMG = "Anno/list_attr_img.txt"
+
+# Leading column names of each file's header line (landmark files go on with one triple per landmark).
+_BBOX_COLUMNS = ("x_1", "y_1", "x_2", "y_2")
+_LANDMARK_COLUMNS = ("image_name", "clothes_type", "variation_type")
+_INSHOP_BBOX_COLUMNS = ("image_name", "clothes_type", "pose_type", *_BBOX_COLUMNS)
+_C2S_BBOX_COLUMNS = ("image_name", "clothes_type", "source_type", *_BBOX_COLUMNS)
+_PLAIN_BBOX_COLUMNS = ("image_name", *_BBOX_COLUMNS)
+
+_RETRIEVAL_SPLITS = ("train", "query", "gallery")
+_TRAIN_VAL_TEST = ("train", "val", "test")
+_SOURCE_DOMAINS = {1: "shop", 2: "consumer"}
+
+# Files whose presence identifies a benchmark, checked in this order: the in-shop and consumer-to-shop folders
+# may also hold category/attribute files, and the attribute folder also holds list_landmarks.txt.
+_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "inshop": (ITEM_INSHOP, BBOX_INSHOP, LANDMARKS_INSHOP),
+    "consumer2shop": (BBOX_C2S, LANDMARKS_C2S),
+    "attributes": (CATEGORY_IMG, ATTR_IMG),
+    "landmarks": (LANDMARKS,),
+}
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_MAX_GOT = 80  # longer offending lines (an attribute line is ~3000 characters) are cut in messages
+
+
+@dataclass
+class PairBenchmark(Benchmark):
+    """Consumer-to-shop benchmark: records are per image, the triplet loss needs the published pairs too."""
+
+    pairs: list[tuple[str, str, str, str]] = field(default_factory=list)  # consumer, shop, item_id, split
+
+
+class _Row(NamedTuple):
+    """One data line, carrying where it came from so every check can say file and line."""
+
+    file: Path
+    line: int
+    text: str  # the line without its line ending and outer spaces
+    tokens: list[str]
+
+    def error(self, expected: str, got: str | None = None) -> DataFormatError:
+        if got is None:
+            got = self.text if len(self.text) <= _MAX_GOT else self.text[:_MAX_GOT] + "..."
+        return DataFormatError(self.file, self.line, expected, got)
+
+    def expect_columns(self, count: int, columns: str) -> None:
+        if len(self.tokens) != count:
+            raise self.error(f"{count} columns ({columns})", f"{len(self.tokens)} columns")
+
+    def integer(self, index: int, expected: str, allowed: range | tuple[int, ...] | None = None) -> int:
+        token = self.tokens[index]
+        if not _INTEGER.fullmatch(token) or (allowed is not None and int(token) not in allowed):
+            raise self.error(expected, token)
+        return int(token)
+
+
+def _read_list(path: Path, header: tuple[str, ...] | None, *, header_optional: bool = False) -> Iterator[_Row]:
+    """Yield the data lines of a DeepFashion list file, checking its count line and header on the way.
+
+    Streams line by line because list_attr_img.txt is close to a gigabyte. ``header`` holds the leading column
+    names the second line must start with (a missing header would otherwise silently eat a data line);
+    ``header_optional`` is for list_item_inshop.txt, released without one. Trailing empty lines are allowed,
+    empty lines between entries are not, and the count on line 1 must equal the number of data lines.
+    """
+    found, blank_at = 0, None
+    try:
+        with path.open(encoding="utf-8") as handle:  # universal newlines: CRLF files read like LF ones
+            lines = enumerate(handle, start=1)
+            count = _read_count(path, next(lines, (1, "")))
+            for line_no, raw in lines:
+                text = raw.strip()
+                tokens = text.split()
+                if line_no == 2 and header is not None and _is_header(path, tokens, header, header_optional):
+                    continue
+                if not tokens:
+                    blank_at = blank_at or line_no
+                    continue
+                if blank_at is not None:
+                    raise DataFormatError(path, blank_at, "a data line (no empty lines between entries)", "")
+                found += 1
+                yield _Row(path, line_no, text, tokens)
+    except UnicodeDecodeError as error:
+        raise DataFormatError(path, None, "UTF-8 (in practice ASCII) text", str(error)) from None
+    if found != count:
+        raise DataFormatError(path, 1, f"{count} data lines, as the count on line 1 says", f"{found} data lines")
+
+
+def _read_count(path: Path, first: tuple[int, str]) -> int:
+    text = first[1].strip()
+    if not _INTEGER.fullmatch(text) or int(text) < 0:
+        raise DataFormatError(path, 1, "the number of data lines as a non-negative integer", text)
+    return int(text)
+
+
+def _is_header(path: Path, tokens: list[str], header: tuple[str, ...], optional: bool) -> bool:
+    if tuple(tokens[: len(header)]) == header:
+        return True
+    if optional:
+        return False
+    raise DataFormatError(path, 2, f"the column names line starting with '{' '.join(header)}'", " ".join(tokens))
+
+
+def _require(root: Path, relative: str, benchmark: str) -> Path:
+    path = root / relative
+    if not path.is_file():
+        raise DataFormatError(path, None, f"the file {relative}, which the {benchmark} benchmark needs", "missing")
+    return path
+
+
+def _lookup(row: _Row, records: dict[str, ImageRecord]) -> ImageRecord:
+    record = records.get(row.tokens[0])
+    if record is None:
+        raise row.error(f"an image listed in {PARTITION}", row.tokens[0])
+    return record
+
+
+def _split(row: _Row, allowed: tuple[str, ...]) -> str:
+    status = row.tokens[-1]
+    if status not in allowed:
+        raise row.error(f"evaluation_status {'/'.join(allowed)}", status)
+    return status
+
+
+def _clothes_type(row: _Row, index: int) -> ClothesType:
+    return ClothesType(row.integer(index, "clothes_type 1 (upper), 2 (lower) or 3 (full body)", (1, 2, 3)))
+
+
+# --------------------------------------------------------------------------------------------- partitions
+
+
+def _read_partition(
+    path: Path, columns: tuple[str, ...], splits: tuple[str, ...], item_ids: set[str] | None = None
+) -> dict[str, ImageRecord]:
+    """Records keyed by image name for the one-image-per-line partitions (in-shop, attributes, landmarks).
+
+    ``columns`` is either ``image_name evaluation_status`` or ``image_name item_id evaluation_status``.
+    """
+    records: dict[str, ImageRecord] = {}
+    with_item = len(columns) == 3
+    for row in _read_list(path, columns):
+        row.expect_columns(len(columns), " ".join(columns))
+        image = row.tokens[0]
+        if image in records:
+            raise row.error("each image listed once", image)
+        item_id = row.tokens[1] if with_item else None
+        if item_ids is not None and item_id not in item_ids:
+            raise row.error(f"an item_id listed in {ITEM_INSHOP}", item_id)
+        records[image] = ImageRecord(image=image, split=_split(row, splits), item_id=item_id)
+    return records
+
+
+def _read_pairs(path: Path) -> tuple[dict[str, ImageRecord], list[tuple[str, str, str, str]]]:
+    """Consumer-to-shop pairs, plus one record per distinct image (first pair decides its split)."""
+    columns = ("image_pair_name_1", "image_pair_name_2", "item_id", "evaluation_status")
+    records: dict[str, ImageRecord] = {}
+    pairs: list[tuple[str, str, str, str]] = []
+    for row in _read_list(path, columns):
+        row.expect_columns(4, " ".join(columns))
+        consumer, shop, item_id = row.tokens[:3]
+        split = _split(row, _TRAIN_VAL_TEST)
+        for image, domain in ((consumer, "consumer"), (shop, "shop")):
+            record = records.setdefault(image, ImageRecord(image, split, item_id=item_id, domain=domain))
+            if record.item_id != item_id:
+                raise row.error(f"item_id {record.item_id} for {image}, as in its earlier pairs", item_id)
+        pairs.append((consumer, shop, item_id, split))
+    return records, pairs
+
+
+def _read_item_ids(path: Path) -> set[str]:
+    item_ids: set[str] = set()
+    for row in _read_list(path, ("item_id",), header_optional=True):
+        row.expect_columns(1, "item_id")
+        item_ids.add(row.tokens[0])
+    return item_ids
+
+
+# ---------------------------------------------------------------------------------- per-image annotations
+
+
+def _apply_bboxes(path: Path, records: dict[str, ImageRecord], columns: tuple[str, ...]) -> None:
+    """Bounding boxes are the last four columns; in-shop/consumer-to-shop files also give clothes and source type."""
+    for row in _read_list(path, columns):
+        row.expect_columns(len(columns), " ".join(columns))
+        record = _lookup(row, records)
+        if "clothes_type" in columns:
+            record.clothes_type = _clothes_type(row, 1)
+        if "source_type" in columns:
+            record.domain = _SOURCE_DOMAINS[row.integer(2, "source_type 1 (shop) or 2 (consumer)", (1, 2))]
+        elif "pose_type" in columns:
+            row.integer(2, "an integer pose_type")
+        first = len(columns) - 4
+        x1, y1, x2, y2 = (row.integer(first + i, f"an integer bounding-box {_BBOX_COLUMNS[i]}") for i in range(4))
+        record.bbox = (x1, y1, x2, y2)
+
+
+def _apply_landmarks(path: Path, records: dict[str, ImageRecord], *, always_eight: bool) -> None:
+    """Landmark lines set clothes_type, landmarks and visibility of their image.
+
+    ``always_eight``: the Landmark Detection benchmark pads every line to 8 triples whatever the clothes type.
+    """
+    for row in _read_list(path, _LANDMARK_COLUMNS):
+        if len(row.tokens) < 3:
+            raise row.error("image_name clothes_type variation_type and landmark triples")
+        record = _lookup(row, records)
+        record.clothes_type, record.landmarks, record.visibility = _parse_landmarks(row, always_eight)
+
+
+def _parse_landmarks(row: _Row, always_eight: bool) -> tuple[ClothesType, np.ndarray, np.ndarray]:
+    clothes_type = _clothes_type(row, 1)
+    row.integer(2, "an integer variation_type")
+    slots = LANDMARK_SLOTS[clothes_type]
+    values = row.tokens[3:]
+    if len(values) != 3 * len(slots) and not (always_eight and len(values) == 3 * NUM_LANDMARKS):
+        expected = f"{len(slots)} landmark triples ({3 * len(slots)} numbers) for clothes_type {int(clothes_type)}"
+        if always_eight and len(slots) != NUM_LANDMARKS:
+            expected += f" or {NUM_LANDMARKS} triples ({3 * NUM_LANDMARKS} numbers)"
+        raise row.error(expected, f"{len(values)} numbers")
+    try:
+        triples = np.array(values, dtype=np.float32).reshape(-1, 3)[: len(slots)]
+    except ValueError:
+        raise row.error("numeric landmark visibility and x, y values") from None
+    if not np.isfinite(triples).all():
+        raise row.error("finite landmark values")
+    bad = np.flatnonzero(~np.isin(triples[:, 0], (0, 1, 2)))
+    if bad.size:
+        raise row.error("a visibility code 0, 1 or 2", values[3 * int(bad[0])])
+    landmarks = np.zeros((NUM_LANDMARKS, 2), dtype=np.float32)
+    visibility = np.full(NUM_LANDMARKS, VIS_ABSENT, dtype=np.int64)
+    landmarks[list(slots)] = triples[:, 1:]
+    visibility[list(slots)] = triples[:, 0].astype(np.int64)
+    return clothes_type, landmarks, visibility
+
+
+# ------------------------------------------------------------------------------- categories and attributes
+
+
+def _name_and_type(row: _Row, columns: str) -> tuple[str, int]:
+    """Split ``name  type`` where the name may hold spaces (``abstract print  1``): the type is the last token.
+
+    Returns the name (spaces inside kept as written) and the index of the type token.
+    """
+    if len(row.tokens) < 2:
+        raise row.error(f"2 columns ({columns})", f"{len(row.tokens)} columns")
+    return row.text.rsplit(None, 1)[0].strip(), len(row.tokens) - 1
+
+
+def _read_categories(path: Path) -> list[Category]:
+    categories = []
+    for row in _read_list(path, ("category_name", "category_type")):
+        name, index = _name_and_type(row, "category_name category_type")
+        clothes_type = ClothesType(row.integer(index, "category_type 1 (upper), 2 (lower) or 3 (full)", (1, 2, 3)))
+        categories.append(Category(name, clothes_type))
+    return categories
+
+
+def _read_attributes(path: Path) -> list[Attribute]:
+    attributes = []
+    expected = "attribute_type 1..5 (" + ", ".join(ATTRIBUTE_GROUPS) + ")"
+    for row in _read_list(path, ("attribute_name", "attribute_type")):
+        name, index = _name_and_type(row, "attribute_name attribute_type")
+        group = ATTRIBUTE_GROUPS[row.integer(index, expected, range(1, len(ATTRIBUTE_GROUPS) + 1)) - 1]
+        attributes.append(Attribute(name, group))
+    return attributes
+
+
+def _apply_category_labels(path: Path, records: dict[str, ImageRecord], categories: list[Category]) -> None:
+    expected = f"an integer category label between 1 and {len(categories)}"
+    for row in _read_list(path, ("image_name", "category_label")):
+        row.expect_columns(2, "image_name category_label")
+        record = _lookup(row, records)
+        record.category = row.integer(1, expected, range(1, len(categories) + 1)) - 1
+
+
+def _apply_attribute_labels(path: Path, records: dict[str, ImageRecord], num_attributes: int) -> None:
+    """Multi-hot attributes: the files say -1 (negative), 0 (unknown) or 1 (positive); only 1 counts."""
+    for row in _read_list(path, ("image_name", "attribute_labels")):
+        if len(row.tokens) - 1 != num_attributes:
+            raise row.error(f"{num_attributes} attribute values after the image name", f"{len(row.tokens) - 1}")
+        record = _lookup(row, records)
+        try:
+            labels = np.array(row.tokens[1:], dtype=np.int8)
+        except (ValueError, OverflowError):
+            labels = None
+        if labels is None or not np.isin(labels, (-1, 0, 1)).all():
+            bad = next(token for token in row.tokens[1:] if token not in ("-1", "0", "1"))
+            raise row.error("attribute values -1, 0 or 1", bad)
+        record.attributes = (labels == 1).astype(np.uint8)
+
+
+def _load_vocabularies(
+    root: Path, records: dict[str, ImageRecord], benchmark: str, *, required: bool
+) -> tuple[list[Category], list[Attribute]]:
+    """Category and attribute files, each pair loaded when present (or demanded, for the attribute benchmark).
+
+    Our synthetic generator writes these into retrieval folders too, so every head can train on every benchmark.
+    """
+    categories: list[Category] = []
+    attributes: list[Attribute] = []
+    if _pair_present(root, CATEGORY_CLOTH, CATEGORY_IMG, benchmark, required):
+        categories = _read_categories(root / CATEGORY_CLOTH)
+        _apply_category_labels(root / CATEGORY_IMG, records, categories)
+        for record in records.values():
+            if record.clothes_type is None and record.category is not None:
+                record.clothes_type = categories[record.category].clothes_type
+    if _pair_present(root, ATTR_CLOTH, ATTR_IMG, benchmark, required):
+        attributes = _read_attributes(root / ATTR_CLOTH)
+        _apply_attribute_labels(root / ATTR_IMG, records, len(attributes))
+    return categories, attributes
+
+
+def _pair_present(root: Path, vocabulary: str, labels: str, benchmark: str, required: bool) -> bool:
+    """A vocabulary file is useless without its label file and vice versa: both or neither."""
+    if not required and not (root / vocabulary).is_file() and not (root / labels).is_file():
+        return False
+    _require(root, vocabulary, benchmark)
+    _require(root, labels, benchmark)
+    return True
+
+
+def _apply_optional(root: Path, relative: str, apply: Callable[[Path], None]) -> None:
+    if (root / relative).is_file():
+        apply(root / relative)
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+
+
+def load_inshop(root: str | Path) -> Benchmark:
+    """In-shop Clothes Retrieval: shop images with item ids, split into train / query / gallery."""
+    root = Path(root)
+    item_ids = _read_item_ids(root / ITEM_INSHOP) if (root / ITEM_INSHOP).is_file() else None
+    columns = ("image_name", "item_id", "evaluation_status")
+    records = _read_partition(_require(root, PARTITION, "inshop"), columns, _RETRIEVAL_SPLITS, item_ids)
+    for record in records.values():
+        record.domain = "shop"
+    _apply_optional(root, BBOX_INSHOP, lambda p: _apply_bboxes(p, records, _INSHOP_BBOX_COLUMNS))
+    _apply_optional(root, LANDMARKS_INSHOP, lambda p: _apply_landmarks(p, records, always_eight=False))
+    categories, attributes = _load_vocabularies(root, records, "inshop", required=False)
+    return Benchmark("inshop", root, list(records.values()), categories, attributes)
+
+
+def load_consumer2shop(root: str | Path) -> PairBenchmark:
+    """Consumer-to-shop Clothes Retrieval: one record per distinct image plus the published pairs."""
+    root = Path(root)
+    records, pairs = _read_pairs(_require(root, PARTITION, "consumer2shop"))
+    _apply_optional(root, BBOX_C2S, lambda p: _apply_bboxes(p, records, _C2S_BBOX_COLUMNS))
+    _apply_optional(root, LANDMARKS_C2S, lambda p: _apply_landmarks(p, records, always_eight=False))
+    categories, attributes = _load_vocabularies(root, records, "consumer2shop", required=False)
+    return PairBenchmark("consumer2shop", root, list(records.values()), categories, attributes, pairs=pairs)
+
+
+def load_attributes(root: str | Path) -> Benchmark:
+    """Category and Attribute Prediction: 50 categories, 1000 attributes, bbox and landmarks per image."""
+    root = Path(root)
+    columns = ("image_name", "evaluation_status")
+    records = _read_partition(_require(root, PARTITION, "attributes"), columns, _TRAIN_VAL_TEST)
+    _apply_optional(root, BBOX, lambda p: _apply_bboxes(p, records, _PLAIN_BBOX_COLUMNS))
+    _apply_optional(root, LANDMARKS, lambda p: _apply_landmarks(p, records, always_eight=False))
+    categories, attributes = _load_vocabularies(root, records, "attributes", required=True)
+    return Benchmark("attributes", root, list(records.values()), categories, attributes)
+
+
+def load_landmarks(root: str | Path) -> Benchmark:
+    """Fashion Landmark Detection: landmarks (8 triples per line) and bounding boxes."""
+    root = Path(root)
+    columns = ("image_name", "evaluation_status")
+    records = _read_partition(_require(root, PARTITION, "landmarks"), columns, _TRAIN_VAL_TEST)
+    _apply_landmarks(_require(root, LANDMARKS, "landmarks"), records, always_eight=True)
+    _apply_optional(root, BBOX, lambda p: _apply_bboxes(p, records, _PLAIN_BBOX_COLUMNS))
+    return Benchmark("landmarks", root, list(records.values()))
+
+
+_LOADERS: dict[str, Callable[[Path], Benchmark]] = {
+    "inshop": load_inshop,
+    "consumer2shop": load_consumer2shop,
+    "attributes": load_attributes,
+    "landmarks": load_landmarks,
+}
+
+
+def _detect_benchmark(root: Path) -> str:
+    """Name the benchmark whose signature files exist under ``root`` (see ``_SIGNATURES`` for the order)."""
+    for name, files in _SIGNATURES.items():
+        if any((root / relative).is_file() for relative in files):
+            return name
+    looked_for = "; ".join(f"{name}: {' or '.join(files)}" for name, files in _SIGNATURES.items())
+    raise DataFormatError(root, None, f"a DeepFashion benchmark folder with one of ({looked_for})", "none of them")
+
+
+def load_benchmark(root: str | Path, benchmark: str | None = None) -> Benchmark:
+    """Load a benchmark folder by name, or detect which benchmark it is from the files it holds."""
+    root = Path(root)
+    name = benchmark if benchmark is not None else _detect_benchmark(root)
+    if name not in _LOADERS:
+        raise InvalidInput(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")
+    return _LOADERS[name](root)

@@ -1,0 +1,97 @@
+"""Typed records every DeepFashion loader returns, whatever benchmark the files come from.
+
+One record per image. Landmarks always use the eight canonical slots of :data:`LANDMARK_NAMES`; slots a
+clothes type does not define are marked :data:`VIS_ABSENT` so one tensor shape serves all clothes types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+# The paper's eight landmarks, in the order the full-body annotation lists them.
+LANDMARK_NAMES: tuple[str, ...] = (
+    "left_collar",
+    "right_collar",
+    "left_sleeve",
+    "right_sleeve",
+    "left_waistline",
+    "right_waistline",
+    "left_hem",
+    "right_hem",
+)
+NUM_LANDMARKS = len(LANDMARK_NAMES)
+
+# DeepFashion visibility codes, plus one for "this clothes type has no such landmark".
+VIS_VISIBLE = 0
+VIS_OCCLUDED = 1
+VIS_TRUNCATED = 2
+VIS_ABSENT = 3
+VISIBILITY_NAMES: tuple[str, ...] = ("visible", "occluded", "truncated")
+
+
+class ClothesType(IntEnum):
+    """DeepFashion's clothes_type / category_type column."""
+
+    UPPER = 1
+    LOWER = 2
+    FULL = 3
+
+
+# Which canonical slots each clothes type annotates, in the order its landmark columns appear in the files.
+LANDMARK_SLOTS: dict[ClothesType, tuple[int, ...]] = {
+    ClothesType.UPPER: (0, 1, 2, 3, 6, 7),  # collar, sleeve, hem
+    ClothesType.LOWER: (4, 5, 6, 7),  # waistline, hem
+    ClothesType.FULL: (0, 1, 2, 3, 4, 5, 6, 7),
+}
+
+# DeepFashion's attribute_type column: 1 texture, 2 fabric, 3 shape, 4 part, 5 style.
+ATTRIBUTE_GROUPS: tuple[str, ...] = ("texture", "fabric", "shape", "part", "style")
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    clothes_type: ClothesType
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    group: str  # one of ATTRIBUTE_GROUPS
+
+
+@dataclass
+class ImageRecord:
+    """Everything known about one image. Fields a benchmark does not annotate stay None."""
+
+    image: str  # path relative to the benchmark root, exactly as the files spell it
+    split: str  # train / val / test / query / gallery
+    item_id: str | None = None
+    domain: str | None = None  # "shop" or "consumer"
+    clothes_type: ClothesType | None = None
+    bbox: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in pixels
+    landmarks: np.ndarray | None = None  # (8, 2) float32 pixel x, y; zeros where absent
+    visibility: np.ndarray | None = None  # (8,) int64 VIS_* codes
+    category: int | None = None  # 0-based index into Benchmark.categories
+    attributes: np.ndarray | None = None  # (num_attributes,) uint8 multi-hot
+
+
+@dataclass
+class Benchmark:
+    """A loaded benchmark: its root folder, vocabularies and one record per image."""
+
+    name: str  # inshop / consumer2shop / attributes / landmarks
+    root: Path
+    records: list[ImageRecord]
+    categories: list[Category] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def split(self, *names: str) -> list[ImageRecord]:
+        return [r for r in self.records if r.split in names]
+
+    def path(self, record: ImageRecord) -> Path:
+        return self.root / record.image

@@ -1,0 +1,115 @@
+"""Checkpoints that carry their own metadata, so a loaded model needs no outside knowledge.
+
+Loading with arguments that contradict the metadata is an error that says what the checkpoint expects,
+as torchvision's builders do when kwargs disagree with weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.data.records import LANDMARK_NAMES, Attribute, Category, ClothesType
+from shared.errors import CheckpointMismatch
+from shared.fashionnet.backbones import get_backbone_spec
+from shared.fashionnet.registry import backbone_of, create_model
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelMetadata:
+    architecture: str  # registry name, e.g. fashionnet_efficientnet_lite0
+    version: str  # human/registry version, e.g. "fn-20261127-1530"
+    embedding_dim: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    categories: list[Category]
+    attributes: list[Attribute]
+    landmarks: tuple[str, ...] = LANDMARK_NAMES
+    landmark_pooling: bool = True
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    parent_version: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"num_categories": len(self.categories), "num_attributes": len(self.attributes),
+                "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["categories"] = [{"name": c.name, "clothes_type": int(c.clothes_type)} for c in self.categories]
+        d["attributes"] = [{"name": a.name, "group": a.group} for a in self.attributes]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        d = dict(d)
+        d["categories"] = [Category(c["name"], ClothesType(c["clothes_type"])) for c in d["categories"]]
+        d["attributes"] = [Attribute(a["name"], a["group"]) for a in d["attributes"]]
+        d["mean"], d["std"], d["landmarks"] = tuple(d["mean"]), tuple(d["std"]), tuple(d["landmarks"])
+        return cls(**d)
+
+
+def default_metadata(architecture: str, categories: list[Category], attributes: list[Attribute], *,
+                     version: str, embedding_dim: int = 256, input_size: int = 224,
+                     landmark_pooling: bool = True) -> ModelMetadata:
+    spec = get_backbone_spec(backbone_of(architecture))
+    return ModelMetadata(architecture=architecture, version=version, embedding_dim=embedding_dim,
+                         input_size=input_size, mean=spec.mean, std=spec.std, categories=categories,
+                         attributes=attributes, landmark_pooling=landmark_pooling)
+
+
+def build_model(metadata: ModelMetadata, *, pretrained: bool = True, **kwargs) -> nn.Module:
+    return create_model(metadata.architecture, pretrained=pretrained, **metadata.model_kwargs(), **kwargs)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, metadata: ModelMetadata, **extra: Any) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT_VERSION, "metadata": metadata.to_dict(), "state_dict": model.state_dict(),
+                **extra}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointMismatch(f"expected a checkpoint file at {path}, found none")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "metadata" not in blob:
+        raise CheckpointMismatch(f"expected a FashionNet checkpoint (format {FORMAT_VERSION}) at {path}")
+    return blob
+
+
+def load_checkpoint(path: str | Path, **expect: Any) -> tuple[nn.Module, ModelMetadata]:
+    """Load a model and its metadata; every keyword is checked against the metadata, never silently applied."""
+    blob = read_checkpoint(path)
+    metadata = ModelMetadata.from_dict(blob["metadata"])
+    check_metadata(metadata, **expect)
+    model = build_model(metadata, pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), metadata
+
+
+def check_metadata(metadata: ModelMetadata, **expect: Any) -> None:
+    derived = {"num_categories": len(metadata.categories), "num_attributes": len(metadata.attributes)}
+    for key, wanted in expect.items():
+        if key in derived:
+            have = derived[key]
+        elif hasattr(metadata, key):
+            have = getattr(metadata, key)
+        else:
+            raise CheckpointMismatch(f"expected one of {sorted([*derived, *metadata.to_dict()])}, got {key!r}")
+        if have != wanted:
+            raise CheckpointMismatch(f"the checkpoint was built with {key}={have!r}, but got {key}={wanted!r}")

@@ -1,0 +1,106 @@
+"""FashionNet's training losses, kept out of `forward` so one model serves every training stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from shared.data.records import VIS_ABSENT, VIS_TRUNCATED
+
+
+@dataclass
+class Targets:
+    """A batch's labels as tensors; masks mark what each image annotates."""
+
+    landmarks: torch.Tensor  # (B, 8, 2) fractions of the input size
+    visibility: torch.Tensor  # (B, 8) VIS_* codes
+    category: torch.Tensor  # (B,) 0-based, -1 = unknown
+    attributes: torch.Tensor  # (B, A) 0/1 float
+    attributes_known: torch.Tensor  # (B,) bool
+    item: torch.Tensor  # (B,) integer item id, -1 = unknown
+
+
+def landmark_location_loss(pred: torch.Tensor, target: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 on landmarks with a known position (visible or occluded; truncated ones lie outside)."""
+    mask = visibility < VIS_TRUNCATED
+    if not mask.any():
+        return pred.sum() * 0.0
+    return F.smooth_l1_loss(pred[mask], target[mask], beta=0.02)
+
+
+def visibility_loss(logits: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over visible / occluded / truncated for the landmarks the clothes type defines."""
+    mask = visibility != VIS_ABSENT
+    if not mask.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[mask], visibility[mask])
+
+
+def category_loss(logits: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+    if not (category >= 0).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, category, ignore_index=-1)
+
+
+def attribute_pos_weight(positives: torch.Tensor, total: int, max_weight: float = 50.0) -> torch.Tensor:
+    """negatives/positives per attribute, capped: DeepFashion's attributes are very imbalanced."""
+    negatives = total - positives
+    return (negatives / positives.clamp(min=1)).clamp(1.0, max_weight)
+
+
+def attribute_loss(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+                   pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted binary cross-entropy, over images whose attributes are annotated."""
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[known], targets[known], pos_weight=pos_weight)
+
+
+def batch_hard_triplet_loss(embedding: torch.Tensor, item: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Triplet loss with in-batch hard mining (Hermans et al. 2017) on cosine distance.
+
+    For every anchor with at least one positive (another image of the same item) and one negative in the
+    batch, take its farthest positive and its closest negative. Needs P items x K images per batch.
+    """
+    known = item >= 0
+    embedding, item = embedding[known], item[known]
+    if embedding.shape[0] < 2:
+        return embedding.sum() * 0.0
+    dist = 1.0 - embedding @ embedding.T
+    same = item[:, None] == item[None, :]
+    eye = torch.eye(len(item), dtype=torch.bool, device=item.device)
+    positive = same & ~eye
+    valid = positive.any(dim=1) & (~same).any(dim=1)
+    if not valid.any():
+        return embedding.sum() * 0.0
+    hardest_pos = dist.masked_fill(~positive, float("-inf")).amax(dim=1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
+    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    landmarks: float = 1.0
+    visibility: float = 0.2
+    category: float = 1.0
+    attributes: float = 1.0
+    triplet: float = 1.0
+
+
+def total_loss(out, targets: Targets, weights: LossWeights, *, stage: str,
+               pos_weight: torch.Tensor | None = None, margin: float = 0.2) -> dict[str, torch.Tensor]:
+    """Per-term losses plus "total". Stage "landmarks" trains only landmarks + visibility (the paper's
+    first stage); stage "all" trains every task jointly."""
+    terms = {
+        "landmarks": landmark_location_loss(out.landmarks, targets.landmarks, targets.visibility),
+        "visibility": visibility_loss(out.visibility_logits, targets.visibility),
+    }
+    if stage == "all":
+        terms["category"] = category_loss(out.category_logits, targets.category)
+        terms["attributes"] = attribute_loss(out.attribute_logits, targets.attributes, targets.attributes_known,
+                                             pos_weight)
+        terms["triplet"] = batch_hard_triplet_loss(out.embedding, targets.item, margin)
+    terms["total"] = sum(getattr(weights, name) * value for name, value in terms.items())
+    return terms

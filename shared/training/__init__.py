@@ -1,0 +1,1 @@
+"""Training, evaluation and the paper's metrics for FashionNet."""
