@@ -116,6 +116,7 @@ def compute_metrics(bench: Benchmark, records: list[ImageRecord], pred: Predicti
         ret = metrics.retrieval_topk(pred.embedding[query], ids[query], pred.embedding[gallery], ids[gallery],
                                      ks=(1, 5, 10, 20))
         result["retrieval"] = {**{f"top{k}": v for k, v in ret["topk"].items()}, "queries": ret["queries"],
+                               "queries_without_match": ret["queries_without_match"],
                                "gallery": int(gallery.sum())}
     return result
 

@@ -63,9 +63,7 @@ def _integers(arr: np.ndarray, name: str) -> np.ndarray:
 
 def _same_length(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:
     if a.shape[0] != b.shape[0]:
-        raise InvalidInput(
-            f"{b_name}: expected {a.shape[0]} rows to match {a_name} {a.shape}, got shape {b.shape}"
-        )
+        raise InvalidInput(f"{b_name}: expected {a.shape[0]} rows to match {a_name} {a.shape}, got shape {b.shape}")
 
 
 def _ks(ks: Iterable[int], name: str = "ks") -> tuple[int, ...]:
@@ -155,9 +153,7 @@ def attribute_topk_recall(
         raise InvalidInput("targets: expected a 0/1 multi-hot matrix, got other values")
     group_arr = np.asarray(list(groups), dtype=object)
     if group_arr.shape != (scores.shape[1],):
-        raise InvalidInput(
-            f"groups: expected one group name per attribute ({scores.shape[1]}), got {len(group_arr)}"
-        )
+        raise InvalidInput(f"groups: expected one group name per attribute ({scores.shape[1]}), got {len(group_arr)}")
     if "all" in set(group_arr.tolist()):
         raise InvalidInput('groups: expected group names other than "all" (reserved for the overall result)')
     positive = targets.astype(bool)
@@ -256,14 +252,22 @@ def _normalise(emb: np.ndarray) -> np.ndarray:
 
 
 def _id_codes(query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map both id arrays onto shared integer codes so per-chunk comparisons are fast integer compares."""
+    """Map both id arrays onto shared integer codes so per-chunk comparisons are fast integer compares.
+
+    Both sides must hold the same kind of id (strings, integers, or Python objects): numpy would otherwise
+    quietly turn integer ids into strings and match ``1`` with ``"1"``.
+    """
+    families = {"U": "strings", "S": "strings", "i": "integers", "u": "integers", "O": "objects"}
+    kinds = {families.get(a.dtype.kind) for a in (query_ids, gallery_ids)}
+    if None in kinds or len(kinds - {"objects"}) > 1:
+        raise InvalidInput(
+            f"query_ids/gallery_ids: expected ids of one comparable type (strings or integers), got "
+            f"{query_ids.dtype} and {gallery_ids.dtype}"
+        )
     try:
         _, codes = np.unique(np.concatenate([query_ids, gallery_ids]), return_inverse=True)
-    except (TypeError, ValueError) as err:  # e.g. strings on one side and integers on the other
-        raise InvalidInput(
-            f"query_ids/gallery_ids: expected ids of one comparable type, got {query_ids.dtype} and "
-            f"{gallery_ids.dtype}"
-        ) from err
+    except TypeError as err:  # Python objects that do not order against each other
+        raise InvalidInput(f"query_ids/gallery_ids: expected ids that can be sorted, got {err}") from err
     codes = codes.reshape(-1)
     return codes[: len(query_ids)], codes[len(query_ids) :]
 

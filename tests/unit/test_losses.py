@@ -1,0 +1,67 @@
+"""Loss functions against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from shared.data.records import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
+from shared.fashionnet.losses import (
+    attribute_pos_weight,
+    batch_hard_triplet_loss,
+    category_loss,
+    landmark_location_loss,
+    visibility_loss,
+)
+
+
+def test_landmark_loss_ignores_truncated_and_absent() -> None:
+    target = torch.zeros(1, 4, 2)
+    pred = torch.tensor([[[0.5, 0.5], [0.01, 0.0], [9.0, 9.0], [9.0, 9.0]]])
+    vis = torch.tensor([[VIS_VISIBLE, VIS_OCCLUDED, VIS_TRUNCATED, VIS_ABSENT]])
+    # smooth-L1 with beta 0.02: |0.5| -> 0.5 - 0.01 = 0.49 (twice); |0.01| -> 0.5 * 0.01^2 / 0.02 = 0.0025; 0.
+    expected = (0.49 + 0.49 + 0.0025 + 0.0) / 4
+    assert landmark_location_loss(pred, target, vis).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_visibility_loss_skips_absent_slots() -> None:
+    logits = torch.tensor([[[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    vis = torch.tensor([[VIS_VISIBLE, VIS_ABSENT]])
+    # -log(e^10 / (e^10 + 2)) = log(1 + 2 e^-10); float32 softmax keeps ~3 significant digits of it.
+    assert visibility_loss(logits, vis).item() == pytest.approx(math.log1p(2 * math.exp(-10.0)), rel=1e-3)
+
+
+def test_category_loss_unknown_labels_give_zero_not_nan() -> None:
+    loss = category_loss(torch.randn(3, 4, requires_grad=True), torch.tensor([-1, -1, -1]))
+    assert loss.item() == 0.0
+    loss.backward()
+
+
+def test_attribute_pos_weight_is_negatives_over_positives_capped() -> None:
+    weights = attribute_pos_weight(torch.tensor([10.0, 1.0, 0.0, 100.0]), total=100, max_weight=50.0)
+    assert weights.tolist() == pytest.approx([9.0, 50.0, 50.0, 1.0])
+
+
+def test_batch_hard_triplet_picks_hardest_pairs() -> None:
+    # Items 0 and 1, two images each, on the unit circle. Anchor 0 at angle 0.
+    angles = torch.tensor([0.0, 0.6, 0.3, 1.5])
+    emb = torch.stack([angles.cos(), angles.sin()], dim=1)
+    item = torch.tensor([0, 0, 1, 1])
+    dist = 1 - emb @ emb.T
+    # anchor 0: hardest positive = image 1, hardest negative = image 2 (closer than 3).
+    per_anchor = [
+        dist[0, 1] - min(dist[0, 2], dist[0, 3]),
+        dist[1, 0] - min(dist[1, 2], dist[1, 3]),
+        dist[2, 3] - min(dist[2, 0], dist[2, 1]),
+        dist[3, 2] - min(dist[3, 0], dist[3, 1]),
+    ]
+    expected = torch.stack([torch.relu(d + 0.2) for d in per_anchor]).mean()
+    assert batch_hard_triplet_loss(emb, item, margin=0.2).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_triplet_without_positives_is_zero() -> None:
+    emb = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    assert batch_hard_triplet_loss(emb, torch.tensor([0, 1, 2])).item() == 0.0
+    assert batch_hard_triplet_loss(emb, torch.tensor([-1, -1, -1])).item() == 0.0
