@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
 	$(MAKE) protos
+	# Again, now that the generated `fashion` package exists, so the editable install maps it too.
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
 # Generated protobuf code lands in one package (fashion/, git-ignored), never hand-copied.

@@ -41,3 +41,11 @@ class DataFormatError(InvalidInput):
 
 class CheckpointMismatch(InvalidInput):
     """Arguments that contradict a checkpoint's own metadata."""
+
+
+class Unauthenticated(FashionError):
+    """The caller did not prove who it is (maps to UNAUTHENTICATED)."""
+
+
+class Unavailable(FashionError):
+    """A dependency or the service itself is not ready or is shutting down (maps to UNAVAILABLE; retryable)."""
