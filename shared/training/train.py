@@ -197,7 +197,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             optimizer.step()
             count += 1
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+                sums[name] = sums.get(name, 0.0) + value.item()
             bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                 snapshot(epoch, step + 1)
