@@ -1,0 +1,77 @@
+"""Repository functions: each takes a Session and never commits (the caller owns the transaction)::
+
+    with factory.begin() as session:
+        if repository.claim_event(session, event_id, topic, partition, offset):
+            repository.upsert_product(session, product_id, title=title, price=price)
+
+Split by aggregate: catalog (products, images, predictions), events (idempotency ledger), search_log
+(queries, impressions, clicks, training pairs), registry (model versions), runs (training runs).
+"""
+
+from shared.db.repository.catalog import (
+    catalog_images_page,
+    count_catalog_images,
+    get_images_for_products,
+    get_predictions,
+    get_product,
+    get_product_images,
+    get_products,
+    mark_product_deleted,
+    save_predictions,
+    upsert_image,
+    upsert_product,
+)
+from shared.db.repository.events import claim_event
+from shared.db.repository.registry import (
+    get_model_version,
+    list_model_versions,
+    previous_serving_version,
+    register_model_version,
+    serving_version,
+    set_model_state,
+    set_serving,
+)
+from shared.db.repository.runs import active_run, create_or_get_active_run, get_run, list_runs, update_run
+from shared.db.repository.search_log import (
+    ClickPair,
+    click_training_pairs,
+    get_query,
+    query_impressions,
+    record_click,
+    record_query,
+    validate_click,
+)
+
+__all__ = [
+    "ClickPair",
+    "active_run",
+    "catalog_images_page",
+    "claim_event",
+    "click_training_pairs",
+    "count_catalog_images",
+    "create_or_get_active_run",
+    "get_images_for_products",
+    "get_model_version",
+    "get_predictions",
+    "get_product",
+    "get_product_images",
+    "get_products",
+    "get_query",
+    "get_run",
+    "list_model_versions",
+    "list_runs",
+    "mark_product_deleted",
+    "previous_serving_version",
+    "query_impressions",
+    "record_click",
+    "record_query",
+    "register_model_version",
+    "save_predictions",
+    "serving_version",
+    "set_model_state",
+    "set_serving",
+    "update_run",
+    "upsert_image",
+    "upsert_product",
+    "validate_click",
+]

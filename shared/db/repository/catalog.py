@@ -1,0 +1,230 @@
+"""Products, their images and what each model version predicted for them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.models import Image, ImageDomain, ImagePrediction, Product, utcnow
+from shared.db.repository._sql import chunks, field, insert_for
+from shared.errors import InvalidInput, NotFound
+
+
+def _require_id(name: str, value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"expected a non-empty {name}, got {value!r}")
+    return value
+
+
+def _price(value: Decimal | float | int | str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidInput(f"expected a decimal price, got {value!r}") from None
+    if not price.is_finite() or price < 0:
+        raise InvalidInput(f"expected a price >= 0, got {value!r}")
+    return price
+
+
+def _currency(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
+        raise InvalidInput(f"expected a 3-letter ISO 4217 currency code such as 'EUR', got {value!r}")
+    return value.upper()
+
+
+def upsert_product(
+    session: Session,
+    product_id: str,
+    *,
+    title: str,
+    brand: str | None = None,
+    price: Decimal | float | str | None = None,
+    currency: str | None = None,
+    in_stock: bool = True,
+    category: str | None = None,
+    attributes: Sequence[str] | None = None,
+) -> None:
+    """Insert or update a product by its natural key; an upsert of a deleted product lists it again.
+
+    The event's own fields (title, brand, price, currency, stock) always overwrite. The predicted
+    ``category`` and ``attributes`` overwrite only when given, so a metadata-only update keeps them.
+    """
+    _require_id("product_id", product_id)
+    values: dict[str, Any] = {
+        "product_id": product_id, "title": title, "brand": brand, "price": _price(price),
+        "currency": _currency(currency), "in_stock": bool(in_stock), "category": category,
+        "attributes": list(attributes or []), "deleted": False, "deleted_at": None,
+    }
+    stmt = insert_for(session, Product).values(**values)
+    keep_unless_given = {"category": category, "attributes": attributes}
+    update = {name: stmt.excluded[name] for name in values
+              if name != "product_id" and keep_unless_given.get(name, True) is not None}
+    update["updated_at"] = utcnow()
+    session.execute(stmt.on_conflict_do_update(index_elements=[Product.product_id], set_=update))
+
+
+def mark_product_deleted(session: Session, product_id: str) -> bool:
+    """Soft-delete: True when a live product was marked, False when unknown or already deleted (replays)."""
+    now = utcnow()
+    result = session.execute(
+        sa.update(Product)
+        .where(Product.product_id == product_id, Product.deleted.is_(False))
+        .values(deleted=True, deleted_at=now, updated_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount > 0
+
+
+def get_product(session: Session, product_id: str, *, include_deleted: bool = False) -> Product:
+    product = get_products(session, [product_id], include_deleted=include_deleted).get(product_id)
+    if product is None:
+        raise NotFound(f"unknown product_id {product_id!r}: expected the id of a catalogue product")
+    return product
+
+
+def get_products(session: Session, product_ids: Iterable[str], *, include_deleted: bool = False) -> dict[str, Product]:
+    """Products by id (missing and, by default, deleted ones are left out), for enriching search hits."""
+    found: dict[str, Product] = {}
+    for batch in chunks(dict.fromkeys(product_ids)):
+        stmt = sa.select(Product).where(Product.product_id.in_(batch))
+        if not include_deleted:
+            stmt = stmt.where(Product.deleted.is_(False))
+        for product in session.scalars(stmt.execution_options(populate_existing=True)):
+            found[product.product_id] = product
+    return found
+
+
+def upsert_image(
+    session: Session,
+    image_id: str,
+    product_id: str,
+    *,
+    uri: str | None = None,
+    sha256: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    domain: str = ImageDomain.SHOP,
+) -> None:
+    """Insert or update an image by its deterministic id; its product must exist (upsert that first)."""
+    _require_id("image_id", image_id)
+    if domain not in {d.value for d in ImageDomain}:
+        raise InvalidInput(f"expected image domain 'shop' or 'consumer', got {domain!r}")
+    if session.scalar(sa.select(Product.product_id).where(Product.product_id == product_id)) is None:
+        raise NotFound(f"unknown product_id {product_id!r} for image {image_id!r}: upsert the product first")
+    values = {"image_id": image_id, "product_id": product_id, "uri": uri, "sha256": sha256,
+              "width": width, "height": height, "domain": str(domain)}
+    stmt = insert_for(session, Image).values(**values)
+    update = {name: stmt.excluded[name] for name in values if name != "image_id"}
+    session.execute(stmt.on_conflict_do_update(index_elements=[Image.image_id], set_=update))
+
+
+def get_product_images(session: Session, product_id: str, *, domain: str | None = None) -> list[Image]:
+    return get_images_for_products(session, [product_id], domain=domain).get(product_id, [])
+
+
+def get_images_for_products(session: Session, product_ids: Iterable[str], *,
+                            domain: str | None = None) -> dict[str, list[Image]]:
+    """Images per product id, ordered by image id; products without images are absent."""
+    found: dict[str, list[Image]] = {}
+    for batch in chunks(dict.fromkeys(product_ids)):
+        stmt = sa.select(Image).where(Image.product_id.in_(batch)).order_by(Image.product_id, Image.image_id)
+        if domain is not None:
+            stmt = stmt.where(Image.domain == str(domain))
+        for image in session.scalars(stmt.execution_options(populate_existing=True)):
+            found.setdefault(image.product_id, []).append(image)
+    return found
+
+
+def catalog_images_page(session: Session, *, after_image_id: str | None = None, limit: int = 500,
+                        domain: str | None = ImageDomain.SHOP) -> list[Image]:
+    """One page of live products' images in image-id order (keyset paging: resumable re-indexing)."""
+    stmt = (sa.select(Image).join(Product, Product.product_id == Image.product_id)
+            .where(Product.deleted.is_(False)).order_by(Image.image_id).limit(limit))
+    if after_image_id is not None:
+        stmt = stmt.where(Image.image_id > after_image_id)
+    if domain is not None:
+        stmt = stmt.where(Image.domain == str(domain))
+    return list(session.scalars(stmt))
+
+
+def count_catalog_images(session: Session, *, domain: str | None = ImageDomain.SHOP) -> int:
+    stmt = (sa.select(sa.func.count()).select_from(Image).join(Product, Product.product_id == Image.product_id)
+            .where(Product.deleted.is_(False)))
+    if domain is not None:
+        stmt = stmt.where(Image.domain == str(domain))
+    return int(session.scalar(stmt) or 0)
+
+
+def _finite(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"expected a number for {name}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"expected a finite number for {name}, got {value!r}")
+    return number
+
+
+def _attribute_scores(attributes: Mapping[str, float] | Iterable[Any] | None) -> dict[str, float]:
+    if attributes is None:
+        return {}
+    if isinstance(attributes, Mapping):
+        return {str(name): _finite(f"attribute {name!r}", score) for name, score in attributes.items()}
+    scores: dict[str, float] = {}
+    for item in attributes:
+        name, score = (item if isinstance(item, tuple) else (field(item, "name"), field(item, "score")))
+        scores[str(name)] = _finite(f"attribute {name!r}", score)
+    return scores
+
+
+def _landmarks(landmarks: Iterable[Any] | None) -> list[dict[str, Any]]:
+    out = []
+    for item in landmarks or []:
+        name = str(field(item, "name"))
+        out.append({"name": name, "x": _finite(f"landmark {name!r} x", field(item, "x")),
+                    "y": _finite(f"landmark {name!r} y", field(item, "y")),
+                    "visibility": _finite(f"landmark {name!r} visibility", field(item, "visibility"))})
+    return out
+
+
+def save_predictions(
+    session: Session,
+    image_id: str,
+    model_version: str,
+    category: str | None,
+    category_score: float | None,
+    attributes: Mapping[str, float] | Iterable[Any] | None,
+    landmarks: Iterable[Any] | None,
+) -> None:
+    """Store one model version's analysis of an image, replacing an earlier one (idempotent on replays).
+
+    ``attributes``: ``{name: score}``, ``(name, score)`` pairs or objects with ``name``/``score``.
+    ``landmarks``: mappings or objects (dataclasses, protobuf messages) with ``name``, ``x``, ``y``,
+    ``visibility``.
+    """
+    _require_id("model_version", model_version)
+    if session.scalar(sa.select(Image.image_id).where(Image.image_id == image_id)) is None:
+        raise NotFound(f"unknown image_id {image_id!r}: upsert the image before its predictions")
+    values = {"image_id": image_id, "model_version": model_version, "category": category,
+              "category_score": None if category_score is None else _finite("category_score", category_score),
+              "attributes": _attribute_scores(attributes), "landmarks": _landmarks(landmarks)}
+    stmt = insert_for(session, ImagePrediction).values(**values)
+    update = {name: stmt.excluded[name] for name in ("category", "category_score", "attributes", "landmarks")}
+    update["updated_at"] = utcnow()
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[ImagePrediction.image_id, ImagePrediction.model_version], set_=update))
+
+
+def get_predictions(session: Session, image_id: str, model_version: str) -> ImagePrediction | None:
+    stmt = (sa.select(ImagePrediction)
+            .where(ImagePrediction.image_id == image_id, ImagePrediction.model_version == model_version)
+            .execution_options(populate_existing=True))
+    return session.scalar(stmt)

@@ -1,0 +1,168 @@
+"""The search log: queries (with the shopper's photo), impressions, clicks, and training pairs from them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db.models import Click, Impression, SearchQuery
+from shared.db.repository._sql import chunks, field, insert_for
+from shared.errors import InvalidInput, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ClickPair:
+    """A consumer-to-shop training example: the shopper's photo, the product they clicked, what they skipped."""
+
+    query_id: str
+    query_image: bytes
+    query_image_sha256: str
+    created_at: datetime
+    model_version: str
+    positive_product_id: str
+    negative_product_ids: tuple[str, ...]
+
+
+def record_query(
+    session: Session,
+    query_id: str,
+    *,
+    model_version: str,
+    top_k: int,
+    impressions: Iterable[Any],
+    query_image: bytes | None = None,
+    source_product_id: str | None = None,
+    filters: Mapping[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> bool:
+    """Log a FindSimilar call and what it showed; False when ``query_id`` was already logged (a retry).
+
+    ``impressions``: mappings or objects with ``position``, ``product_id``, ``score`` and optional
+    ``image_id``. A query is by photo (``query_image``) or by product (``source_product_id``).
+    """
+    if query_image is None and source_product_id is None:
+        raise InvalidInput("expected query_image bytes or a source_product_id for the query")
+    if top_k < 1:
+        raise InvalidInput(f"expected top_k >= 1, got {top_k}")
+    rows = [{"query_id": query_id, "position": int(field(item, "position")),
+             "product_id": str(field(item, "product_id")), "image_id": field(item, "image_id", None) or None,
+             "score": float(field(item, "score"))} for item in impressions]
+    positions = [row["position"] for row in rows]
+    if len(set(positions)) != len(positions):
+        raise InvalidInput(f"expected distinct impression positions, got {positions}")
+    values: dict[str, Any] = {
+        "query_id": query_id, "model_version": model_version, "top_k": top_k, "query_image": query_image,
+        "query_image_sha256": hashlib.sha256(query_image).hexdigest() if query_image is not None else None,
+        "source_product_id": source_product_id, "filters": dict(filters or {}),
+    }
+    if created_at is not None:
+        values["created_at"] = created_at
+    stmt = (insert_for(session, SearchQuery).values(**values).on_conflict_do_nothing()
+            .returning(SearchQuery.query_id))
+    if session.execute(stmt).scalar_one_or_none() is None:
+        return False
+    if rows:
+        session.execute(insert_for(session, Impression).values(rows).on_conflict_do_nothing())
+    return True
+
+
+def get_query(session: Session, query_id: str) -> SearchQuery:
+    query = session.get(SearchQuery, query_id)
+    if query is None:
+        raise NotFound(f"unknown query_id {query_id!r}: expected the query_id returned by FindSimilar")
+    return query
+
+
+def query_impressions(session: Session, query_id: str) -> list[Impression]:
+    stmt = sa.select(Impression).where(Impression.query_id == query_id).order_by(Impression.position)
+    return list(session.scalars(stmt))
+
+
+def validate_click(session: Session, query_id: str, product_id: str) -> None:
+    """Raise NotFound for an unknown query and InvalidInput for a product that query did not show.
+
+    Also for RecordClick to call before it publishes the click, so bad clicks fail at the API.
+    """
+    get_query(session, query_id)
+    shown = session.scalar(sa.select(sa.func.count()).select_from(Impression)
+                           .where(Impression.query_id == query_id, Impression.product_id == product_id))
+    if not shown:
+        raise InvalidInput(f"product_id {product_id!r} was not shown for query_id {query_id!r}: "
+                           "expected one of the products FindSimilar returned for it")
+
+
+def record_click(
+    session: Session,
+    click_id: str,
+    query_id: str,
+    product_id: str,
+    position: int,
+    *,
+    clicked_at: datetime | None = None,
+) -> bool:
+    """Log a click; False when that click (same id, or same query and product) was already logged."""
+    validate_click(session, query_id, product_id)
+    values: dict[str, Any] = {"click_id": click_id, "query_id": query_id, "product_id": product_id,
+                              "position": position}
+    if clicked_at is not None:
+        values["clicked_at"] = clicked_at
+    stmt = insert_for(session, Click).values(**values).on_conflict_do_nothing().returning(Click.click_id)
+    return session.execute(stmt).scalar_one_or_none() is not None
+
+
+def click_training_pairs(session: Session, since: datetime | None = None) -> list[ClickPair]:
+    """Deduplicated (photo, clicked product, skipped products) pairs from photo queries, oldest first.
+
+    The same photo (by sha256) searched several times yields one pair per clicked product, dated by its
+    first query. Negatives are the products shown for that photo in any of its queries and never clicked
+    for it, in the order they were first shown. Queries by product id carry no shopper photo: left out.
+    """
+    stmt = (sa.select(SearchQuery.query_id, SearchQuery.query_image_sha256, SearchQuery.created_at,
+                      SearchQuery.model_version, Click.product_id)
+            .join(Click, Click.query_id == SearchQuery.query_id)
+            .where(SearchQuery.query_image.is_not(None))
+            .order_by(SearchQuery.created_at, SearchQuery.query_id, Click.clicked_at, Click.click_id))
+    if since is not None:
+        stmt = stmt.where(SearchQuery.created_at >= since)
+    clicks = session.execute(stmt).all()
+
+    positives: dict[str, dict[str, Any]] = {}   # photo -> {product: first click row}, in first-click order
+    queries_of_photo: dict[str, list[str]] = {}
+    for row in clicks:
+        photo = row.query_image_sha256 or row.query_id
+        positives.setdefault(photo, {}).setdefault(row.product_id, row)
+        photo_queries = queries_of_photo.setdefault(photo, [])
+        if row.query_id not in photo_queries:
+            photo_queries.append(row.query_id)
+
+    shown: dict[str, list[str]] = {}
+    query_ids = [q for qs in queries_of_photo.values() for q in qs]
+    for batch in chunks(query_ids):
+        for query_id, product_id in session.execute(
+                sa.select(Impression.query_id, Impression.product_id).where(Impression.query_id.in_(batch))
+                .order_by(Impression.query_id, Impression.position)):
+            shown.setdefault(query_id, []).append(product_id)
+
+    first_rows = [row for by_product in positives.values() for row in by_product.values()]
+    images: dict[str, bytes] = {}
+    for batch in chunks(dict.fromkeys(row.query_id for row in first_rows)):
+        images.update(session.execute(sa.select(SearchQuery.query_id, SearchQuery.query_image)
+                                      .where(SearchQuery.query_id.in_(batch))).all())
+
+    pairs = []
+    for photo, by_product in positives.items():
+        seen = [p for q in queries_of_photo[photo] for p in shown.get(q, [])]
+        negatives = tuple(p for p in dict.fromkeys(seen) if p not in by_product)
+        for product_id, row in by_product.items():
+            pairs.append(ClickPair(query_id=row.query_id, query_image=images[row.query_id],
+                                   query_image_sha256=row.query_image_sha256 or "", created_at=row.created_at,
+                                   model_version=row.model_version, positive_product_id=product_id,
+                                   negative_product_ids=negatives))
+    pairs.sort(key=lambda pair: (pair.created_at, pair.query_id, pair.positive_product_id))
+    return pairs

@@ -1,0 +1,397 @@
+"""The relational store against the real PostgreSQL and against SQLite, through the same tests.
+
+Every test body runs on both backends (``db`` is parametrised). The Postgres database is created with a
+unique name for this test session, migrated with Alembic, and dropped at the end. Set
+FASHION_TEST_POSTGRES_URL to point at another server (any database on it: it is only used to connect).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import (
+    Base,
+    create_database_if_missing,
+    current_revision,
+    database_url_or_fallback,
+    downgrade,
+    drop_database,
+    head_revision,
+    make_engine,
+    repository,
+    session_factory,
+    sqlite_url,
+    upgrade,
+)
+from shared.db.repository import runs as runs_module
+from shared.errors import InvalidInput, NotFound
+
+POSTGRES_SERVER = os.environ.get("FASHION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ["postgresql", "sqlite"]
+
+
+def _new_postgres_url() -> str:
+    return make_url(POSTGRES_SERVER).set(database=f"fashion_test_{uuid.uuid4().hex[:12]}").render_as_string(
+        hide_password=False)
+
+
+@dataclass
+class Db:
+    backend: str
+    url: str
+    engine: Engine
+    factory: sessionmaker[Session]
+
+    @property
+    def concurrent_writers(self) -> bool:
+        """Postgres interleaves transactions; SQLite (BEGIN IMMEDIATE) runs writers one after the other."""
+        return self.backend == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Db]]:
+    postgres_url = _new_postgres_url()
+    assert create_database_if_missing(postgres_url), f"could not create {postgres_url}"
+    urls = {"postgresql": postgres_url, "sqlite": sqlite_url(tmp_path_factory.mktemp("db") / "fashion.db")}
+    databases: dict[str, Db] = {}
+    try:
+        for backend, url in urls.items():
+            upgrade(url)
+            engine = make_engine(url)
+            databases[backend] = Db(backend, url, engine, session_factory(engine))
+        yield databases
+    finally:
+        for db in databases.values():
+            db.engine.dispose()
+        drop_database(postgres_url)
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, migrated_databases: dict[str, Db]) -> Iterator[Db]:
+    """A migrated, empty database; rows are deleted after each test so tests stay independent."""
+    database = migrated_databases[request.param]
+    yield database
+    with database.engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, never-migrated database of each backend, for migration round trips."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "fresh.db")
+        return
+    url = _new_postgres_url()
+    create_database_if_missing(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def _table_names(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# --- migrations ---------------------------------------------------------------------------------------
+
+
+def test_migrations_build_exactly_the_models(db: Db) -> None:
+    assert current_revision(db.engine) == head_revision()
+    with db.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+    assert diff == [], f"migrations and models disagree on {db.backend}: {diff}"
+
+
+def test_downgrade_to_base_then_upgrade_again(fresh_url: str) -> None:
+    upgrade(fresh_url)
+    tables = set(Base.metadata.tables)
+    assert tables <= _table_names(fresh_url)
+    downgrade(fresh_url, "base")
+    assert _table_names(fresh_url) & tables == set()
+    upgrade(fresh_url)
+    upgrade(fresh_url)  # already at head: a no-op
+    assert tables <= _table_names(fresh_url)
+
+
+def test_a_reachable_postgres_is_chosen_over_sqlite(tmp_path: Path) -> None:
+    missing_database = _new_postgres_url()  # the server answers, the database is created on demand
+    for url in (POSTGRES_SERVER, missing_database):
+        assert database_url_or_fallback(url, tmp_path / "fallback.db") == url
+    try:
+        assert create_database_if_missing(missing_database) is True
+        assert create_database_if_missing(missing_database) is False
+    finally:
+        drop_database(missing_database)
+
+
+# --- catalogue ----------------------------------------------------------------------------------------
+
+
+def test_upsert_product_twice_keeps_one_row_and_updates_fields(db: Db) -> None:
+    with db.factory.begin() as s:
+        repository.upsert_product(s, "p1", title="Red dress", brand="Acme", price="19.99", currency="eur",
+                                  category="Dress", attributes=["red", "floral"])
+    with db.factory.begin() as s:
+        repository.upsert_product(s, "p1", title="Red midi dress", price=Decimal("24.50"), currency="EUR",
+                                  in_stock=False)
+    with db.factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Base.metadata.tables["products"])) == 1
+        product = repository.get_product(s, "p1")
+    assert (product.title, product.brand, product.price, product.currency, product.in_stock) == (
+        "Red midi dress", None, Decimal("24.50"), "EUR", False)
+    # Predictions were not given the second time, so they are kept.
+    assert (product.category, product.attributes) == ("Dress", ["red", "floral"])
+    assert product.updated_at >= product.created_at and product.updated_at.tzinfo is not None
+
+
+def test_deleted_products_disappear_and_come_back_on_upsert(db: Db) -> None:
+    with db.factory.begin() as s:
+        repository.upsert_product(s, "p1", title="Coat")
+        repository.upsert_product(s, "p2", title="Scarf")
+    with db.factory.begin() as s:
+        assert repository.mark_product_deleted(s, "p1") is True
+        assert repository.mark_product_deleted(s, "p1") is False
+        assert repository.mark_product_deleted(s, "never-seen") is False
+    with db.factory() as s:
+        assert set(repository.get_products(s, ["p1", "p2", "p3"])) == {"p2"}
+        assert repository.get_products(s, ["p1"], include_deleted=True)["p1"].deleted_at is not None
+        with pytest.raises(NotFound, match="unknown product_id 'p1'"):
+            repository.get_product(s, "p1")
+    with db.factory.begin() as s:
+        repository.upsert_product(s, "p1", title="Coat")
+    with db.factory() as s:
+        assert not repository.get_product(s, "p1").deleted
+
+
+def test_images_and_predictions_are_idempotent(db: Db) -> None:
+    landmarks = [{"name": "left_collar", "x": 0.2, "y": 0.1, "visibility": 0}, {"name": "right_collar", "x": 0.8,
+                                                                                "y": 0.1, "visibility": 1}]
+    with db.factory.begin() as s:
+        repository.upsert_product(s, "p1", title="Shirt")
+        for _ in range(2):
+            repository.upsert_image(s, "img-1", "p1", uri="file:///a.jpg", sha256="ab" * 32, width=10, height=20)
+        repository.upsert_image(s, "img-2", "p1", uri="file:///b.jpg", domain="consumer")
+        repository.save_predictions(s, "img-1", "v1", "Tee", 0.5, {"cotton": 0.4}, landmarks)
+        repository.save_predictions(s, "img-1", "v1", "Shirt", 0.9, [("cotton", 0.7), ("striped", 0.6)],
+                                    landmarks[:1])
+        with pytest.raises(NotFound, match="unknown product_id 'nope'"):
+            repository.upsert_image(s, "img-3", "nope")
+        with pytest.raises(NotFound, match="unknown image_id 'img-9'"):
+            repository.save_predictions(s, "img-9", "v1", None, None, {}, [])
+        with pytest.raises(InvalidInput, match="expected image domain 'shop' or 'consumer'"):
+            repository.upsert_image(s, "img-4", "p1", domain="street")
+    with db.factory() as s:
+        assert [i.image_id for i in repository.get_product_images(s, "p1")] == ["img-1", "img-2"]
+        assert [i.image_id for i in repository.get_product_images(s, "p1", domain="shop")] == ["img-1"]
+        assert [i.image_id for i in repository.catalog_images_page(s)] == ["img-1"]
+        assert repository.count_catalog_images(s, domain=None) == 2
+        prediction = repository.get_predictions(s, "img-1", "v1")
+    assert prediction is not None
+    assert (prediction.category, prediction.category_score) == ("Shirt", 0.9)
+    assert prediction.attributes == {"cotton": 0.7, "striped": 0.6}
+    assert prediction.landmarks == [{"name": "left_collar", "x": 0.2, "y": 0.1, "visibility": 0.0}]
+
+
+# --- idempotency ledger -------------------------------------------------------------------------------
+
+
+def test_claim_event_is_idempotent(db: Db) -> None:
+    with db.factory.begin() as s:
+        assert repository.claim_event(s, "evt-1", "catalog.uploads", 0, 41) is True
+        assert repository.claim_event(s, "evt-1", "catalog.uploads", 0, 41) is False
+    with db.factory.begin() as s:
+        assert repository.claim_event(s, "evt-1", "catalog.uploads", 2, 7) is False
+        assert repository.claim_event(s, "evt-2", "catalog.uploads", 0, 42) is True
+    # A transaction that rolls back leaves its event unclaimed, so the redelivery is processed.
+    with pytest.raises(RuntimeError), db.factory.begin() as s:
+        assert repository.claim_event(s, "evt-3", "catalog.uploads", 0, 43) is True
+        raise RuntimeError("sink failed")
+    with db.factory.begin() as s:
+        assert repository.claim_event(s, "evt-3", "catalog.uploads", 0, 43) is True
+
+
+# --- search log ---------------------------------------------------------------------------------------
+
+
+def _shown(*product_ids: str) -> list[dict[str, object]]:
+    return [{"position": i, "product_id": p, "image_id": f"{p}-img", "score": 1.0 - i / 10}
+            for i, p in enumerate(product_ids)]
+
+
+def test_record_click_is_idempotent_and_checks_the_query(db: Db) -> None:
+    with db.factory.begin() as s:
+        assert repository.record_query(s, "q1", model_version="v1", top_k=3, query_image=b"photo",
+                                       impressions=_shown("p1", "p2"), filters={"in_stock": True})
+        assert not repository.record_query(s, "q1", model_version="v1", top_k=3, query_image=b"photo",
+                                           impressions=_shown("p1", "p2"))
+    with db.factory.begin() as s:
+        assert repository.record_click(s, "c1", "q1", "p2", 1) is True
+        assert repository.record_click(s, "c1", "q1", "p2", 1) is False      # same event replayed
+        assert repository.record_click(s, "c2", "q1", "p2", 1) is False      # same click, new event id
+        with pytest.raises(NotFound, match="unknown query_id 'q-missing': expected the query_id returned by"):
+            repository.record_click(s, "c3", "q-missing", "p1", 0)
+        with pytest.raises(InvalidInput, match="product_id 'p9' was not shown for query_id 'q1'"):
+            repository.record_click(s, "c4", "q1", "p9", 0)
+    with db.factory() as s:
+        query = repository.get_query(s, "q1")
+        assert (query.query_image, query.filters, query.top_k) == (b"photo", {"in_stock": True}, 3)
+        assert [i.product_id for i in repository.query_impressions(s, "q1")] == ["p1", "p2"]
+        assert s.scalar(sa.select(sa.func.count()).select_from(Base.metadata.tables["clicks"])) == 1
+
+
+def test_training_pairs_deduplicate_and_use_skipped_results_as_negatives(db: Db) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    log = [  # query id, minutes after t0, photo, shown, clicked
+        ("qa1", 0, b"photo-a", ("p1", "p2", "p3"), ("p2",)),
+        ("qb1", 1, b"photo-b", ("p3", "p1"), ("p1", "p1")),
+        ("qa2", 2, b"photo-a", ("p2", "p4", "p1"), ("p2",)),   # same photo, same click: a duplicate pair
+        ("qp1", 3, None, ("p1",), ("p1",)),                  # by product id: no shopper photo
+        ("qc1", 4, b"photo-c", ("p1",), ()),                  # no click: no pair
+    ]
+    with db.factory.begin() as s:
+        for query_id, minutes, photo, shown, clicked in log:
+            repository.record_query(s, query_id, model_version="v1", top_k=5, query_image=photo,
+                                    source_product_id=None if photo else "p1", impressions=_shown(*shown),
+                                    created_at=t0 + timedelta(minutes=minutes))
+            for n, product_id in enumerate(clicked):
+                repository.record_click(s, f"{query_id}-c{n}", query_id, product_id, shown.index(product_id))
+    with db.factory() as s:
+        pairs = repository.click_training_pairs(s)
+        recent = repository.click_training_pairs(s, since=t0 + timedelta(minutes=2))
+    assert [(p.query_id, p.query_image, p.positive_product_id, p.negative_product_ids) for p in pairs] == [
+        ("qa1", b"photo-a", "p2", ("p1", "p3", "p4")),
+        ("qb1", b"photo-b", "p1", ("p3",)),
+    ]
+    assert pairs[0].created_at == t0 and pairs[0].model_version == "v1"
+    assert [(p.query_id, p.positive_product_id, p.negative_product_ids) for p in recent] == [
+        ("qa2", "p2", ("p4", "p1"))]
+
+
+# --- model registry -----------------------------------------------------------------------------------
+
+
+def _register(s: Session, version: str, **kwargs: object) -> None:
+    repository.register_model_version(s, version, architecture="fashionnet_efficientnet_lite0",
+                                      checkpoint_path=f"/models/{version}.pt", embedding_dim=256,
+                                      collection_name=f"products_{version}", **kwargs)
+
+
+def test_set_serving_keeps_exactly_one_serving_version(db: Db) -> None:
+    with db.factory.begin() as s:
+        for version in ("v1", "v2", "v3"):
+            _register(s, version)
+        _register(s, "v2", metrics={"top20": 0.7}, parent_version="v1")  # a retried registration
+        with pytest.raises(InvalidInput, match="already registered as fashionnet_efficientnet_lite0 with "
+                                               "embedding_dim 256"):
+            repository.register_model_version(s, "v1", architecture="fashionnet_efficientnet_lite0",
+                                              checkpoint_path="/x.pt", embedding_dim=128)
+    for version in ("v1", "v2", "v2", "v3"):
+        with db.factory.begin() as s:
+            assert repository.set_serving(s, version).state == "serving"
+    with db.factory.begin() as s:
+        states = {m.version: m.state for m in repository.list_model_versions(s)}
+        assert states == {"v1": "retired", "v2": "retired", "v3": "serving"}
+        assert repository.serving_version(s).version == "v3"
+        assert repository.previous_serving_version(s).version == "v2"
+        assert repository.get_model_version(s, "v2").metrics == {"top20": 0.7}
+        with pytest.raises(NotFound, match="unknown model version 'v9'"):
+            repository.set_serving(s, "v9")
+        with pytest.raises(InvalidInput, match="'v3' is serving"):
+            repository.set_model_state(s, "v3", "rejected")
+        assert repository.set_model_state(s, "v1", "rejected").state == "rejected"
+    # The database itself refuses a second serving row, whatever the application does.
+    with pytest.raises(sa.exc.IntegrityError), db.factory.begin() as s:
+        s.execute(sa.update(Base.metadata.tables["model_versions"]).values(state="serving"))
+
+
+# --- training runs ------------------------------------------------------------------------------------
+
+
+def _force_both_to_check_before_inserting(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Make both threads read "no active run" before either inserts: the race the index must win."""
+    barrier = threading.Barrier(2, timeout=10)
+    real_active_run = runs_module.active_run
+    waited = threading.local()
+
+    def racing_active_run(session: Session, key: str):  # noqa: ANN202
+        found = real_active_run(session, key)
+        if not getattr(waited, "done", False):
+            waited.done = True
+            barrier.wait()
+        return found
+
+    monkeypatch.setattr(runs_module, "active_run", racing_active_run)
+    return barrier.reset
+
+
+def test_two_concurrent_triggers_give_one_run(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.concurrent_writers:
+        _force_both_to_check_before_inserting(monkeypatch)
+    start = threading.Barrier(2, timeout=10)
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def trigger() -> None:
+        try:
+            start.wait()
+            with db.factory.begin() as s:
+                run, created = repository.create_or_get_active_run(s, "retrain", epochs=3)
+            results.append((run.run_id, created))
+        except BaseException as exc:  # reported below, with the thread's traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert sorted(created for _, created in results) == [False, True]
+    assert len({run_id for run_id, _ in results}) == 1
+    with db.factory() as s:
+        assert len(repository.list_runs(s)) == 1
+
+
+def test_training_run_progress_and_a_new_run_after_the_last_one_ends(db: Db) -> None:
+    with db.factory.begin() as s:
+        run, created = repository.create_or_get_active_run(s, "retrain", epochs=5, params={"lr": 1e-4},
+                                                           base_version="v1")
+        assert created and run.state == "queued"
+    with db.factory.begin() as s:
+        repository.update_run(s, run.run_id, state="running", epoch=2, loss=0.25, eta_seconds=30.0,
+                              heartbeat=True)
+        with pytest.raises(InvalidInput, match="expected a run state in"):
+            repository.update_run(s, run.run_id, state="paused")
+        with pytest.raises(InvalidInput, match="cannot update training run fields"):
+            repository.update_run(s, run.run_id, run_id="other")
+        with pytest.raises(NotFound, match="unknown run_id 'missing'"):
+            repository.get_run(s, "missing")
+    with db.factory.begin() as s:
+        same, created = repository.create_or_get_active_run(s, "retrain")
+        assert (same.run_id, created, same.epoch, same.loss) == (run.run_id, False, 2, 0.25)
+        assert same.heartbeat_at is not None and same.finished_at is None
+        done = repository.update_run(s, run.run_id, state="rejected", metrics={"top20": 0.5})
+        assert done.finished_at is not None
+    with db.factory.begin() as s:
+        second, created = repository.create_or_get_active_run(s, "retrain")
+    assert created and second.run_id != run.run_id
