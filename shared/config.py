@@ -1,0 +1,54 @@
+"""Typed settings, read once at start-up from FASHION_* environment variables and passed down.
+
+Each service composes the groups it needs (see services/<name>/settings.py); defaults are the local
+single-machine ones, so `fashion up` runs with no configuration at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/fashion"
+
+
+class FashionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore")
+
+
+class GrpcServerSettings(FashionSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
+    max_workers: int = Field(16, ge=1)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    grace_seconds: float = Field(10.0, ge=0, description="SIGTERM drain time for in-flight RPCs")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+
+
+class ModelSettings(FashionSettings):
+    checkpoint: Path | None = Field(None, description="serving checkpoint (model.pt); default: the registry's")
+    engine: str = Field("auto", description="auto, onnx, channels_last or eager")
+    device: str | None = Field(None, description="cpu or cuda (default: cuda when present)")
+    max_batch: int = Field(32, ge=1, description="dynamic batching: most images per forward pass")
+    max_wait_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait to fill a batch")
+
+
+class StoreSettings(FashionSettings):
+    data_dir: Path = Field(Path("var"), description="local state: SQLite fallback, Qdrant local store, logs")
+    database_url: str | None = Field(None, description=f"SQLAlchemy URL; default {DEFAULT_POSTGRES_URL} "
+                                                       "when reachable, else SQLite under data_dir")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; default: local mode under data_dir")
+
+
+class KafkaSettings(FashionSettings):
+    kafka_bootstrap: str | None = Field(None, description="bootstrap servers; default: start a local broker")
+    kafka_partitions: int = Field(3, ge=1)
+    ingest_group: str = "fashion-ingest"
+    ingest_batch: int = Field(32, ge=1, description="records per ingest batch")
+
+
+class ImageSettings(FashionSettings):
+    image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    image_max_pixels: int = Field(40_000_000, ge=1024)

@@ -1,0 +1,36 @@
+"""Kafka messaging: a local Tansu broker for development and tests, and the at-least-once consumer toolkit."""
+
+from shared.messaging.broker import BrokerStartError, LocalBroker, free_port, metadata_ok
+from shared.messaging.kafka import (
+    HEADER_ERROR_REASON,
+    HEADER_ERROR_TIMESTAMP,
+    HEADER_ERROR_TYPE,
+    HEADER_ORIGINAL_OFFSET,
+    HEADER_ORIGINAL_PARTITION,
+    HEADER_ORIGINAL_TOPIC,
+    BatchConsumer,
+    Record,
+    consumer_lag,
+    ensure_topics,
+    make_producer,
+    send_to_dlq,
+)
+
+__all__ = [
+    "HEADER_ERROR_REASON",
+    "HEADER_ERROR_TIMESTAMP",
+    "HEADER_ERROR_TYPE",
+    "HEADER_ORIGINAL_OFFSET",
+    "HEADER_ORIGINAL_PARTITION",
+    "HEADER_ORIGINAL_TOPIC",
+    "BatchConsumer",
+    "BrokerStartError",
+    "LocalBroker",
+    "Record",
+    "consumer_lag",
+    "ensure_topics",
+    "free_port",
+    "make_producer",
+    "metadata_ok",
+    "send_to_dlq",
+]

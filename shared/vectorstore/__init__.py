@@ -1,0 +1,33 @@
+"""Vector store: product image embeddings in Qdrant, a collection per model version behind the `products` alias."""
+
+from shared.vectorstore.qdrant import (
+    COLLECTION_PREFIX,
+    MAX_TOP_K,
+    PAYLOAD_INDEXES,
+    SERVING_ALIAS,
+    Hit,
+    SearchFilters,
+    VectorPoint,
+    VectorStore,
+    build_filter,
+    collection_name,
+    is_local,
+    open_client,
+    point_id,
+)
+
+__all__ = [
+    "COLLECTION_PREFIX",
+    "MAX_TOP_K",
+    "PAYLOAD_INDEXES",
+    "SERVING_ALIAS",
+    "Hit",
+    "SearchFilters",
+    "VectorPoint",
+    "VectorStore",
+    "build_filter",
+    "collection_name",
+    "is_local",
+    "open_client",
+    "point_id",
+]
