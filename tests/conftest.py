@@ -1,4 +1,29 @@
+"""Fixtures every test layer shares."""
+
+from __future__ import annotations
+
 import os
+
+import pytest
 
 # Two cores here: keep torch from oversubscribing when pytest and helpers share the machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained FashionNet with the synthetic vocabularies at 64 px: fast to build, load and run."""
+    import torch
+
+    from shared.data.records import Attribute, Category, ClothesType
+    from shared.data.synth import ATTRIBUTES, CATEGORIES
+    from shared.fashionnet import default_metadata, save_checkpoint
+    from shared.fashionnet.checkpoint import build_model
+
+    torch.manual_seed(0)
+    meta = default_metadata("fashionnet_efficientnet_lite0",
+                            [Category(c.name, ClothesType(c.clothes_type)) for c in CATEGORIES],
+                            [Attribute(name, group) for name, group in ATTRIBUTES],
+                            version="tiny-1", embedding_dim=32, input_size=64)
+    model = build_model(meta, pretrained=True).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model, meta)
