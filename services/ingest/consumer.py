@@ -1,0 +1,181 @@
+"""The ingest worker's Kafka transport: a consumer-group member on `catalog.uploads` in its own thread.
+
+Thin by design: records go to `IngestCore.process` undecoded; poison records (outcome FAILED) go to
+`catalog.uploads.dlq` with the reason in headers and are committed with their batch, so the partition never
+blocks; every indexed product is announced on `catalog.indexed`. If `process` raises (model, Qdrant or
+database down), the handler raises too and `BatchConsumer` rewinds and retries the batch: nothing is lost,
+and the idempotent sinks make the retry converge. Offsets are committed only after the handler returned,
+i.e. after both stores, the DLQ and the `catalog.indexed` messages were acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass
+
+from kafka import KafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.ingest.core import BatchResult, IncomingEvent, IngestCore, Status
+from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC, event_to_json
+from shared.messaging import BatchConsumer, Record, ensure_topics, make_producer, send_to_dlq
+
+log = logging.getLogger(__name__)
+
+EVENTS = Counter("fashion_ingest_events_total", "Catalogue events handled, by outcome.", ["outcome"])
+FAILURES = Counter("fashion_ingest_failures_total", "Catalogue events sent to the DLQ, by error type.",
+                   ["error_type"])
+IMAGES = Counter("fashion_ingest_images_total", "Catalogue images analysed and written to both stores.")
+IMAGES_PER_SECOND = Gauge("fashion_ingest_images_per_second", "Images per second of the last batch with images.")
+BATCH_SECONDS = Histogram("fashion_ingest_batch_seconds", "Handler time per batch: analysis, stores, DLQ, announce.",
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30))
+# Lag: fashion_kafka_consumer_lag{topic, partition}, kept up to date by BatchConsumer.run.
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    topic: str = UPLOADS_TOPIC
+    dlq_topic: str = UPLOADS_DLQ_TOPIC
+    indexed_topic: str = INDEXED_TOPIC
+    group_id: str = "fashion-ingest"
+    partitions: int = 3  # for topics this worker creates; existing topics keep theirs
+    max_records: int = 32
+    poll_timeout_ms: int = 500
+    max_poll_interval_ms: int = 30_000
+    client_id: str | None = None
+    send_timeout_s: float = 10.0
+    start_timeout_s: float = 30.0
+
+
+class IngestWorker:
+    """`start()` -> consuming in a thread; `stop(timeout)` -> leaves the group and returns.
+
+    `producer`: the process's one producer, if it has one (not closed here); otherwise the worker makes
+    and closes its own.
+    """
+
+    def __init__(self, core: IngestCore, bootstrap: str, config: WorkerConfig = WorkerConfig(), *,
+                 producer: KafkaProducer | None = None) -> None:
+        self.core = core
+        self.bootstrap = bootstrap
+        self.config = config
+        self._producer = producer
+        self._owns_producer = producer is None
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._stats: Tally[str] = Tally()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> IngestWorker:
+        """Create the topics, join the group (in the worker thread) and return once the consumer exists."""
+        if self._thread is not None:
+            raise RuntimeError("worker already started")
+        cfg = self.config
+        ensure_topics(self.bootstrap, {cfg.topic: cfg.partitions, cfg.dlq_topic: cfg.partitions,
+                                       cfg.indexed_topic: cfg.partitions})
+        if self._producer is None:
+            self._producer = make_producer(self.bootstrap, client_id=f"{cfg.group_id}-producer")
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{cfg.group_id}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(cfg.start_timeout_s):
+            self.stop()
+            raise TimeoutError(f"ingest consumer did not start within {cfg.start_timeout_s:.0f}s")
+        if self._error is not None:
+            self.stop()
+            raise RuntimeError(f"ingest consumer failed to start: {self._error}") from self._error
+        log.info("ingest worker consuming %s as group %s", cfg.topic, cfg.group_id)
+        return self
+
+    def _run(self) -> None:
+        cfg = self.config
+        try:
+            consumer = BatchConsumer(self.bootstrap, cfg.topic, cfg.group_id, client_id=cfg.client_id,
+                                     max_poll_interval_ms=cfg.max_poll_interval_ms)
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            consumer.run(self.handle, self._stop, max_records=cfg.max_records, timeout_ms=cfg.poll_timeout_ms)
+        except BaseException as exc:
+            self._error = exc
+            log.exception("ingest consumer stopped on an error")
+        finally:
+            consumer.close()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the batch in hand, leave the group; True when the thread ended within `timeout`."""
+        self._stop.set()
+        stopped = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            stopped = not self._thread.is_alive()
+        if self._owns_producer and self._producer is not None and stopped:
+            self._producer.close(timeout=timeout)
+            self._producer = None
+        return stopped
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the consumer thread, if it ended on an error."""
+        return self._error
+
+    def stats(self) -> dict[str, int]:
+        """Events handled so far by outcome (indexed, deleted, duplicate, failed), plus images and batches."""
+        with self._lock:
+            return dict(self._stats)
+
+    def __enter__(self) -> IngestWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the handler ----------------------------------------------------------------------------------------
+
+    def handle(self, records: list[Record]) -> BatchResult:
+        """One batch: apply, dead-letter the poison, announce the indexed; raise to have the batch retried."""
+        start = time.perf_counter()
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("worker not started: no producer")
+        result = self.core.process([IncomingEvent(r.value, r.topic, r.partition, r.offset, r.key) for r in records])
+        cfg = self.config
+        for outcome in result.failed:
+            send_to_dlq(producer, cfg.dlq_topic, records[outcome.index], outcome.reason, outcome.error_type,
+                        timeout_s=cfg.send_timeout_s)
+        sent = [producer.send(cfg.indexed_topic, key=msg.product_id.encode(), value=event_to_json(msg))
+                for msg in result.indexed]
+        if sent:
+            producer.flush(timeout=cfg.send_timeout_s)
+            for future in sent:
+                future.get(timeout=cfg.send_timeout_s)
+        self._record(result, time.perf_counter() - start)
+        return result
+
+    def _record(self, result: BatchResult, seconds: float) -> None:
+        for outcome in result.outcomes:
+            EVENTS.labels(str(outcome.status)).inc()
+            if outcome.status is Status.FAILED:
+                FAILURES.labels(outcome.error_type or "unknown").inc()
+        if result.images:
+            IMAGES.inc(result.images)
+            IMAGES_PER_SECOND.set(result.images / max(result.seconds, 1e-9))
+        BATCH_SECONDS.observe(seconds)
+        with self._lock:
+            self._stats.update(str(o.status) for o in result.outcomes)
+            self._stats["images"] += result.images
+            self._stats["batches"] += 1
+        log.info("ingest batch: %s, %d images in %.2fs", result.counts(), result.images, seconds)

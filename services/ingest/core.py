@@ -1,0 +1,388 @@
+"""Catalogue ingestion logic: a batch of raw catalogue events -> Qdrant points + Postgres rows, idempotently.
+
+No Kafka or gRPC here: the transport (consumer.py) hands over raw record values and gets per-record outcomes
+back. What the code guarantees, and why:
+
+* A poison record (malformed JSON, missing fields, an image that cannot be fetched or decoded, a
+  decompression bomb) fails alone with a reason; it never raises, so the partition moves on.
+* Anything else that raises (the model, Qdrant, the database) is an infrastructure error: it propagates, the
+  consumer retries the whole batch, and since every write below is idempotent the retry converges.
+* Every image of every upsert in the batch goes through ONE `analyzer.analyze` call, pinned to the model
+  version that built the serving collection (search embeds queries with that version too).
+* Qdrant is written first, then one database transaction writes products, images, predictions and claims
+  the event ids. A crash in between leaves the events unclaimed, so they are replayed; a replay of a
+  claimed event is skipped. Point ids and image ids are derived from content, so a replay with a new
+  event id rewrites the same rows and points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import sqlalchemy as sa
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+
+from fashion.v1 import events_pb2
+from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, EventLimits, event_to_json, parse_event
+from shared.db import repository
+from shared.db.models import Image as ImageRow
+from shared.db.models import ProcessedEvent
+from shared.errors import FashionError, InvalidInput, TooLarge
+from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.serving.analyzer import Analyzer
+from shared.serving.runtime import Analysis
+from shared.vectorstore import VectorPoint, VectorStore
+
+log = logging.getLogger(__name__)
+
+_IMAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/ingest/images")
+# Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
+DEFAULT_IMAGE_LIMITS = ImageLimits()
+POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
+
+
+def image_id_for(product_id: str, sha256_hex: str) -> str:
+    """Deterministic image id: the same bytes under the same product are the same image, whatever the event."""
+    return str(uuid.uuid5(_IMAGE_NAMESPACE, f"{product_id}\x1f{sha256_hex}"))
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """One raw record as the transport received it (value undecoded) and where it came from."""
+
+    value: bytes | None
+    topic: str = UPLOADS_TOPIC
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
+
+    @classmethod
+    def of(cls, event: events_pb2.CatalogEvent, *, topic: str = UPLOADS_TOPIC, partition: int = 0,
+           offset: int = 0) -> IncomingEvent:
+        return cls(event_to_json(event), topic, partition, offset, event.product.product_id.encode())
+
+
+class Status(StrEnum):
+    INDEXED = "indexed"
+    DELETED = "deleted"
+    DUPLICATE = "duplicate"  # already applied (claimed earlier, or a second copy in the same batch)
+    FAILED = "failed"  # poison: send to the DLQ with `reason`
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    index: int  # position in the batch handed to `process`
+    status: Status
+    event_id: str = ""
+    product_id: str = ""
+    images: int = 0
+    reason: str = ""
+    error_type: str = ""
+    indexed: events_pb2.ProductIndexed | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[Outcome]  # one per input record, same order
+    model_version: str | None  # version that analysed this batch's images (None: no images analysed)
+    images: int  # images analysed and written
+    seconds: float
+
+    def with_status(self, *statuses: Status) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in statuses]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return self.with_status(Status.FAILED)
+
+    @property
+    def indexed(self) -> list[events_pb2.ProductIndexed]:
+        return [o.indexed for o in self.outcomes if o.indexed is not None]
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(str(o.status) for o in self.outcomes))
+
+
+@dataclass
+class _LoadedImage:
+    image_id: str
+    uri: str | None
+    sha256: str
+    picture: Image.Image
+    analysis: Analysis | None = None
+
+
+@dataclass
+class _Work:
+    index: int
+    record: IncomingEvent
+    event: events_pb2.CatalogEvent
+    images: list[_LoadedImage] = field(default_factory=list)
+    failure: FashionError | None = None
+
+    @property
+    def upsert(self) -> bool:
+        return self.event.type == UPSERT
+
+    @property
+    def product_id(self) -> str:
+        return self.event.product.product_id
+
+
+def _failed(index: int, exc: BaseException, event_id: str = "", product_id: str = "") -> Outcome:
+    return Outcome(index, Status.FAILED, event_id, product_id, reason=str(exc) or type(exc).__name__,
+                   error_type=type(exc).__name__)
+
+
+def _poison(exc: FashionError, prefix: str) -> FashionError:
+    cls = TooLarge if isinstance(exc, TooLarge) else InvalidInput
+    return cls(f"{prefix}: {exc}")
+
+
+class IngestCore:
+    """Applies batches of catalogue events to the stores. Thread-compatible: one `process` call at a time.
+
+    `on_indexed` is called once per upserted product after the database commit (an in-process hook, e.g.
+    for progress; the Kafka worker produces `catalog.indexed` from `BatchResult.indexed` itself).
+    """
+
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        session_factory: sessionmaker[Session],
+        store: VectorStore,
+        limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+        *,
+        on_indexed: Callable[[events_pb2.ProductIndexed], None] | None = None,
+        event_limits: EventLimits = DEFAULT_EVENT_LIMITS,
+        attribute_threshold: float = 0.5,
+        analyze_timeout_s: float = 60.0,
+    ) -> None:
+        self.analyzer = analyzer
+        self.session_factory = session_factory
+        self.store = store
+        self.limits = limits
+        self.on_indexed = on_indexed
+        self.event_limits = event_limits
+        self.attribute_threshold = attribute_threshold
+        self.analyze_timeout_s = analyze_timeout_s
+
+    # -- the batch ------------------------------------------------------------------------------------------
+
+    def process(self, batch: Sequence[IncomingEvent]) -> BatchResult:
+        """Apply `batch` in order; returns one outcome per record. Raises only for infrastructure errors."""
+        start = time.perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        work, copies = self._parse(batch, outcomes)
+        claimed = self._already_claimed([w.event.event_id for w in work])
+        for w in work:
+            if w.event.event_id in claimed:
+                outcomes[w.index] = Outcome(w.index, Status.DUPLICATE, w.event.event_id, w.product_id)
+        work = [w for w in work if w.index not in outcomes]
+        for w in work:
+            if w.upsert:
+                self._load_images(w)
+        version = self._analyze([w for w in work if w.upsert and w.failure is None])
+        for w in work:
+            if w.failure is not None:
+                outcomes[w.index] = _failed(w.index, w.failure, w.event.event_id, w.product_id)
+        ready = [w for w in work if w.failure is None]
+        if ready:
+            self._write_vectors(ready, version)
+            outcomes.update(self._write_database(ready, version))
+        for index, first in copies.items():
+            original = outcomes[first]
+            status = Status.FAILED if original.status is Status.FAILED else Status.DUPLICATE
+            outcomes[index] = Outcome(index, status, original.event_id, original.product_id,
+                                      reason=original.reason, error_type=original.error_type)
+        ordered = [outcomes[i] for i in range(len(batch))]
+        for outcome in ordered:
+            if outcome.indexed is not None and self.on_indexed is not None:
+                self.on_indexed(outcome.indexed)
+        images = sum(o.images for o in ordered if o.status is Status.INDEXED)
+        return BatchResult(ordered, version, images, time.perf_counter() - start)
+
+    def _parse(self, batch: Sequence[IncomingEvent],
+               outcomes: dict[int, Outcome]) -> tuple[list[_Work], dict[int, int]]:
+        """Parse every record; returns the events to apply and {index of a repeated event id: first index}."""
+        work: list[_Work] = []
+        first_seen: dict[str, int] = {}
+        copies: dict[int, int] = {}
+        for index, record in enumerate(batch):
+            try:
+                event = parse_event(record.value, self.event_limits)
+            except POISON_ERRORS as exc:
+                outcomes[index] = _failed(index, exc)
+                continue
+            if event.event_id in first_seen:
+                copies[index] = first_seen[event.event_id]
+                continue
+            first_seen[event.event_id] = index
+            work.append(_Work(index, record, event))
+        return work, copies
+
+    def _already_claimed(self, event_ids: list[str]) -> set[str]:
+        """Event ids in the ledger already (read only: the claim itself is written with the sinks)."""
+        found: set[str] = set()
+        if not event_ids:
+            return found
+        with self.session_factory() as session:
+            for start in range(0, len(event_ids), 500):  # far below both databases' bound-parameter limits
+                ids = event_ids[start:start + 500]
+                found.update(session.scalars(sa.select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(ids))))
+        return found
+
+    # -- images and the model ---------------------------------------------------------------------------------
+
+    def _load_images(self, work: _Work) -> None:
+        """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
+        event = work.event
+        seen: set[str] = set()
+        for k, source in enumerate(event.images):
+            label = f"image #{k}" + (f" ({source.id})" if source.id else "")
+            prefix = f"event {event.event_id} (product {work.product_id}): {label}"
+            try:
+                uri = source.uri if source.WhichOneof("source") == "uri" else None
+                raw = read_uri(uri, self.limits) if uri is not None else bytes(source.data)
+                picture = decode_image(raw, self.limits, name=uri or "inline data")
+            except POISON_ERRORS as exc:
+                work.failure = _poison(exc, prefix)
+                return
+            except OSError as exc:  # e.g. a file we may not read: the record's problem, not the system's
+                work.failure = InvalidInput(f"{prefix}: expected a readable image, got {exc}")
+                return
+            digest = hashlib.sha256(raw).hexdigest()
+            image_id = image_id_for(work.product_id, digest)
+            if image_id in seen:  # the same picture twice in one product: one image
+                continue
+            seen.add(image_id)
+            work.images.append(_LoadedImage(image_id, uri, digest, picture))
+
+    def serving_version(self) -> str:
+        """The version behind the serving alias; before the first one, create it for the analyzer's default."""
+        version = self.store.alias_target()
+        if version is not None:
+            return version
+        model = self.analyzer.get()
+        self.store.ensure_collection(model.version, int(model.metadata.embedding_dim))
+        self.store.set_alias(model.version)
+        log.info("no serving collection yet: created one for model %s", model.version)
+        return model.version
+
+    def _analyze(self, upserts: list[_Work]) -> str | None:
+        """One analyze call for every image of the batch; on a typed input error, isolate it per event."""
+        if not upserts:
+            return None
+        version = self.serving_version()
+        pictures = [im for w in upserts for im in w.images]
+        try:
+            self._run_model(pictures, version)
+        except POISON_ERRORS as exc:
+            # Only a remote model can reject an image we decoded fine; find the event(s) it rejects.
+            log.warning("batch analysis rejected input (%s); retrying event by event", exc)
+            for w in upserts:
+                try:
+                    self._run_model(w.images, version)
+                except POISON_ERRORS as single:
+                    w.failure = _poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
+        return version
+
+    def _run_model(self, images: list[_LoadedImage], version: str) -> None:
+        analyses = self.analyzer.analyze([im.picture for im in images], version, timeout=self.analyze_timeout_s)
+        if len(analyses) != len(images):
+            raise RuntimeError(f"analyzer returned {len(analyses)} results for {len(images)} images")
+        for image, analysis in zip(images, analyses, strict=True):
+            if analysis.version != version:
+                raise RuntimeError(f"analyzer used model {analysis.version!r}, expected {version!r} "
+                                   "(the version that built the serving collection)")
+            image.analysis = analysis
+
+    # -- sinks --------------------------------------------------------------------------------------------
+
+    def _labels(self, work: _Work) -> tuple[str, list[str]]:
+        """Product category = majority of its images' top-1 (ties: earliest image); attributes = union."""
+        analyses = [im.analysis for im in work.images if im.analysis is not None]
+        votes = Counter(a.category()[0] for a in analyses)
+        best = max(votes.values())
+        category = next(a.category()[0] for a in analyses if votes[a.category()[0]] == best)
+        attributes = sorted({name for a in analyses for name, _, _ in a.attributes_above(self.attribute_threshold)})
+        return category, attributes
+
+    def _write_vectors(self, ready: list[_Work], version: str | None) -> None:
+        """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
+        delete_versions: list[str] | None = None
+        for w in ready:
+            if w.upsert:
+                assert version is not None
+                category, attributes = self._labels(w)
+                product = w.event.product
+                common = {"category": category, "attributes": attributes, "price": float(product.price),
+                          "in_stock": bool(product.in_stock), "title": product.title, "brand": product.brand,
+                          "currency": product.currency}
+                points = [VectorPoint(w.product_id, im.image_id, im.analysis.embedding,  # type: ignore[union-attr]
+                                      {**common, "image_uri": im.uri or ""}) for im in w.images]
+                self.store.delete_product(version, w.product_id)
+                self.store.upsert(version, points)
+            else:
+                if delete_versions is None:  # every collection, so a re-index in progress drops it too
+                    delete_versions = self.store.list_versions()
+                for v in delete_versions:
+                    self.store.delete_product(v, w.product_id)
+
+    def _write_database(self, ready: list[_Work], version: str | None) -> dict[int, Outcome]:
+        """One transaction for the batch; if the database refuses one event, apply them one by one."""
+        try:
+            with self.session_factory.begin() as session:
+                return {w.index: self._apply(session, w, version) for w in ready}
+        except POISON_ERRORS as exc:
+            log.warning("batch transaction refused an event (%s); applying events one by one", exc)
+        outcomes: dict[int, Outcome] = {}
+        for w in ready:
+            try:
+                with self.session_factory.begin() as session:
+                    outcomes[w.index] = self._apply(session, w, version)
+            except POISON_ERRORS as exc:
+                reason = _poison(exc, f"event {w.event.event_id} (product {w.product_id}): database")
+                outcomes[w.index] = _failed(w.index, reason, w.event.event_id, w.product_id)
+        return outcomes
+
+    def _apply(self, session: Session, w: _Work, version: str | None) -> Outcome:
+        event, product = w.event, w.event.product
+        if w.upsert:
+            assert version is not None
+            category, attributes = self._labels(w)
+            repository.upsert_product(session, w.product_id, title=product.title, brand=product.brand or None,
+                                      price=product.price, currency=product.currency or None,
+                                      in_stock=product.in_stock, category=category, attributes=attributes)
+            # A re-upload replaces the product's picture set: images it no longer has go (predictions cascade),
+            # as their points went from Qdrant, so a re-index from the database cannot resurrect them.
+            session.execute(sa.delete(ImageRow).where(ImageRow.product_id == w.product_id,
+                                                      ImageRow.image_id.not_in([im.image_id for im in w.images])))
+            for im in w.images:
+                assert im.analysis is not None
+                repository.upsert_image(session, im.image_id, w.product_id, uri=im.uri, sha256=im.sha256,
+                                        width=im.picture.width, height=im.picture.height)
+                name, score = im.analysis.category()
+                repository.save_predictions(
+                    session, im.image_id, version, name, score,
+                    {a: s for a, _, s in im.analysis.attributes_above(self.attribute_threshold)},
+                    im.analysis.landmarks)
+        else:
+            repository.mark_product_deleted(session, w.product_id)
+        record = w.record
+        fresh = repository.claim_event(session, event.event_id, record.topic, record.partition, record.offset)
+        if not fresh:  # another worker applied it between our check and now: same content, nothing to announce
+            return Outcome(w.index, Status.DUPLICATE, event.event_id, w.product_id)
+        if not w.upsert:
+            return Outcome(w.index, Status.DELETED, event.event_id, w.product_id)
+        indexed = events_pb2.ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
+                                            event_id=event.event_id)
+        return Outcome(w.index, Status.INDEXED, event.event_id, w.product_id, images=len(w.images), indexed=indexed)

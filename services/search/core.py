@@ -1,0 +1,346 @@
+"""Search logic: FindSimilar and RecordClick as plain code over injected stores (no gRPC, no Kafka).
+
+`SearchCore` is what `server.py` exposes over gRPC. It reads the serving model version from the vector store's
+alias once per query and uses that version for everything that query does (embedding, vector search, the
+log), so a promotion swapping the alias or the analyzer's default mid-request cannot mix two models'
+vectors. Clicks are validated here, synchronously, and handed to a sink (the Kafka producer in production);
+`ClickWriter` is the other end of that topic and writes them to the database idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+from prometheus_client import Counter
+from sqlalchemy.orm import Session, sessionmaker
+
+from fashion.v1 import events_pb2
+from shared.db import repository
+from shared.db.models import Product
+from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
+from shared.fashionnet.checkpoint import ModelMetadata
+from shared.imaging import ImageLimits, decode_image
+from shared.serving.analyzer import Analyzer
+from shared.serving.runtime import Analysis
+from shared.vectorstore import MAX_TOP_K, Hit, SearchFilters, VectorStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOP_K = 100
+DEFAULT_ANALYZE_TIMEOUT_S = 60.0
+_CLICK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/search/clicks")
+
+SEARCHES = Counter("fashion_search_queries_total", "FindSimilar queries answered.", ["kind"])
+CLICKS_WRITTEN = Counter("fashion_search_clicks_written_total", "Click events handled by the click writer.",
+                         ["outcome"])
+
+ClickSink = Callable[[events_pb2.SearchClick], None]
+
+
+class CatalogueNotIndexed(FashionError):
+    """The serving alias points nowhere yet. Not one of the typed codes, so it maps to FAILED_PRECONDITION:
+    retrying will not help until a catalogue has been indexed and promoted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One product in a result list, enriched from the relational store. `position` is 0-based (see search.proto)."""
+
+    product_id: str
+    image_id: str
+    score: float
+    position: int
+    title: str
+    brand: str | None
+    price: float | None
+    currency: str | None
+    in_stock: bool
+    category: str | None
+    attributes: tuple[str, ...]
+    image_uri: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    query_id: str
+    hits: list[SearchHit]
+    query_analysis: Analysis | None  # None for a query by product id (no photo was analysed)
+    model_version: str
+    model_metadata: ModelMetadata | None  # None when a product query ran on a version this process has not loaded
+
+
+def click_id(query_id: str, product_id: str) -> str:
+    """Deterministic id of a click: a shopper clicking the same result twice (or a replay) is one click."""
+    return str(uuid.uuid5(_CLICK_NAMESPACE, f"{query_id}\x1f{product_id}"))
+
+
+def validate_filters(filters: SearchFilters | None) -> SearchFilters:
+    """Filters with sane values, or InvalidInput saying what was expected."""
+    filters = filters or SearchFilters()
+    for name in ("min_price", "max_price"):
+        value = getattr(filters, name)
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise InvalidInput(f"expected {name} to be a finite number >= 0, got {value}")
+    if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
+        raise InvalidInput(f"expected min_price <= max_price, got {filters.min_price} > {filters.max_price}")
+    for name in ("categories", "attributes_all"):
+        if any(not isinstance(v, str) or not v.strip() for v in getattr(filters, name)):
+            raise InvalidInput(f"expected non-empty strings in filter {name}, got {list(getattr(filters, name))}")
+    return filters
+
+
+def _as_float(price: Decimal | None) -> float | None:
+    return None if price is None else float(price)
+
+
+def _passes(product: Product, filters: SearchFilters) -> bool:
+    """Re-check stock and price against the relational store, the source of truth for both.
+
+    The vector payload can lag behind a stock or price update; the shopper must not see a product the
+    filter excludes. (Category and attributes are model predictions, stored identically in both.)
+    """
+    if filters.in_stock_only and not product.in_stock:
+        return False
+    if filters.min_price is None and filters.max_price is None:
+        return True
+    price = _as_float(product.price)
+    if price is None:
+        return False
+    return (filters.min_price is None or price >= filters.min_price) and (
+        filters.max_price is None or price <= filters.max_price)
+
+
+class SearchCore:
+    """FindSimilar and RecordClick over an analyzer, a session factory, the vector store and a click sink."""
+
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        session_factory: sessionmaker[Session],
+        store: VectorStore,
+        limits: ImageLimits,
+        *,
+        click_sink: ClickSink,
+        max_top_k: int = DEFAULT_MAX_TOP_K,
+    ) -> None:
+        if not 1 <= max_top_k <= MAX_TOP_K:
+            raise ValueError(f"expected max_top_k between 1 and {MAX_TOP_K}, got {max_top_k}")
+        self.analyzer = analyzer
+        self.sessions = session_factory
+        self.store = store
+        self.limits = limits
+        self.click_sink = click_sink
+        self.max_top_k = max_top_k
+
+    # -- FindSimilar ---------------------------------------------------------------------------------------
+
+    def find_similar(
+        self,
+        *,
+        image_bytes: bytes | None,
+        product_id: str | None,
+        top_k: int,
+        filters: SearchFilters | None = None,
+        timeout: float | None = DEFAULT_ANALYZE_TIMEOUT_S,
+    ) -> SearchResult:
+        """Rank catalogue products like a photo or like an indexed product; log the query and what it showed."""
+        if (image_bytes is None) == (product_id is None):
+            got = "both" if image_bytes is not None else "neither"
+            raise InvalidInput(f"expected exactly one query: an image or a product_id, got {got}")
+        if product_id is not None and not product_id.strip():
+            raise InvalidInput("expected a non-empty product_id")
+        if not 1 <= top_k <= self.max_top_k:
+            raise InvalidInput(f"expected top_k between 1 and {self.max_top_k}, got {top_k}")
+        filters = validate_filters(filters)
+        image = decode_image(image_bytes, self.limits, name="query image") if image_bytes is not None else None
+
+        version = self.store.alias_target()
+        if version is None:
+            raise CatalogueNotIndexed(
+                f"no catalogue indexed yet: expected the {self.store.serving_alias!r} alias to point at an indexed "
+                "model version (publish a catalogue and let ingestion finish first)")
+        metadata = self._metadata(version, required=image is not None)
+        analysis: Analysis | None = None
+        if image is not None:
+            analysis = self._embed(image, version, timeout)
+            vector = analysis.embedding
+        else:
+            assert product_id is not None
+            vector = self._product_vector(version, product_id)
+
+        hits = self._ranked(version, vector, top_k, filters, source_product_id=product_id)
+        query_id = str(uuid.uuid4())
+        with self.sessions.begin() as session:
+            repository.record_query(session, query_id, model_version=version, top_k=top_k, impressions=hits,
+                                    query_image=image_bytes, source_product_id=product_id,
+                                    filters=_filters_log(filters))
+        SEARCHES.labels("image" if image is not None else "product").inc()
+        return SearchResult(query_id, hits, analysis, version, metadata)
+
+    def _metadata(self, version: str, *, required: bool) -> ModelMetadata | None:
+        try:
+            return self.analyzer.get(version).metadata
+        except NotFound:
+            if not required:
+                return None
+            raise Unavailable(
+                f"the catalogue is indexed with model {version!r}, which this server has not loaded: expected it "
+                "to be loaded before the alias was switched; retry shortly") from None
+
+    def _embed(self, image: Any, version: str, timeout: float | None) -> Analysis:
+        # The version is passed explicitly: the analyzer's default may already be a newer, unindexed model.
+        (analysis,) = self.analyzer.analyze([image], version=version, timeout=timeout)
+        if analysis.version != version:
+            raise Unavailable(f"the query was embedded by model {analysis.version!r}, expected {version!r}; retry")
+        return analysis
+
+    def _product_vector(self, version: str, product_id: str) -> np.ndarray:
+        try:
+            return self.store.get_vector(version, product_id)
+        except NotFound:
+            raise NotFound(f"unknown product_id {product_id!r}: expected the id of a product indexed by model "
+                           f"{version!r}") from None
+
+    def _search(self, version: str, vector: np.ndarray, k: int, filters: SearchFilters,
+                exclude: str | None) -> list[Hit]:
+        try:
+            return self.store.search(version, vector, k, filters=filters, exclude_product_id=exclude)
+        except NotFound:  # the collection went away between reading the alias and searching it
+            raise Unavailable(f"the collection of model {version!r} is no longer available; retry") from None
+
+    def _ranked(self, version: str, vector: np.ndarray, top_k: int, filters: SearchFilters, *,
+                source_product_id: str | None) -> list[SearchHit]:
+        """Vector hits enriched from the database; products missing, deleted or filtered there are dropped.
+
+        When drops leave fewer than top_k, search once more with a wider k so the page stays full.
+        """
+        fetch = top_k
+        while True:
+            raw = self._search(version, vector, fetch, filters, source_product_id)
+            hits = self._enrich(raw, filters, source_product_id)
+            if len(hits) >= top_k or len(raw) < fetch or fetch >= MAX_TOP_K or fetch > top_k:
+                return [_with_position(hit, i) for i, hit in enumerate(hits[:top_k])]
+            fetch = min(MAX_TOP_K, 2 * top_k + (len(raw) - len(hits)))
+
+    def _enrich(self, raw: Sequence[Hit], filters: SearchFilters, source_product_id: str | None) -> list[SearchHit]:
+        ids = [hit.product_id for hit in raw]
+        with self.sessions() as session:
+            products = repository.get_products(session, [*ids, *([source_product_id] if source_product_id else [])])
+            images = repository.get_images_for_products(session, ids)
+        if source_product_id is not None and source_product_id not in products:
+            raise NotFound(f"unknown product_id {source_product_id!r}: expected a catalogue product that is not "
+                           "deleted")
+        uris = {image.image_id: image.uri for found in images.values() for image in found}
+        hits = []
+        for hit in raw:
+            product = products.get(hit.product_id)
+            if product is None or not _passes(product, filters):
+                continue
+            hits.append(SearchHit(
+                product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=-1,
+                title=product.title, brand=product.brand, price=_as_float(product.price), currency=product.currency,
+                in_stock=product.in_stock, category=product.category, attributes=tuple(product.attributes or ()),
+                image_uri=uris.get(hit.image_id) or hit.payload.get("uri")))
+        return hits
+
+    # -- RecordClick ---------------------------------------------------------------------------------------
+
+    def record_click(self, query_id: str, product_id: str, position: int) -> bool:
+        """Validate a click against the logged query now, then hand it to the sink (which must not lose it)."""
+        if not query_id or not product_id:
+            raise InvalidInput("expected a query_id (from FindSimilar) and a product_id, got an empty one")
+        if position < 0:
+            raise InvalidInput(f"expected position >= 0 (0-based, as FindSimilar returned it), got {position}")
+        with self.sessions.begin() as session:
+            repository.validate_click(session, query_id, product_id)
+            shown = [i.position for i in repository.query_impressions(session, query_id) if i.product_id == product_id]
+        if position not in shown:
+            raise InvalidInput(f"product_id {product_id!r} was shown at position {shown[0]} for query_id "
+                               f"{query_id!r}, got position {position}")
+        click = events_pb2.SearchClick(click_id=click_id(query_id, product_id), query_id=query_id,
+                                       product_id=product_id, position=position)
+        click.clicked_at.FromDatetime(datetime.now(UTC))
+        self.click_sink(click)
+        return True
+
+
+def _with_position(hit: SearchHit, position: int) -> SearchHit:
+    values = asdict(hit)
+    values["position"] = position
+    return SearchHit(**values)
+
+
+def _filters_log(filters: SearchFilters) -> dict[str, Any]:
+    return {"categories": list(filters.categories), "attributes": list(filters.attributes_all),
+            "min_price": filters.min_price, "max_price": filters.max_price, "in_stock_only": filters.in_stock_only}
+
+
+# -- the consuming side of search.clicks -----------------------------------------------------------------------
+
+PoisonHandler = Callable[[Any, Exception], None]
+
+
+def parse_click(value: bytes | None) -> events_pb2.SearchClick:
+    """A SearchClick from its JSON mapping, or InvalidInput saying what is wrong with it."""
+    if not value:
+        raise InvalidInput("expected a SearchClick JSON object, got an empty record")
+    try:
+        click = json_format.Parse(value.decode("utf-8"), events_pb2.SearchClick())
+    except (UnicodeDecodeError, json_format.ParseError) as exc:
+        raise InvalidInput(f"expected a SearchClick JSON object: {exc}") from None
+    missing = [name for name in ("click_id", "query_id", "product_id") if not getattr(click, name)]
+    if missing:
+        raise InvalidInput(f"SearchClick is missing {', '.join(missing)}")
+    return click
+
+
+class ClickWriter:
+    """Writes consumed SearchClick records to the database, idempotently (a replay stores nothing new).
+
+    A malformed record, or one naming an unknown query or a product that query never showed, is counted,
+    logged and given to `on_poison` (the DLQ in production); it never blocks the partition. Database
+    failures propagate, so the consumer retries the batch; the writes being idempotent makes that safe.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], *, on_poison: PoisonHandler | None = None) -> None:
+        self.sessions = session_factory
+        self.on_poison = on_poison
+        self.recorded = 0
+        self.duplicates = 0
+        self.rejected = 0
+
+    def handle(self, records: Sequence[Any]) -> None:
+        """`records`: objects with `value` (bytes), e.g. shared.messaging.Record."""
+        for record in records:
+            try:
+                click = parse_click(record.value)
+                clicked_at = click.clicked_at.ToDatetime(tzinfo=UTC) if click.HasField("clicked_at") else None
+                with self.sessions.begin() as session:
+                    new = repository.record_click(session, click.click_id, click.query_id, click.product_id,
+                                                  click.position, clicked_at=clicked_at)
+            except FashionError as exc:
+                self._reject(record, exc)
+                continue
+            if new:
+                self.recorded += 1
+                CLICKS_WRITTEN.labels("recorded").inc()
+            else:
+                self.duplicates += 1
+                CLICKS_WRITTEN.labels("duplicate").inc()
+
+    def _reject(self, record: Any, exc: Exception) -> None:
+        self.rejected += 1
+        CLICKS_WRITTEN.labels("rejected").inc()
+        where = f"{getattr(record, 'topic', '?')}[{getattr(record, 'partition', '?')}]@{getattr(record, 'offset', '?')}"
+        log.warning("skipping click record %s: %s", where, exc)
+        if self.on_poison is not None:
+            self.on_poison(record, exc)

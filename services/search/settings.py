@@ -1,0 +1,55 @@
+"""Search service settings: FASHION_SEARCH_* for its own knobs, plus the shared groups it composes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import (
+    FashionSettings,
+    GrpcServerSettings,
+    ImageSettings,
+    KafkaSettings,
+    ModelSettings,
+    StoreSettings,
+)
+from shared.imaging import ImageLimits
+from shared.vectorstore import MAX_TOP_K
+
+CLICKS_TOPIC = "search.clicks"
+CLICKS_DLQ_TOPIC = "search.clicks.dlq"
+
+
+class SearchSettings(FashionSettings):
+    model_config = SettingsConfigDict(env_prefix="FASHION_SEARCH_", extra="ignore")
+
+    default_top_k: int = Field(10, ge=1, description="results when a request leaves top_k at 0 (search.proto)")
+    max_top_k: int = Field(100, ge=1, le=MAX_TOP_K, description="larger top_k is INVALID_ARGUMENT")
+    clicks_topic: str = CLICKS_TOPIC
+    clicks_dlq_topic: str = CLICKS_DLQ_TOPIC
+    clicks_group: str = "fashion-search-clicks"
+    clicks_timeout_s: float = Field(10.0, gt=0, description="wait for the broker to acknowledge a click")
+    client_address: str = Field("127.0.0.1:50051", description="where `fashion search` sends FindSimilar")
+    client_timeout_s: float = Field(60.0, gt=0, description="deadline of `fashion search`'s call")
+
+
+@dataclass(frozen=True)
+class SearchServiceSettings:
+    """Everything the search deployable reads at start-up, read once and passed down."""
+
+    grpc: GrpcServerSettings
+    stores: StoreSettings
+    kafka: KafkaSettings
+    images: ImageSettings
+    model: ModelSettings
+    search: SearchSettings
+
+    @classmethod
+    def from_env(cls) -> SearchServiceSettings:
+        return cls(GrpcServerSettings(), StoreSettings(), KafkaSettings(), ImageSettings(), ModelSettings(),
+                   SearchSettings())
+
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.images.image_max_bytes, max_pixels=self.images.image_max_pixels)

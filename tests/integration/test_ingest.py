@@ -1,0 +1,408 @@
+"""Catalogue ingestion against real stores: the core on SQLite and PostgreSQL, then the Kafka worker end to end.
+
+The worker tests share one pipeline (a Tansu broker from the session fixture, unique topic names, a SQLite
+file database, Qdrant local mode in tmp_path, the tiny untrained model) and run in file order: index the
+synthetic catalogue, replay it, feed it poison, delete a product. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaConsumer, TopicPartition
+from PIL import Image
+from sqlalchemy.engine import make_url
+
+from fashion.v1 import events_pb2
+from services.ingest.consumer import IngestWorker, WorkerConfig
+from services.ingest.core import IncomingEvent, IngestCore, Status
+from services.ingest.events import build_delete_event, build_upsert_event, event_to_json, parse_indexed
+from services.ingest.publish import events_from_folder, publish
+from shared.db import create_database_if_missing, drop_database, make_engine, session_factory, sqlite_url, upgrade
+from shared.db.models import Image as ImageRow
+from shared.db.models import ImagePrediction, ProcessedEvent, Product
+from shared.errors import NotFound
+from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
+from shared.serving.runtime import ModelRuntime
+from shared.vectorstore import VectorStore, open_client
+
+WAIT_S = 30.0
+ITEMS = 6
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A tiny PNG whose header claims 900 megapixels: decoding it naively would need ~900 MB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress((b"\x00" * (width + 1)) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def _jpeg(seed: int, size: int = 80) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_checkpoint: Path) -> Iterator[ModelRuntime]:
+    model = ModelRuntime(engine="eager", max_batch=32, max_wait_ms=1)
+    model.load(tiny_checkpoint)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shared.data.synth import generate
+
+    root = tmp_path_factory.mktemp("c2s")
+    generate("consumer2shop", root, ITEMS, seed=1, image_size=96, workers=1, progress=False)
+    return root
+
+
+def _shop_images(catalog: Path) -> int:
+    return sum(len(e.images) for e in events_from_folder(catalog))
+
+
+@dataclass
+class Stores:
+    factory: sa.orm.sessionmaker
+    store: VectorStore
+
+    def count(self, model: type, *where: sa.ColumnElement[bool]) -> int:
+        with self.factory() as session:
+            return int(session.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0)
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything the sinks wrote, minus timestamps and the event ledger."""
+        with self.factory() as session:
+            products = sorted((p.product_id, p.title, p.brand, str(p.price), p.currency, p.in_stock, p.category,
+                               tuple(p.attributes), p.deleted) for p in session.scalars(sa.select(Product)))
+            images = sorted((i.image_id, i.product_id, i.uri, i.sha256, i.width, i.height)
+                            for i in session.scalars(sa.select(ImageRow)))
+            predictions = sorted((p.image_id, p.model_version, p.category, round(p.category_score, 5))
+                                 for p in session.scalars(sa.select(ImagePrediction)))
+        points = []
+        if self.store.alias_target() is not None:
+            name = self.store.collection_name(self.store.alias_target())
+            records, _ = self.store.client.scroll(name, limit=10_000, with_payload=True)
+            points = sorted((str(r.id), tuple(sorted((k, str(v)) for k, v in (r.payload or {}).items())))
+                            for r in records)
+        return {"products": products, "images": images, "predictions": predictions, "points": points}
+
+
+def _open_stores(url: str, qdrant_path: Path) -> tuple[Stores, Callable[[], None]]:
+    upgrade(url)
+    engine = make_engine(url)
+    client = open_client(str(qdrant_path))
+
+    def close() -> None:
+        client.close()
+        engine.dispose()
+
+    return Stores(session_factory(engine), VectorStore(client)), close
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "fashion.db")
+    else:
+        url = make_url(POSTGRES_SERVER).set(database=f"fashion_ingest_{uuid.uuid4().hex[:10]}").render_as_string(
+            hide_password=False)
+        assert create_database_if_missing(url), f"could not create {url}"
+    opened, close = _open_stores(url, tmp_path / "qdrant")
+    try:
+        yield opened
+    finally:
+        close()
+        drop_database(url)
+
+
+# -- the core, no Kafka --------------------------------------------------------------------------------------
+
+
+def test_core_indexes_once_and_replays_change_nothing(stores: Stores, runtime: ModelRuntime, catalog: Path) -> None:
+    announced: list[events_pb2.ProductIndexed] = []
+    core = IngestCore(runtime, stores.factory, stores.store, on_indexed=announced.append)
+    events = list(events_from_folder(catalog))
+    images = _shop_images(catalog)
+
+    result = core.process([IncomingEvent.of(e, offset=i) for i, e in enumerate(events)])
+    assert result.counts() == {"indexed": ITEMS} and result.images == images and result.model_version == "tiny-1"
+    assert stores.store.alias_target() == "tiny-1"  # the first batch created the serving collection
+    assert stores.count(Product) == ITEMS and stores.count(ImageRow) == images
+    assert stores.count(ImagePrediction) == images and stores.store.count("products") == images
+    assert sorted(m.product_id for m in announced) == sorted(e.product.product_id for e in events)
+    assert all(m.model_version == "tiny-1" and m.images >= 1 for m in announced)
+    with stores.factory() as session:
+        product = session.get(Product, events[0].product.product_id)
+        assert product is not None and product.title == events[0].product.title and product.category
+    hit = stores.store.search("products", stores.store.get_vector("products", "id_00000001"), top_k=1)[0]
+    assert hit.product_id == "id_00000001"
+    payload_keys = {"category", "attributes", "price", "in_stock", "title", "brand", "currency", "image_uri"}
+    assert payload_keys <= set(hit.payload)
+    before = stores.snapshot()
+
+    # The same events again (at-least-once redelivery): skipped by event id, nothing written.
+    again = core.process([IncomingEvent.of(e, offset=i) for i, e in enumerate(events)])
+    assert again.counts() == {"duplicate": ITEMS} and len(announced) == ITEMS
+    # The same content under new event ids: rewritten onto the same rows and point ids.
+    revised = events_from_folder(catalog, revision="2")
+    fresh = core.process([IncomingEvent.of(e, offset=i) for i, e in enumerate(revised)])
+    assert fresh.counts() == {"indexed": ITEMS}
+    assert stores.snapshot() == before
+    assert stores.count(ProcessedEvent) == 2 * ITEMS
+
+
+def test_core_fails_poison_alone_and_raises_for_infrastructure(tmp_path: Path, runtime: ModelRuntime,
+                                                              catalog: Path) -> None:
+    opened, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        good = build_upsert_event("good", [_jpeg(1)], title="Good")
+        twice = build_upsert_event("two-views", [_jpeg(2), _jpeg(3)], title="Two views")
+        batch = [IncomingEvent(b"not json"),
+                 IncomingEvent.of(build_upsert_event("garbage", [_jpeg(4), b"GIF89a garbage"])),
+                 IncomingEvent.of(build_upsert_event("bomb", [_bomb_png()])),
+                 IncomingEvent.of(build_upsert_event("missing", [tmp_path / "nowhere.jpg"])),
+                 IncomingEvent.of(good), IncomingEvent.of(good), IncomingEvent.of(twice)]
+
+        class Broken:
+            def get(self, version: str | None = None):
+                return runtime.get(version)
+
+            def analyze(self, images, version=None, timeout=None):
+                raise ConnectionError("model service down")
+
+        with pytest.raises(ConnectionError):
+            IngestCore(Broken(), opened.factory, opened.store).process(batch)
+        assert opened.count(ProcessedEvent) == 0 and opened.count(Product) == 0
+
+        result = IngestCore(runtime, opened.factory, opened.store).process(batch)
+        statuses = [o.status for o in result.outcomes]
+        assert statuses == [Status.FAILED] * 4 + [Status.INDEXED, Status.DUPLICATE, Status.INDEXED]
+        reasons = [o.reason for o in result.outcomes[:4]]
+        assert "invalid JSON" in reasons[0]
+        assert "product garbage): image #1" in reasons[1] and "no decoder recognises" in reasons[1]
+        assert "product bomb): image #0" in reasons[2] and "pixels" in reasons[2]
+        assert result.outcomes[2].error_type == "TooLarge"
+        assert "nowhere.jpg" in reasons[3] and "expected an existing image file" in reasons[3]
+        assert opened.count(Product) == 2 and opened.count(ImageRow) == 3 and opened.store.count("products") == 3
+        assert opened.count(ProcessedEvent) == 2
+
+        # A re-upload with one picture fewer replaces the picture set in both stores.
+        fewer = build_upsert_event("two-views", [_jpeg(3)], title="One view now")
+        assert IngestCore(runtime, opened.factory, opened.store).process([IncomingEvent.of(fewer)]).counts() == {
+            "indexed": 1}
+        assert opened.count(ImageRow, ImageRow.product_id == "two-views") == 1
+        assert opened.count(ImagePrediction) == 2 and opened.store.count("products") == 2
+    finally:
+        close()
+
+
+def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
+    from services.models.server import model_servicers
+    from shared.grpc.server import create_server
+    from shared.imaging import ImageLimits
+    from shared.serving.remote import RemoteAnalyzer
+
+    server, port = create_server(model_servicers(runtime, ImageLimits(), targets=("analysis",)))
+    remote = RemoteAnalyzer(f"127.0.0.1:{port}", timeout=30, max_request_bytes=30_000)  # forces several requests
+    try:
+        images = [Image.open(io.BytesIO(_jpeg(seed))).convert("RGB") for seed in range(3)]
+        local, far = runtime.analyze(images), remote.analyze(images)
+        assert len(far) == 3
+        for a, b in zip(local, far, strict=True):
+            assert b.version == a.version == "tiny-1"
+            np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-5)
+            assert [n for n, _ in b.categories] == [n for n, _ in a.categories]
+            assert [n for n, _, _ in b.attributes] == [n for n, _, _ in a.attributes]
+            assert [(lm.name, lm.visibility) for lm in b.landmarks] == [(lm.name, lm.visibility) for lm in a.landmarks]
+            assert b.category()[1] == pytest.approx(a.category()[1], abs=1e-5)
+        model = remote.get()
+        meta = runtime.get().metadata
+        assert model.version == "tiny-1" and model.metadata.embedding_dim == meta.embedding_dim == 32
+        assert set(model.metadata.categories) == {c.name for c in meta.categories}
+        assert remote.get("tiny-1") is remote.get("tiny-1")
+        with pytest.raises(NotFound, match="not loaded"):
+            remote.get("no-such-version")
+    finally:
+        remote.close()
+        server.stop(0)
+
+
+# -- the Kafka worker, end to end ----------------------------------------------------------------------------
+
+
+class FlakyAnalyzer:
+    """The runtime, except that the first `failures` analyze calls raise (a model service restarting)."""
+
+    def __init__(self, runtime: ModelRuntime, failures: int) -> None:
+        self.runtime = runtime
+        self.failures = failures
+        self.calls = 0
+
+    def get(self, version: str | None = None):
+        return self.runtime.get(version)
+
+    def analyze(self, images, version=None, timeout=None):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("analysis service unavailable")
+        return self.runtime.analyze(images, version, timeout=timeout)
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    config: WorkerConfig
+    stores: Stores
+    worker: IngestWorker
+    analyzer: FlakyAnalyzer
+    catalog: Path
+
+    def publish(self, events: list[events_pb2.CatalogEvent]) -> int:
+        return publish(self.bootstrap, events, topic=self.config.topic, partitions=self.config.partitions,
+                       progress=False)
+
+    def read(self, topic: str, at_least: int, timeout_s: float = WAIT_S, settle_s: float = 0.0) -> list:
+        """Every record of `topic` from the beginning, once `at_least` arrived (then `settle_s` more polling)."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                                 auto_offset_reset="earliest")
+        try:
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            records: list = []
+            deadline = time.monotonic() + timeout_s
+            settle_until: float | None = None
+            while time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=200).values():
+                    records.extend(batch)
+                if len(records) >= at_least:
+                    settle_until = settle_until or time.monotonic() + settle_s
+                    if time.monotonic() >= settle_until:
+                        return records
+            raise AssertionError(f"timed out waiting for {at_least} records on {topic}, got {len(records)}")
+        finally:
+            consumer.close()
+
+    def stat(self, name: str) -> int:
+        return self.worker.stats().get(name, 0)
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    suffix = uuid.uuid4().hex[:8]
+    config = WorkerConfig(topic=f"catalog.uploads.{suffix}", dlq_topic=f"catalog.uploads.dlq.{suffix}",
+                          indexed_topic=f"catalog.indexed.{suffix}", group_id=f"ingest-{suffix}", partitions=2,
+                          max_records=16, poll_timeout_ms=200)
+    root = tmp_path_factory.mktemp("ingest")
+    stores, close = _open_stores(sqlite_url(root / "fashion.db"), root / "qdrant")
+    analyzer = FlakyAnalyzer(runtime, failures=1)
+    worker = IngestWorker(IngestCore(analyzer, stores.factory, stores.store), kafka_bootstrap, config)
+    worker.start()
+    try:
+        yield Pipeline(kafka_bootstrap, config, stores, worker, analyzer, catalog)
+    finally:
+        assert worker.stop(timeout=15), "worker thread did not stop"
+        assert worker.error is None
+        close()
+
+
+def test_worker_indexes_the_catalogue_once_through_kafka(pipeline: Pipeline) -> None:
+    events = list(events_from_folder(pipeline.catalog))
+    images = _shop_images(pipeline.catalog)
+    assert pipeline.publish(events) == ITEMS
+    stores = pipeline.stores
+    _wait(lambda: stores.count(ProcessedEvent) == ITEMS, f"{ITEMS} events indexed")
+    assert stores.count(Product) == ITEMS and stores.count(ImageRow) == images
+    assert stores.store.count("products") == images
+    assert pipeline.analyzer.calls >= 2  # the first batch failed on the "model" and was retried, nothing lost
+    announced = [parse_indexed(r.value) for r in pipeline.read(pipeline.config.indexed_topic, ITEMS)]
+    assert sorted(m.product_id for m in announced) == sorted(e.product.product_id for e in events)
+    assert {m.event_id for m in announced} == {e.event_id for e in events}
+    before = stores.snapshot()
+
+    # Publishing the same folder again: same event ids, all skipped, nothing announced, nothing changed.
+    assert pipeline.publish(list(events_from_folder(pipeline.catalog))) == ITEMS
+    _wait(lambda: pipeline.stat("duplicate") >= ITEMS, "the replay to be consumed")
+    assert stores.snapshot() == before and stores.count(ProcessedEvent) == ITEMS
+    assert len(pipeline.read(pipeline.config.indexed_topic, ITEMS, settle_s=0.5)) == ITEMS
+
+
+def test_worker_sends_poison_to_the_dlq_and_indexes_the_rest(pipeline: Pipeline, tmp_path: Path) -> None:
+    good = build_upsert_event("good-after-poison", [_jpeg(7)], title="Survivor")
+    poison = {
+        "bad-json": b'{"eventId": "x", "type": ',
+        "garbage": event_to_json(build_upsert_event("garbage", [_jpeg(8), b"\x00garbage bytes"])),
+        "bomb": event_to_json(build_upsert_event("bomb", [_bomb_png()])),
+        "no-product": b'{"eventId": "np", "type": "EVENT_TYPE_UPSERT", "images": [{"uri": "/x.jpg"}]}',
+    }
+    producer = make_producer(pipeline.bootstrap)
+    try:
+        for key, value in poison.items():
+            producer.send(pipeline.config.topic, key=key.encode(), value=value)
+        producer.send(pipeline.config.topic, key=b"good-after-poison", value=event_to_json(good))
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+    dlq = {r.key.decode(): r for r in pipeline.read(pipeline.config.dlq_topic, len(poison))}
+    assert set(dlq) == set(poison)
+    for key, record in dlq.items():
+        headers = dict(record.headers)
+        assert record.value == poison[key]  # the original bytes, untouched
+        assert headers[HEADER_ORIGINAL_TOPIC].decode() == pipeline.config.topic
+        assert headers[HEADER_ERROR_REASON] and headers[HEADER_ERROR_TYPE]
+    reason = {k: dict(r.headers)[HEADER_ERROR_REASON].decode() for k, r in dlq.items()}
+    assert "invalid JSON" in reason["bad-json"]
+    assert "image #1" in reason["garbage"] and "no decoder recognises" in reason["garbage"]
+    assert "image #0" in reason["bomb"] and "pixels" in reason["bomb"]
+    assert dict(dlq["bomb"].headers)[HEADER_ERROR_TYPE] == b"TooLarge"
+    assert "expected product.product_id" in reason["no-product"]
+    _wait(lambda: pipeline.stores.count(Product, Product.product_id == "good-after-poison") == 1,
+          "the good event behind the poison")
+    assert pipeline.stores.count(Product, Product.product_id.in_(["garbage", "bomb"])) == 0
+
+
+def test_worker_delete_removes_the_product_from_search(pipeline: Pipeline) -> None:
+    store, stores = pipeline.stores.store, pipeline.stores
+    pipeline.publish(list(events_from_folder(pipeline.catalog)))  # a no-op replay when the first test ran
+    _wait(lambda: stores.count(Product, Product.product_id == "id_00000002") == 1, "the catalogue")
+    query = store.get_vector("products", "id_00000002")
+    assert "id_00000002" in [h.product_id for h in store.search("products", query, top_k=10)]
+    points_before = store.count("products")
+    own = stores.count(ImageRow, ImageRow.product_id == "id_00000002")
+
+    assert pipeline.publish([build_delete_event("id_00000002")]) == 1
+    _wait(lambda: stores.count(Product, Product.product_id == "id_00000002", Product.deleted.is_(True)) == 1,
+          "the product to be marked deleted")
+    assert "id_00000002" not in [h.product_id for h in store.search("products", query, top_k=10)]
+    assert store.count("products") == points_before - own
+    with pytest.raises(NotFound):
+        store.get_vector("products", "id_00000002")
