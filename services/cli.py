@@ -105,7 +105,7 @@ def models_list() -> None:
 def bench_model_cmd(
     checkpoint: Annotated[Path | None, typer.Option(help="default: a fresh DeepFashion-sized FashionNet")] = None,
     seconds: Annotated[float, typer.Option(help="timing budget per configuration")] = 5.0,
-    input_size: int = 224,
+    input_size: Annotated[int | None, typer.Option(help="default: the checkpoint's, else 224")] = None,
 ) -> None:
     """FashionNet forward throughput: eager, channels-last and ONNX Runtime, as ratios to the raw backbone."""
     from shared.bench.model_bench import bench_model, print_table
@@ -125,6 +125,88 @@ def quickstart(
     from shared.training.quickstart import run_quickstart
 
     run_quickstart(data, run, items=items, epochs=epochs, input_size=input_size, console=Console())
+
+
+def _stack_state() -> dict:
+    from services.stack import read_state
+    from shared.config import StoreSettings
+
+    return read_state(StoreSettings().data_dir)
+
+
+@app.command()
+def up(
+    target: Annotated[str, typer.Option(help="all, or a comma list of landmark, attributes, embedding, analysis, "
+                                             "search, ingest")] = "all",
+    port: Annotated[int | None, typer.Option(help="gRPC port (default FASHION_PORT or 50051)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="serving model.pt (registered on start-up)")] = None,
+) -> None:
+    """Run the services: by default all of them in this process, with a local Kafka broker if none is set."""
+    import signal
+    import threading
+
+    from services.stack import Stack, StackSettings, parse_targets
+    from shared.config import GrpcServerSettings, ModelSettings
+
+    overrides_grpc = {"port": port} if port is not None else {}
+    overrides_model = {"checkpoint": checkpoint} if checkpoint is not None else {}
+    settings = StackSettings(grpc=GrpcServerSettings(**overrides_grpc), model=ModelSettings(**overrides_model))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(settings, parse_targets(target)).start()
+    console.print(f"[bold green]serving[/] {', '.join(stack.targets)} on {stack.address}"
+                  + (f"  kafka {stack.bootstrap}" if stack.bootstrap else "")
+                  + (f"  db {stack.database_url}" if stack.database_url else "") + "  (Ctrl-C to stop)")
+    stop.wait()
+    console.print("stopping: draining in-flight requests")
+    stack.stop()
+    console.print("stopped cleanly")
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="a DeepFashion benchmark folder or a folder of images")],
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap (default: the running `fashion up`)")]
+    = None,
+    revision: Annotated[str, typer.Option(help="change it to force a re-index of unchanged products")] = "",
+) -> None:
+    """Turn a folder into catalogue upload events on Kafka (one per product, keyed by product id)."""
+    from services.ingest.publish import publish_folder
+    from shared.config import KafkaSettings
+
+    bootstrap = bootstrap or KafkaSettings().kafka_bootstrap or _stack_state().get("kafka_bootstrap")
+    if not bootstrap:
+        raise typer.BadParameter("no Kafka to publish to: start `fashion up` or pass --bootstrap HOST:PORT")
+    count = publish_folder(bootstrap, folder, revision=revision)
+    console.print(f"published {count} catalogue events to {bootstrap}")
+
+
+@app.command()
+def search(
+    image: Annotated[Path, typer.Argument(help="query photo")],
+    top_k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    html: Annotated[Path | None, typer.Option(help="write a page with the query and result thumbnails")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="only these categories (repeatable)")] = None,
+    attribute: Annotated[list[str] | None, typer.Option(help="results must have all of these (repeatable)")]
+    = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    in_stock: Annotated[bool, typer.Option("--in-stock", help="only products in stock")] = False,
+    address: Annotated[str | None, typer.Option(help="SearchService host:port (default: the running stack)")]
+    = None,
+) -> None:
+    """Call FindSimilar with a photo and print the ranked products."""
+    from services.search.client import find_similar_cli
+    from services.search.settings import SearchSettings
+
+    settings = SearchSettings()
+    address = address or _stack_state().get("grpc") or settings.client_address
+    find_similar_cli(address, image, top_k=top_k, categories=category or (), attributes=attribute or (),
+                     min_price=min_price, max_price=max_price, in_stock_only=in_stock, html=html,
+                     timeout=settings.client_timeout_s, console=Console())
+    if html is not None:
+        console.print(f"page written to {html}")
 
 
 def main() -> None:

@@ -1,0 +1,263 @@
+"""Composition root: build the services a process hosts from settings, start them, stop them in order.
+
+`fashion up` (target "all") is the local default, one process hosting every service on one gRPC port plus
+the ingest and click consumers, like the monolithic mode of Grafana Loki/Tempo. `fashion up --target NAME`
+hosts one service, for the distributed deployment. The code paths are the same; only the set differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.ingest.settings import IngestSettings
+from services.search.settings import SearchSettings
+from shared.config import DEFAULT_POSTGRES_URL, GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
+from shared.errors import FashionError, InvalidInput
+from shared.imaging import ImageLimits
+
+log = logging.getLogger(__name__)
+
+MODEL_TARGETS = ("landmark", "attributes", "embedding", "analysis")
+TARGETS = (*MODEL_TARGETS, "search", "ingest")
+STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    grpc: GrpcServerSettings = field(default_factory=GrpcServerSettings)
+    stores: StoreSettings = field(default_factory=StoreSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.images.image_max_bytes, max_pixels=self.images.image_max_pixels)
+
+
+def parse_targets(target: str) -> tuple[str, ...]:
+    names = TARGETS if target == "all" else tuple(t.strip() for t in target.split(","))
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown:
+        raise InvalidInput(f"expected targets among all, {', '.join(TARGETS)}; got {', '.join(unknown)}")
+    return names
+
+
+def resolve_database_url(stores: StoreSettings) -> str:
+    """The configured URL, else the machine's Postgres when it answers, else SQLite under data_dir."""
+    from shared.db.session import create_database_if_missing, database_url_or_fallback
+
+    url = stores.database_url or database_url_or_fallback(DEFAULT_POSTGRES_URL, stores.data_dir / "fashion.db")
+    if url.startswith("postgresql"):
+        create_database_if_missing(url)
+    return url
+
+
+def read_state(data_dir: Path) -> dict:
+    """What a running `fashion up` wrote about itself (gRPC address, Kafka bootstrap), for the other commands."""
+    path = data_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class Stack:
+    """Everything one process hosts. `start()` builds in dependency order; `stop()` tears down in reverse."""
+
+    def __init__(self, settings: StackSettings, targets: tuple[str, ...] = TARGETS) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.broker = None
+        self.bootstrap: str | None = None
+        self.database_url: str | None = None
+        self.sessions = None
+        self.store = None
+        self.runtime = None
+        self.analyzer = None
+        self.producer = None
+        self.server: grpc.Server | None = None
+        self.health = None
+        self.port: int | None = None
+        self.ingest_worker = None
+        self.click_consumer = None
+
+    # -- start ------------------------------------------------------------------------------------------------
+    def start(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        s = self.settings
+        s.stores.data_dir.mkdir(parents=True, exist_ok=True)
+        needs_stores = bool({"search", "ingest"} & set(self.targets))
+        if needs_stores:
+            self._start_kafka()
+            self._open_stores()
+        if set(MODEL_TARGETS) & set(self.targets) or (needs_stores and not s.ingest.analysis_address):
+            self._load_models()
+        elif needs_stores:
+            from shared.serving.remote import RemoteAnalyzer
+
+            self.analyzer = RemoteAnalyzer(s.ingest.analysis_address)
+        self._start_grpc()
+        if "ingest" in self.targets:
+            self._start_ingest()
+        if "search" in self.targets:
+            self._start_clicks()
+        self._write_state()
+
+    def _start_kafka(self) -> None:
+        from shared.messaging import LocalBroker, ensure_topics, make_producer
+
+        self.bootstrap = self.settings.ingest.kafka_bootstrap
+        if not self.bootstrap:
+            self.broker = LocalBroker(log_path=self.settings.stores.data_dir / "broker.log").start()
+            self.bootstrap = self.broker.bootstrap
+            log.info("started a local Kafka-protocol broker (Tansu) at %s", self.bootstrap)
+        ing, srch, parts = self.settings.ingest, self.settings.search, self.settings.ingest.kafka_partitions
+        ensure_topics(self.bootstrap, {ing.uploads_topic: parts, ing.dlq_topic: parts, ing.indexed_topic: parts,
+                                       srch.clicks_topic: parts, srch.clicks_dlq_topic: parts})
+        self.producer = make_producer(self.bootstrap)
+
+    def _open_stores(self) -> None:
+        from shared.db.session import make_engine, session_factory, upgrade
+        from shared.vectorstore import VectorStore, open_client
+
+        self.database_url = resolve_database_url(self.settings.stores)
+        upgrade(self.database_url)
+        self.sessions = session_factory(make_engine(self.database_url))
+        location = self.settings.stores.qdrant_url or str(self.settings.stores.data_dir / "qdrant")
+        self.store = VectorStore(open_client(location))
+
+    def _load_models(self) -> None:
+        from shared.serving.runtime import ModelRuntime
+
+        m = self.settings.model
+        self.runtime = ModelRuntime(engine=m.engine, max_batch=m.max_batch, max_wait_ms=m.max_wait_ms,
+                                    device=m.device)
+        for checkpoint, default in self._checkpoints_to_load():
+            self.runtime.load(checkpoint, make_default=default)
+        self.analyzer = self.runtime
+
+    def _checkpoints_to_load(self) -> list[tuple[Path, bool]]:
+        """The serving checkpoint (registered in the model registry when given), plus the version the
+        `products` alias points at if that differs: search must embed with the collection's version."""
+        from shared.db import repository
+        from shared.fashionnet.checkpoint import ModelMetadata, read_checkpoint
+
+        given = self.settings.model.checkpoint
+        if self.sessions is None:
+            if given is None:
+                raise InvalidInput("expected a checkpoint: set FASHION_CHECKPOINT or pass --checkpoint")
+            return [(given, True)]
+        with self.sessions.begin() as session:
+            if given is not None:
+                meta = ModelMetadata.from_dict(read_checkpoint(given)["metadata"])
+                repository.register_model_version(session, meta.version, architecture=meta.architecture,
+                                                  checkpoint_path=str(Path(given).resolve()),
+                                                  embedding_dim=meta.embedding_dim)
+                if repository.serving_version(session) is None:
+                    repository.set_serving(session, meta.version)
+            serving = repository.serving_version(session)
+            if serving is None:
+                raise InvalidInput("expected a serving model: pass --checkpoint PATH (a model.pt from "
+                                   "`fashion train`) or run `make demo`, which trains one")
+            wanted = [(Path(serving.checkpoint_path), True)]
+            target = self.store.alias_target() if self.store is not None else None
+            if target and target != serving.version:
+                wanted.append((Path(repository.get_model_version(session, target).checkpoint_path), False))
+        return wanted
+
+    def _start_grpc(self) -> None:
+        from services.models.server import model_servicers
+        from shared.grpc import create_server, health_servicer, start_metrics_server
+
+        g = self.settings.grpc
+        servicers = []
+        model_targets = [t for t in self.targets if t in MODEL_TARGETS]
+        if model_targets:
+            servicers += model_servicers(self.runtime, self.settings.image_limits(), model_targets)
+        if "search" in self.targets:
+            from services.search.clicks import KafkaClickSink
+            from services.search.core import SearchCore
+            from services.search.server import search_servicers
+
+            core = SearchCore(self.analyzer, self.sessions, self.store, self.settings.image_limits(),
+                              click_sink=KafkaClickSink(self.producer, self.settings.search.clicks_topic),
+                              max_top_k=self.settings.search.max_top_k)
+            servicers += search_servicers(core, default_top_k=self.settings.search.default_top_k)
+        if not servicers:
+            return
+        self.health = health_servicer()
+        self.server, self.port = create_server(servicers, f"{g.host}:{g.port}", max_workers=g.max_workers,
+                                               max_message_bytes=g.max_message_bytes, health=self.health)
+        start_metrics_server(g.metrics_port)
+        log.info("gRPC serving %s on %s:%d", ", ".join(self.targets), g.host, self.port)
+
+    def _start_ingest(self) -> None:
+        from services.ingest.consumer import IngestWorker
+        from services.ingest.core import IngestCore
+
+        ing = self.settings.ingest
+        core = IngestCore(self.analyzer, self.sessions, self.store, self.settings.image_limits(),
+                          event_limits=ing.event_limits(), attribute_threshold=ing.ingest_attribute_threshold,
+                          analyze_timeout_s=ing.ingest_analyze_timeout_s)
+        self.ingest_worker = IngestWorker(core, self.bootstrap, ing.worker_config(), producer=self.producer).start()
+
+    def _start_clicks(self) -> None:
+        from services.search.clicks import ClickConsumer
+
+        srch = self.settings.search
+        self.click_consumer = ClickConsumer(self.bootstrap, self.sessions, topic=srch.clicks_topic,
+                                            dlq_topic=srch.clicks_dlq_topic, group_id=srch.clicks_group,
+                                            dlq_producer=self.producer,
+                                            partitions=self.settings.ingest.kafka_partitions).start()
+
+    def _write_state(self) -> None:
+        state = {"grpc": f"{self.settings.grpc.host}:{self.port}" if self.port else None,
+                 "kafka_bootstrap": self.bootstrap, "database_url": self.database_url, "targets": self.targets}
+        (self.settings.stores.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.grpc.host}:{self.port}"
+
+    # -- stop -------------------------------------------------------------------------------------------------
+    def stop(self, grace: float | None = None) -> None:
+        """Reverse order: stop taking RPCs (draining in-flight ones), stop consumers, then close the rest."""
+        grace = self.settings.grpc.grace_seconds if grace is None else grace
+        if self.server is not None:
+            if self.health is not None:
+                self.health.enter_graceful_shutdown()
+            self.server.stop(grace).wait()
+            self.server = None
+        for name in ("ingest_worker", "click_consumer"):
+            worker = getattr(self, name)
+            if worker is not None:
+                try:
+                    worker.stop()
+                except FashionError as exc:  # a consumer that already failed reports it; keep shutting down
+                    log.warning("%s stopped with: %s", name, exc)
+                setattr(self, name, None)
+        if self.producer is not None:
+            self.producer.flush(10)
+            self.producer.close(10)
+            self.producer = None
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+        if self.store is not None:
+            self.store.client.close()
+            self.store = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        state = self.settings.stores.data_dir / STATE_FILE
+        state.unlink(missing_ok=True)
