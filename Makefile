@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DATA ?= var/synth
 RUN ?= var/runs/quickstart
 
-.PHONY: install protos test lint quickstart clean
+.PHONY: install protos test lint demo quickstart up clean
 
 install: $(VENV)/.installed
 
@@ -33,9 +33,18 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# The main job on embedded defaults: synthetic DeepFashion data -> train FashionNet -> evaluate it.
+# The main job on embedded defaults: synthetic catalogue -> (train FashionNet) -> every service in one
+# process -> catalogue through Kafka into Postgres + Qdrant -> consumer photos through gRPC FindSimilar.
+demo: install
+	$(VENV)/bin/fashion demo
+
+# Model only: synthetic DeepFashion data -> train FashionNet -> evaluate it against the ImageNet baseline.
 quickstart: install
 	$(VENV)/bin/fashion quickstart --data $(DATA) --run $(RUN)
+
+# Every service in one process on :50051 (needs a checkpoint: CHECKPOINT=var/demo/runs/demo/model.pt).
+up: install
+	$(VENV)/bin/fashion up $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 clean:
 	rm -rf $(VENV) fashion var .pytest_cache

@@ -113,6 +113,31 @@ def bench_model_cmd(
     print_table(bench_model(checkpoint, seconds=seconds, input_size=input_size))
 
 
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    workdir: Annotated[Path, typer.Option(help="catalogue, stores and model of the benchmark")] = Path("var/bench"),
+    items: Annotated[int, typer.Option(min=10, help="consumer-to-shop items (about 2 shop images each)")] = 300,
+    checkpoint: Annotated[Path | None, typer.Option(help="default: an untrained serving-shaped model")] = None,
+) -> None:
+    """Catalogue images/s through Kafka, the model and both stores, as a ratio to the raw forward pass."""
+    from services.bench import bench_ingest
+
+    bench_ingest(workdir, items=items, checkpoint=checkpoint, console=Console())
+
+
+@bench_app.command("search")
+def bench_search_cmd(
+    workdir: Annotated[Path, typer.Option(help="catalogue, stores and model of the benchmark")] = Path("var/bench"),
+    items: Annotated[int, typer.Option(min=10, help="in-shop items (about 4 images each)")] = 1250,
+    queries: Annotated[int, typer.Option(min=10)] = 200,
+    checkpoint: Annotated[Path | None, typer.Option(help="default: an untrained serving-shaped model")] = None,
+) -> None:
+    """FindSimilar p50/p95/p99 and QPS at concurrency 1 and 8, p50 as a ratio to one query's embedding time."""
+    from services.bench import bench_search
+
+    bench_search(workdir, items=items, queries=queries, checkpoint=checkpoint, console=Console())
+
+
 @app.command()
 def quickstart(
     data: Annotated[Path, typer.Option(help="where the synthetic benchmark goes")] = Path("var/synth"),
@@ -125,6 +150,19 @@ def quickstart(
     from shared.training.quickstart import run_quickstart
 
     run_quickstart(data, run, items=items, epochs=epochs, input_size=input_size, console=Console())
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="data, checkpoint, stores and the result page")] = Path("var/demo"),
+    items: Annotated[int, typer.Option(min=20, help="synthetic catalogue items")] = 300,
+    checkpoint: Annotated[Path | None, typer.Option(help="serving model.pt (default: train one)")] = None,
+) -> None:
+    """The whole product end to end: catalogue through Kafka into the stores, consumer photos through
+    FindSimilar, consumer-to-shop top-1/top-20 measured through the live system."""
+    from services.demo import run_demo
+
+    run_demo(workdir, items=items, checkpoint=checkpoint, console=Console())
 
 
 def _stack_state() -> dict:
@@ -211,6 +249,7 @@ def search(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection chatter
     try:
         app()
     except FashionError as exc:

@@ -58,6 +58,22 @@ def resolve_database_url(stores: StoreSettings) -> str:
     return url
 
 
+def fresh_stores(state: Path, postgres_database: str) -> StoreSettings:
+    """Empty stores of a tool's own (demo, benchmarks): its Postgres database (or SQLite file) and Qdrant
+    folder are recreated, so every run measures the same thing from scratch. Never the user's stores."""
+    import shutil
+
+    from shared.db.session import database_url_or_fallback, drop_database
+
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    url = database_url_or_fallback(DEFAULT_POSTGRES_URL.rsplit("/", 1)[0] + f"/{postgres_database}",
+                                   state / "fashion.db")
+    if url.startswith("postgresql"):
+        drop_database(url)
+    return StoreSettings(data_dir=state, database_url=url)
+
+
 def read_state(data_dir: Path) -> dict:
     """What a running `fashion up` wrote about itself (gRPC address, Kafka bootstrap), for the other commands."""
     path = data_dir / STATE_FILE
@@ -163,8 +179,7 @@ class Stack:
                 repository.register_model_version(session, meta.version, architecture=meta.architecture,
                                                   checkpoint_path=str(Path(given).resolve()),
                                                   embedding_dim=meta.embedding_dim)
-                if repository.serving_version(session) is None:
-                    repository.set_serving(session, meta.version)
+                repository.set_serving(session, meta.version)  # an explicit checkpoint is what to serve
             serving = repository.serving_version(session)
             if serving is None:
                 raise InvalidInput("expected a serving model: pass --checkpoint PATH (a model.pt from "

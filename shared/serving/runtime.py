@@ -104,7 +104,7 @@ class ModelRuntime:
     version they started with, new ones get the new version, none fails.
     """
 
-    def __init__(self, *, engine: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, *, engine: str = "auto", max_batch: int = 32, max_wait_ms: float = 0.0,
                  device: str | None = None, cache_dir: Path | None = None) -> None:
         self._engine_kind = engine
         self._device = device

@@ -1,0 +1,166 @@
+"""`fashion bench ingest` and `fashion bench search`: the live system's speed, as ratios to the model's own
+speed measured in the same process and run (never absolute-number assertions)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from services.demo import wait_until_indexed
+from services.ingest.publish import events_from_folder, publish
+from services.stack import Stack, StackSettings, fresh_stores
+from shared.config import GrpcServerSettings, ModelSettings
+from shared.data.deepfashion import load_benchmark
+from shared.data.records import Attribute, Category, ClothesType
+from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
+from shared.fashionnet import default_metadata, save_checkpoint
+from shared.fashionnet.checkpoint import build_model
+from shared.fashionnet.preprocess import image_to_array, normalize
+
+
+def default_checkpoint(path: Path, input_size: int = 224) -> Path:
+    """A serving-shaped FashionNet (ImageNet backbone, synthetic vocabularies): speed needs no training."""
+    if path.exists():
+        return path
+    meta = default_metadata("fashionnet_efficientnet_lite0",
+                            [Category(c.name, ClothesType(c.clothes_type)) for c in CATEGORIES],
+                            [Attribute(n, g) for n, g in ATTRIBUTES], version="bench-untrained",
+                            input_size=input_size)
+    return save_checkpoint(path, build_model(meta, pretrained=True).eval(), meta)
+
+
+def _catalogue(workdir: Path, benchmark: str, items: int) -> Path:
+    root = workdir / "data" / f"{benchmark}-{items}"
+    if not (root / "Eval" / "list_eval_partition.txt").exists():
+        generate(benchmark, root, items, seed=5)
+    return root
+
+
+def forward_throughput(stack: Stack, images: list[Image.Image], batch: int = 32, seconds: float = 5.0) -> float:
+    """Raw FashionNet forward images/s of the serving engine (preprocessed batch, engine.run only)."""
+    model = stack.runtime.get()
+    meta = model.metadata
+    pixels = [image_to_array(im, meta.input_size) for im in images[:batch]]
+    x = normalize(np.stack((pixels * batch)[:batch]), meta.mean, meta.std)
+    model.engine.run(x)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.engine.run(x)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def _start(workdir: Path, checkpoint: Path | None, name: str) -> Stack:
+    checkpoint = checkpoint or default_checkpoint(workdir / "bench-model" / "model.pt")
+    settings = StackSettings(grpc=GrpcServerSettings(port=0), stores=fresh_stores(workdir / name, f"fashion_{name}"),
+                             model=ModelSettings(checkpoint=checkpoint))
+    return Stack(settings).start()
+
+
+def _index(stack: Stack, root: Path) -> tuple[int, int, float]:
+    """Publish a folder and wait until indexed: (products, shop images, seconds from first publish)."""
+    from shared.db import repository
+
+    events = list(events_from_folder(root))
+    time.sleep(6.0)  # let the ingest consumer finish joining its group: joining is start-up, not throughput
+    start = time.monotonic()
+    publish(stack.bootstrap, events, total=len(events))
+    wait_until_indexed(stack, len(events))
+    seconds = time.monotonic() - start
+    with stack.sessions() as session:
+        images = repository.count_catalog_images(session)
+    return len(events), images, seconds
+
+
+def bench_ingest(workdir: Path, *, items: int = 300, checkpoint: Path | None = None,
+                 console: Console | None = None) -> dict:
+    console = console or Console()
+    root = _catalogue(workdir, "consumer2shop", items)
+    stack = _start(workdir, checkpoint, "bench_ingest")
+    try:
+        bench = load_benchmark(root, "consumer2shop")
+        sample = [Image.open(bench.path(r)).convert("RGB") for r in bench.records[:32]]
+        forward = forward_throughput(stack, sample)
+        products, images, seconds = _index(stack, root)
+        forward_after = forward_throughput(stack, sample)
+    finally:
+        stack.stop()
+    ingest = images / seconds
+    reference = (forward + forward_after) / 2  # before and after, so drift on a shared machine averages out
+    table = Table(title=f"fashion bench ingest: {products} products, {images} images through Kafka -> "
+                        "model -> Qdrant + Postgres")
+    for column in ("measure", "images/s", "ratio to raw forward"):
+        table.add_column(column, justify="right")
+    table.add_row("raw FashionNet forward (batch 32, same process)", f"{reference:.1f}", "1.00")
+    table.add_row("catalogue ingest, end to end", f"{ingest:.1f}", f"{ingest / reference:.2f}")
+    console.print(table)
+    return {"images": images, "seconds": seconds, "ingest_images_per_s": ingest,
+            "forward_images_per_s": reference, "ratio": ingest / reference}
+
+
+def _latencies(address: str, payloads: list[bytes], concurrency: int, top_k: int = 20) -> tuple[list[float], float]:
+    local = threading.local()
+
+    def one(data: bytes) -> float:
+        if not hasattr(local, "stub"):
+            local.channel = grpc.insecure_channel(address)
+            local.stub = search_pb2_grpc.SearchServiceStub(local.channel)
+        start = time.perf_counter()
+        local.stub.FindSimilar(search_pb2.FindSimilarRequest(image=common_pb2.ImageInput(data=data), top_k=top_k),
+                               timeout=30)
+        return time.perf_counter() - start
+
+    one(payloads[0])  # warm-up (channel, first request)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(one, payloads))
+    return latencies, len(payloads) / (time.perf_counter() - start)
+
+
+def bench_search(workdir: Path, *, items: int = 1250, queries: int = 200, checkpoint: Path | None = None,
+                 console: Console | None = None) -> dict:
+    console = console or Console()
+    root = _catalogue(workdir, "inshop", items)
+    stack = _start(workdir, checkpoint, "bench_search")
+    try:
+        _, images, _ = _index(stack, root)
+        bench = load_benchmark(root, "inshop")
+        query_records = bench.split("query")[:queries]
+        payloads = [bench.path(r).read_bytes() for r in query_records]
+        decoded = [Image.open(bench.path(r)).convert("RGB") for r in query_records[:50]]
+        model = stack.runtime.get()
+        model.analyze(decoded[:1])
+        embed = []
+        for im in decoded:
+            start = time.perf_counter()
+            model.analyze([im])
+            embed.append(time.perf_counter() - start)
+        embed_p50 = statistics.median(embed)
+        rows = []
+        for concurrency in (1, 8):
+            latencies, qps = _latencies(stack.address, payloads, concurrency)
+            q = np.percentile(latencies, [50, 95, 99])
+            rows.append({"concurrency": concurrency, "p50": q[0], "p95": q[1], "p99": q[2], "qps": qps})
+    finally:
+        stack.stop()
+    table = Table(title=f"fashion bench search: FindSimilar over gRPC, {images} catalogue images, "
+                        f"{len(payloads)} query photos, top_k 20")
+    for column in ("concurrency", "p50 ms", "p95 ms", "p99 ms", "QPS", "p50 / one query's embedding time"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["concurrency"]), f"{r['p50'] * 1e3:.1f}", f"{r['p95'] * 1e3:.1f}",
+                      f"{r['p99'] * 1e3:.1f}", f"{r['qps']:.1f}", f"{r['p50'] / embed_p50:.2f}")
+    console.print(table)
+    console.print(f"one query image's embedding time (decode excluded, preprocess + forward): "
+                  f"p50 {embed_p50 * 1e3:.1f} ms")
+    return {"images": images, "embed_p50": embed_p50, "rows": rows}

@@ -1,0 +1,129 @@
+"""`make demo`: the whole product on one machine, measured through the live system.
+
+Synthesise a consumer-to-shop catalogue -> train FashionNet if no checkpoint is at hand -> start every
+service -> publish the shop catalogue through Kafka -> wait until it is indexed -> query every held-out
+consumer photo through gRPC FindSimilar -> print top-1/top-20 -> write an HTML page -> stop cleanly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from services.ingest.publish import events_from_folder, publish
+from services.search.client import write_html
+from services.stack import Stack, StackSettings, fresh_stores
+from shared.config import GrpcServerSettings, ModelSettings
+from shared.data.deepfashion import load_benchmark
+from shared.data.synth import generate
+from shared.db import repository
+from shared.errors import FashionError
+from shared.training.train import TrainConfig, train
+
+BENCHMARK = "consumer2shop"
+def ensure_data(root: Path, items: int, console: Console) -> None:
+    if (root / "Eval" / "list_eval_partition.txt").exists():
+        console.print(f"reusing the synthetic catalogue in {root}")
+        return
+    console.rule(f"synthesising {items} consumer-to-shop items into {root}")
+    generate(BENCHMARK, root, items, seed=0)
+
+
+def ensure_checkpoint(root: Path, run: Path, input_size: int, epochs: int, console: Console) -> Path:
+    checkpoint = run / "model.pt"
+    if checkpoint.exists():
+        console.print(f"using the trained checkpoint {checkpoint}")
+        return checkpoint
+    console.rule("no trained checkpoint at hand: training FashionNet (landmarks first, then all tasks)")
+    return train(TrainConfig(data=root, out=run, benchmark=BENCHMARK, input_size=input_size, landmark_epochs=1,
+                             epochs=epochs))
+
+
+def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0) -> int:
+    """Poll Postgres until every published product is indexed, with a progress bar."""
+    from sqlalchemy import func, select
+
+    from shared.db.models import Product
+
+    deadline = time.monotonic() + timeout_s
+    with tqdm(total=expected_products, desc="indexed", unit="product") as bar:
+        while True:
+            with stack.sessions() as session:
+                done = session.scalar(select(func.count()).select_from(Product).where(Product.deleted.is_(False)))
+            bar.update(done - bar.n)
+            if done >= expected_products:
+                return done
+            if stack.ingest_worker.error is not None:
+                raise FashionError(f"ingest worker failed: {stack.ingest_worker.error}")
+            if time.monotonic() > deadline:
+                raise FashionError(f"expected {expected_products} products indexed within {timeout_s:.0f}s, "
+                                   f"got {done}")
+            time.sleep(0.5)
+
+
+def query_consumer_photos(address: str, root: Path, *, top_k: int = 20, timeout: float = 30.0):
+    """FindSimilar for every held-out consumer photo; returns (hits@1, hits@top_k, n, first response)."""
+    bench = load_benchmark(root, BENCHMARK)
+    queries = [r for r in bench.split("test") if r.domain == "consumer"]
+    top1 = topk = 0
+    example = None
+    with grpc.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        for record in tqdm(queries, desc="FindSimilar", unit="query"):
+            data = bench.path(record).read_bytes()
+            response = stub.FindSimilar(search_pb2.FindSimilarRequest(
+                image=common_pb2.ImageInput(data=data, id=record.image), top_k=top_k), timeout=timeout)
+            ranked = [h.product_id for h in response.hits]
+            top1 += ranked[:1] == [record.item_id]
+            topk += record.item_id in ranked[:top_k]
+            if example is None or (ranked[:1] == [record.item_id] and example[2] is False):
+                example = (data, response, ranked[:1] == [record.item_id])
+    return top1, topk, len(queries), example
+
+
+def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, epochs: int = 2,
+             checkpoint: Path | None = None, console: Console | None = None) -> dict:
+    console = console or Console()
+    root = workdir / "data" / BENCHMARK
+    ensure_data(root, items, console)
+    checkpoint = checkpoint or ensure_checkpoint(root, workdir / "runs" / "demo", input_size, epochs, console)
+
+    console.rule("starting every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
+    settings = StackSettings(grpc=GrpcServerSettings(port=0), stores=fresh_stores(workdir / "stack", "fashion_demo"),
+                             model=ModelSettings(checkpoint=checkpoint))
+    stack = Stack(settings).start()
+    try:
+        console.print(f"serving on {stack.address}; kafka {stack.bootstrap}; db {stack.database_url}")
+        console.rule("publishing the shop catalogue through Kafka")
+        events = list(events_from_folder(root))
+        start = time.monotonic()
+        publish(stack.bootstrap, events, total=len(events))
+        wait_until_indexed(stack, len(events))
+        with stack.sessions() as session:
+            images = repository.count_catalog_images(session)
+        ingest_s = time.monotonic() - start
+        console.print(f"indexed {len(events)} products / {images} shop images in {ingest_s:.1f}s "
+                      f"({images / ingest_s:.1f} images/s end to end)")
+
+        console.rule("querying every held-out consumer photo through gRPC FindSimilar")
+        top1, top20, n, example = query_consumer_photos(stack.address, root)
+        html = workdir / "search.html"
+        if example is not None:
+            write_html(html, example[0], example[1])
+    finally:
+        console.rule("stopping")
+        stack.stop()
+    table = Table(title=f"consumer-to-shop retrieval through the live system ({n} consumer photos, "
+                        f"{len(events)} catalogue products)")
+    for column in ("top-1", "top-20", "checkpoint"):
+        table.add_column(column)
+    table.add_row(f"{top1 / n:.3f}", f"{top20 / n:.3f}", str(checkpoint))
+    console.print(table)
+    console.print(f"example result page: {html}")
+    return {"top1": top1 / n, "top20": top20 / n, "queries": n, "products": len(events), "html": str(html)}

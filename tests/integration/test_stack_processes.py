@@ -1,0 +1,122 @@
+"""The system as a user runs it: `fashion up` and `fashion publish` as real processes, real gRPC, real
+Kafka (the broker `fashion up` starts), Postgres, Qdrant local mode, a trained checkpoint; then SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from shared.data.deepfashion import load_benchmark
+from shared.data.synth import generate
+from shared.db.session import create_database_if_missing, drop_database, make_engine
+from shared.training.train import TrainConfig, train
+
+FASHION = [sys.executable, "-m", "services.cli"]
+ITEMS = 10
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny consumer-to-shop benchmark and a checkpoint trained on it (a few steps of both stages)."""
+    root = tmp_path_factory.mktemp("c2s") / "data"
+    generate("consumer2shop", root, ITEMS, seed=11, image_size=96, workers=1, progress=False)
+    run = tmp_path_factory.mktemp("run")
+    checkpoint = train(TrainConfig(data=root, out=run, benchmark="consumer2shop", input_size=64, embedding_dim=64,
+                                   items_per_batch=4, images_per_item=2, landmark_epochs=1, epochs=2,
+                                   max_steps_per_epoch=3, workers=0), progress=False)
+    return root, checkpoint
+
+
+@pytest.fixture()
+def postgres_url():
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/fashion_stack_{uuid.uuid4().hex[:8]}"
+    create_database_if_missing(url)
+    yield url
+    drop_database(url)
+
+
+def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} while waiting for {what}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _count(url: str, sql: str) -> int:
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) -> None:
+    root, checkpoint = catalogue
+    env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5"}
+    log = (tmp_path / "up.log").open("w")
+    proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+    try:
+        state_file = tmp_path / "var" / "stack.json"
+        _wait_for(state_file.exists, 120, "fashion up to start", proc)
+        state = json.loads(state_file.read_text())
+        with grpc.insecure_channel(state["grpc"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+            published = subprocess.run([*FASHION, "publish", str(root)], env=env, capture_output=True, text=True,
+                                       timeout=120, check=False)
+            assert published.returncode == 0, published.stderr
+            assert f"published {ITEMS} catalogue events" in published.stderr + published.stdout
+            _wait_for(lambda: _count(postgres_url, "select count(*) from products") == ITEMS, 120,
+                      "the catalogue to be indexed", proc)
+
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            bench = load_benchmark(root, "consumer2shop")
+            consumers = [r for r in bench.records if r.domain == "consumer"]
+            hits_at_3 = 0
+            for record in consumers:
+                response = stub.FindSimilar(search_pb2.FindSimilarRequest(
+                    image=common_pb2.ImageInput(data=bench.path(record).read_bytes()), top_k=ITEMS), timeout=30)
+                ranked = [h.product_id for h in response.hits]
+                assert sorted(ranked) == sorted({r.item_id for r in bench.records})  # every product, once
+                hits_at_3 += record.item_id in ranked[:3]
+            # Chance would be 3/10; the trained checkpoint finds a consumer photo's shop item far more often.
+            assert hits_at_3 / len(consumers) >= 0.6, hits_at_3 / len(consumers)
+
+            click = search_pb2.RecordClickRequest(query_id=response.query_id, product_id=response.hits[1].product_id,
+                                                  position=response.hits[1].position)
+            assert stub.RecordClick(click, timeout=10).accepted
+            assert stub.RecordClick(click, timeout=10).accepted  # a retried click is not counted twice
+            _wait_for(lambda: _count(postgres_url, "select count(*) from clicks") == 1, 60, "the click", proc)
+            time.sleep(1.0)
+            assert _count(postgres_url, "select count(*) from clicks") == 1
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not state_file.exists()
+        assert "stopped cleanly" in (tmp_path / "up.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
