@@ -44,6 +44,8 @@ def train(
     architecture: Annotated[str, typer.Option(help="a name from `fashion models-list`")] =
         "fashionnet_efficientnet_lite0",
     landmark_pooling: Annotated[bool, typer.Option(help="FashionNet's local branch (--no-... = ablation)")] = True,
+    embedding_skip: Annotated[bool, typer.Option(help="start the embedding from the ImageNet features "
+                                                      "(not in the paper; --no-... = paper head)")] = True,
     landmark_epochs: Annotated[int, typer.Option(min=0, help="stage 1: landmarks + visibility only")] = 1,
     epochs: Annotated[int, typer.Option(min=0, help="stage 2: all tasks jointly")] = 3,
     input_size: Annotated[int, typer.Option(min=32)] = 224,
@@ -62,7 +64,8 @@ def train(
     from shared.training.train import train as run_training
 
     config = TrainConfig(data=data, out=out, benchmark=benchmark, architecture=architecture,
-                         landmark_pooling=landmark_pooling, landmark_epochs=landmark_epochs, epochs=epochs,
+                         landmark_pooling=landmark_pooling, embedding_skip=embedding_skip,
+                         landmark_epochs=landmark_epochs, epochs=epochs,
                          input_size=input_size, embedding_dim=embedding_dim, items_per_batch=items_per_batch,
                          images_per_item=images_per_item, lr=lr, max_steps_per_epoch=max_steps_per_epoch,
                          device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -85,9 +84,11 @@ class LandmarkPooling(nn.Module):
 
 
 class GlobalBranch(nn.Module):
+    """FC over the globally pooled stride-32 features (pooled once by the caller, who reuses them)."""
+
     def __init__(self, in_channels: int, out_dim: int) -> None:
         super().__init__()
         self.fc = nn.Sequential(nn.Linear(in_channels, out_dim), nn.ReLU(inplace=True))
 
-    def forward(self, top: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(top, 1).flatten(1))
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc(pooled)

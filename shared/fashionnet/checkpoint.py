@@ -35,13 +35,15 @@ class ModelMetadata:
     attributes: list[Attribute]
     landmarks: tuple[str, ...] = LANDMARK_NAMES
     landmark_pooling: bool = True
+    embedding_skip: bool = False  # checkpoints from before the option had none
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     parent_version: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_categories": len(self.categories), "num_attributes": len(self.attributes),
-                "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling}
+                "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling,
+                "embedding_skip": self.embedding_skip}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -60,11 +62,11 @@ class ModelMetadata:
 
 def default_metadata(architecture: str, categories: list[Category], attributes: list[Attribute], *,
                      version: str, embedding_dim: int = 256, input_size: int = 224,
-                     landmark_pooling: bool = True) -> ModelMetadata:
+                     landmark_pooling: bool = True, embedding_skip: bool = False) -> ModelMetadata:
     spec = get_backbone_spec(backbone_of(architecture))
     return ModelMetadata(architecture=architecture, version=version, embedding_dim=embedding_dim,
                          input_size=input_size, mean=spec.mean, std=spec.std, categories=categories,
-                         attributes=attributes, landmark_pooling=landmark_pooling)
+                         attributes=attributes, landmark_pooling=landmark_pooling, embedding_skip=embedding_skip)
 
 
 def build_model(metadata: ModelMetadata, *, pretrained: bool = True, **kwargs) -> nn.Module:

@@ -32,7 +32,7 @@ class FashionNetOutput:
 class FashionNet(nn.Module):
     def __init__(self, backbone: Backbone, *, num_categories: int, num_attributes: int, embedding_dim: int = 256,
                  landmark_pooling: bool = True, num_landmarks: int = NUM_LANDMARKS, fusion_dim: int = 512,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, embedding_skip: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.landmark_pooling = landmark_pooling
@@ -46,12 +46,22 @@ class FashionNet(nn.Module):
         self.category_head = nn.Linear(fusion_dim, num_categories)
         self.attribute_head = nn.Linear(fusion_dim, num_attributes)
         self.embedding_head = nn.Linear(fusion_dim, embedding_dim)
+        self.embedding_skip = None
+        if embedding_skip:
+            # Not in the paper: a fixed-size orthogonal projection of the pooled ImageNet features added to the
+            # learned embedding, whose head starts at zero. Training then starts from the ImageNet baseline's
+            # retrieval quality instead of a random projection (see docs/RESULTS.md for the measured effect).
+            self.embedding_skip = nn.Linear(backbone.top_channels, embedding_dim, bias=False)
+            nn.init.orthogonal_(self.embedding_skip.weight)
+            nn.init.zeros_(self.embedding_head.weight)
+            nn.init.zeros_(self.embedding_head.bias)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, FashionNetOutput]:
-        """Fused features and the landmark part of the output (no classification heads yet)."""
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FashionNetOutput]:
+        """Fused features, the pooled stride-32 features and the landmark part of the output."""
         mid, top = self.backbone(x)
         coords, vis_logits, heatmaps = self.landmark_branch(mid)
-        parts = [self.global_branch(top)]
+        pooled = F.adaptive_avg_pool2d(top, 1).flatten(1)
+        parts = [self.global_branch(pooled)]
         if self.local_branch is not None:
             # The paper gates each landmark's pooled features by its predicted visibility.
             gate = vis_logits.detach().softmax(dim=-1)[..., VIS_VISIBLE]
@@ -59,10 +69,13 @@ class FashionNet(nn.Module):
         fused = self.fusion(torch.cat(parts, dim=1))
         partial = FashionNetOutput(embedding=fused, landmarks=coords, visibility_logits=vis_logits,
                                    landmark_heatmaps=heatmaps)
-        return fused, partial
+        return fused, pooled, partial
 
-    def forward_head(self, fused: torch.Tensor, partial: FashionNetOutput) -> FashionNetOutput:
-        partial.embedding = F.normalize(self.embedding_head(fused), dim=-1)
+    def forward_head(self, fused: torch.Tensor, pooled: torch.Tensor, partial: FashionNetOutput) -> FashionNetOutput:
+        embedding = self.embedding_head(fused)
+        if self.embedding_skip is not None:
+            embedding = embedding + self.embedding_skip(F.normalize(pooled, dim=-1))
+        partial.embedding = F.normalize(embedding, dim=-1)
         partial.category_logits = self.category_head(fused)
         partial.attribute_logits = self.attribute_head(fused)
         return partial

@@ -45,6 +45,7 @@ class TrainConfig:
     benchmark: str | None = None
     architecture: str = "fashionnet_efficientnet_lite0"
     landmark_pooling: bool = True
+    embedding_skip: bool = True
     input_size: int = 224
     embedding_dim: int = 256
     landmark_epochs: int = 1
@@ -110,7 +111,7 @@ def _new_metadata(config: TrainConfig, bench: Benchmark) -> ModelMetadata:
     version = config.version or "fn-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return default_metadata(config.architecture, bench.categories, bench.attributes, version=version,
                             embedding_dim=config.embedding_dim, input_size=config.input_size,
-                            landmark_pooling=config.landmark_pooling)
+                            landmark_pooling=config.landmark_pooling, embedding_skip=config.embedding_skip)
 
 
 def _batches(stage: str, dataset: FashionDataset, config: TrainConfig, epoch: int, skip: int) -> list[list[int]]:
@@ -154,7 +155,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         metadata = dataclasses.replace(_new_metadata(config, bench), categories=parent.categories,
                                        attributes=parent.attributes, architecture=parent.architecture,
                                        embedding_dim=parent.embedding_dim, input_size=parent.input_size,
-                                       landmark_pooling=parent.landmark_pooling, parent_version=parent.version)
+                                       landmark_pooling=parent.landmark_pooling, embedding_skip=parent.embedding_skip,
+                                       parent_version=parent.version)
         model = build_model(metadata, pretrained=False)
         model.load_state_dict(blob["state_dict"])
         blob = None

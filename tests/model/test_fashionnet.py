@@ -35,11 +35,11 @@ def _targets(batch: int) -> Targets:
 
 
 @pytest.mark.parametrize("name", FASHIONNETS)
-@pytest.mark.parametrize("landmark_pooling", [True, False])
-def test_forward_shapes_finite_and_one_backward_step(name: str, landmark_pooling: bool) -> None:
+@pytest.mark.parametrize(("landmark_pooling", "embedding_skip"), [(True, False), (False, False), (True, True)])
+def test_forward_shapes_finite_and_one_backward_step(name: str, landmark_pooling: bool, embedding_skip: bool) -> None:
     torch.manual_seed(0)
     model = create_model(name, pretrained=False, num_categories=len(CATEGORIES), num_attributes=len(ATTRIBUTES),
-                         embedding_dim=32, landmark_pooling=landmark_pooling).train()
+                         embedding_dim=32, landmark_pooling=landmark_pooling, embedding_skip=embedding_skip).train()
     x = torch.randn(4, 3, 64, 64)
     out = model(x)
     assert out.embedding.shape == (4, 32)
@@ -58,7 +58,22 @@ def test_forward_shapes_finite_and_one_backward_step(name: str, landmark_pooling
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     head = model.embedding_head.weight
-    assert head.grad is not None and head.grad.abs().sum() > 0
+    assert head.grad is not None and head.grad.abs().sum() > 0  # a zero-initialised head still learns
+
+
+def test_embedding_skip_starts_from_the_imagenet_features() -> None:
+    """With the skip, an untrained model's embedding is an orthogonal projection of the pooled ImageNet
+    features, so retrieval starts at the baseline instead of at a random projection."""
+    model = create_model("fashionnet_efficientnet_lite0", num_categories=5, num_attributes=12, embedding_dim=64,
+                         embedding_skip=True).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        _, top = model.backbone(x)
+        pooled = torch.nn.functional.normalize(top.mean(dim=(2, 3)), dim=-1)
+        expected = torch.nn.functional.normalize(pooled @ model.embedding_skip.weight.T, dim=-1)
+        assert torch.allclose(model(x).embedding, expected, atol=1e-5)
+    w = model.embedding_skip.weight
+    assert torch.allclose(w @ w.T, torch.eye(64), atol=1e-4)  # orthonormal rows: angles roughly preserved
 
 
 def test_landmark_stage_trains_only_landmark_terms() -> None:
