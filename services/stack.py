@@ -3,6 +3,14 @@
 `fashion up` (target "all") is the local default, one process hosting every service on one gRPC port plus
 the ingest and click consumers, like the monolithic mode of Grafana Loki/Tempo. `fashion up --target NAME`
 hosts one service, for the distributed deployment. The code paths are the same; only the set differs.
+
+Model lifecycle (services/admin): every process with a model runtime runs a `ModelWatcher`, which loads the
+versions the model registry wants and follows its serving version, so a promotion reaches every process
+without a restart. A process hosting `ingest` or `admin` owns the vector store and runs the
+`PromotionWorker`, which re-indexes and promotes runs that training left in state `reindexing`. Ingest keeps
+writing new uploads to the version behind the serving alias throughout: during a re-index they land in the
+old collection, and the promoter re-checks products updated since the re-index started right after the
+swap (see services/admin/promotion.py).
 """
 
 from __future__ import annotations
@@ -14,16 +22,19 @@ from pathlib import Path
 
 import grpc
 
+from services.admin.settings import AdminSettings
 from services.ingest.settings import IngestSettings
 from services.search.settings import SearchSettings
 from shared.config import DEFAULT_POSTGRES_URL, GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
-from shared.errors import FashionError, InvalidInput
+from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.imaging import ImageLimits
 
 log = logging.getLogger(__name__)
 
 MODEL_TARGETS = ("landmark", "attributes", "embedding", "analysis")
-TARGETS = (*MODEL_TARGETS, "search", "ingest")
+TARGETS = (*MODEL_TARGETS, "search", "ingest", "admin")
+STORE_TARGETS = ("search", "ingest", "admin")  # hosts that open Postgres and the vector store
+KAFKA_TARGETS = ("search", "ingest")
 STATE_FILE = "stack.json"
 
 
@@ -35,6 +46,7 @@ class StackSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.images.image_max_bytes, max_pixels=self.images.image_max_pixels)
@@ -99,6 +111,9 @@ class Stack:
         self.port: int | None = None
         self.ingest_worker = None
         self.click_consumer = None
+        self.promoter = None
+        self.model_watcher = None
+        self.promotion_worker = None
 
     # -- start ------------------------------------------------------------------------------------------------
     def start(self) -> Stack:
@@ -112,10 +127,13 @@ class Stack:
     def _start(self) -> None:
         s = self.settings
         s.stores.data_dir.mkdir(parents=True, exist_ok=True)
-        needs_stores = bool({"search", "ingest"} & set(self.targets))
-        if needs_stores:
+        needs_stores = bool(set(STORE_TARGETS) & set(self.targets))
+        if set(KAFKA_TARGETS) & set(self.targets):
             self._start_kafka()
+        if needs_stores:
             self._open_stores()
+        elif s.stores.database_url:
+            self._open_registry()  # a model-only process follows the model registry when it can reach it
         if set(MODEL_TARGETS) & set(self.targets) or (needs_stores and not s.ingest.analysis_address):
             self._load_models()
         elif needs_stores:
@@ -127,6 +145,7 @@ class Stack:
             self._start_ingest()
         if "search" in self.targets:
             self._start_clicks()
+        self._start_model_lifecycle()
         self._write_state()
 
     def _start_kafka(self) -> None:
@@ -151,6 +170,20 @@ class Stack:
         self.sessions = session_factory(make_engine(self.database_url))
         location = self.settings.stores.qdrant_url or str(self.settings.stores.data_dir / "qdrant")
         self.store = VectorStore(open_client(location))
+
+    def _open_registry(self) -> None:
+        """Database sessions (and a Qdrant server's alias, if one is configured) for a model-only process.
+
+        A local Qdrant folder is left alone: it admits one process, the one hosting ingest/search.
+        """
+        from shared.db.session import make_engine, session_factory, upgrade
+        from shared.vectorstore import VectorStore, open_client
+
+        self.database_url = resolve_database_url(self.settings.stores)
+        upgrade(self.database_url)
+        self.sessions = session_factory(make_engine(self.database_url))
+        if self.settings.stores.qdrant_url:
+            self.store = VectorStore(open_client(self.settings.stores.qdrant_url))
 
     def _load_models(self) -> None:
         from shared.serving.runtime import ModelRuntime
@@ -208,6 +241,14 @@ class Stack:
                               click_sink=KafkaClickSink(self.producer, self.settings.search.clicks_topic),
                               max_top_k=self.settings.search.max_top_k)
             servicers += search_servicers(core, default_top_k=self.settings.search.default_top_k)
+        if "admin" in self.targets:
+            from services.admin.core import AdminCore
+            from services.admin.server import admin_servicers
+
+            admin = AdminCore(self.sessions, self._promoter(), self._retrain_trigger())
+            servicers += admin_servicers(admin, self.settings.admin.token())
+            if self.settings.admin.token() is None:
+                log.warning("AdminService refuses every call: set FASHION_ADMIN_TOKEN to enable it")
         if not servicers:
             return
         self.health = health_servicer()
@@ -235,6 +276,41 @@ class Stack:
                                             dlq_producer=self.producer,
                                             partitions=self.settings.ingest.kafka_partitions).start()
 
+    def _promoter(self):
+        """The one Promoter of this process (AdminService and the PromotionWorker share its lock)."""
+        if self.promoter is None:
+            from services.admin.promotion import Promoter
+
+            a = self.settings.admin
+            self.promoter = Promoter(self.analyzer, self.sessions, self.store, batch_size=a.promotion_batch,
+                                     preload_wait_s=a.preload_wait_s, limits=self.settings.image_limits(),
+                                     analyze_timeout_s=self.settings.ingest.ingest_analyze_timeout_s)
+        return self.promoter
+
+    @staticmethod
+    def _retrain_trigger():
+        """TriggerRetrain enqueues the Celery task of services/retrain; both are imported on first use."""
+        from services.admin.core import retrain_trigger
+
+        try:
+            from services.retrain.settings import RetrainSettings
+        except ImportError:
+            log.warning("services.retrain is not installed: TriggerRetrain will answer UNAVAILABLE")
+            return None
+        settings = RetrainSettings()
+        return retrain_trigger(settings, _celery_enqueue(settings))
+
+    def _start_model_lifecycle(self) -> None:
+        """ModelWatcher wherever a runtime and the registry are; PromotionWorker where ingest/admin own the store."""
+        from services.admin.promotion import ModelWatcher, PromotionWorker
+        from shared.serving.runtime import ModelRuntime
+
+        a = self.settings.admin
+        if isinstance(self.runtime, ModelRuntime) and self.sessions is not None:
+            self.model_watcher = ModelWatcher(self.runtime, self.sessions, self.store, a.watch_interval_s).start()
+        if {"ingest", "admin"} & set(self.targets) and self.store is not None:
+            self.promotion_worker = PromotionWorker(self._promoter(), self.sessions, a.promotion_poll_s).start()
+
     def _write_state(self) -> None:
         state = {"grpc": f"{self.settings.grpc.host}:{self.port}" if self.port else None,
                  "kafka_bootstrap": self.bootstrap, "database_url": self.database_url, "targets": self.targets}
@@ -253,7 +329,7 @@ class Stack:
                 self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait()
             self.server = None
-        for name in ("ingest_worker", "click_consumer"):
+        for name in ("promotion_worker", "model_watcher", "ingest_worker", "click_consumer"):
             worker = getattr(self, name)
             if worker is not None:
                 try:
@@ -265,6 +341,7 @@ class Stack:
             self.producer.flush(10)
             self.producer.close(10)
             self.producer = None
+        self.promoter = None
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
@@ -276,3 +353,27 @@ class Stack:
             self.broker = None
         state = self.settings.stores.data_dir / STATE_FILE
         state.unlink(missing_ok=True)
+
+
+
+def _celery_enqueue(settings):
+    """Resolves (on the first trigger) the function that sends a run's training task to Celery by name, so this
+    process imports neither the task module nor torch for it (services/retrain/celery_app.py)."""
+    import functools
+    import threading
+
+    lock = threading.Lock()
+    app = None
+
+    def resolve():
+        nonlocal app
+        try:
+            from services.retrain.celery_app import enqueue_training, make_celery
+        except ImportError as exc:
+            raise Unavailable(f"retraining is not available: expected services.retrain.celery_app ({exc})") from None
+        with lock:
+            if app is None:
+                app = make_celery(settings)
+        return functools.partial(enqueue_training, app)
+
+    return resolve

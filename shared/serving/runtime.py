@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.data.records import LANDMARK_NAMES
+from shared.data.records import LANDMARK_NAMES, LANDMARK_SLOTS, VIS_ABSENT
 from shared.errors import NotFound
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint
 from shared.fashionnet.inference import InferenceEngine, create_engine
@@ -84,11 +84,14 @@ class LoadedModel:
             cat_order = np.argsort(-cat_prob[i], kind="stable")
             attr_order = np.argsort(-attr_prob[i], kind="stable")
             vis = vis_prob[i].argmax(-1)
+            # Landmarks the predicted category's clothes type does not have (a skirt's collar) are ABSENT.
+            defined = LANDMARK_SLOTS[meta.categories[cat_order[0]].clothes_type]
             results.append(Analysis(
                 version=self.version,
                 embedding=embedding[i],
                 landmarks=tuple(LandmarkPrediction(name, float(coords[i, k, 0]), float(coords[i, k, 1]),
-                                                   int(vis[k]), float(vis_prob[i, k, vis[k]]))
+                                                   int(vis[k]) if k in defined else VIS_ABSENT,
+                                                   float(vis_prob[i, k, vis[k]]))
                                 for k, name in enumerate(LANDMARK_NAMES)),
                 categories=tuple((meta.categories[j].name, float(cat_prob[i, j])) for j in cat_order),
                 attributes=tuple((meta.attributes[j].name, meta.attributes[j].group, float(attr_prob[i, j]))

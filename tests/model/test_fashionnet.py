@@ -70,9 +70,10 @@ def test_embedding_skip_starts_from_the_imagenet_features() -> None:
     with torch.no_grad():
         _, top = model.backbone(x)
         pooled = torch.nn.functional.normalize(top.mean(dim=(2, 3)), dim=-1)
-        expected = torch.nn.functional.normalize(pooled @ model.embedding_skip.weight.T, dim=-1)
+        expected = torch.nn.functional.normalize(pooled @ model.embedding_skip.T, dim=-1)
         assert torch.allclose(model(x).embedding, expected, atol=1e-5)
-    w = model.embedding_skip.weight
+    w = model.embedding_skip
+    assert not any(p is w for p in model.parameters())  # fixed: training cannot erase the baseline
     assert torch.allclose(w @ w.T, torch.eye(64), atol=1e-4)  # orthonormal rows: angles roughly preserved
 
 

@@ -1,0 +1,147 @@
+"""Admin logic: trigger retraining, inspect runs and models, promote and roll back. No gRPC here.
+
+`AdminCore` is what `server.py` exposes (behind the admin token). Retraining itself lives in services/retrain
+(a Celery worker); this side only creates or finds the run and has its task enqueued, through an injected
+`trigger` so the API does not import Celery and tests can count enqueues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.admin.promotion import Promoter
+from shared.db import repository
+from shared.db.models import ModelState, ModelVersion, TrainingRun
+from shared.errors import InvalidInput, Unavailable
+
+if TYPE_CHECKING:
+    from services.retrain.settings import RetrainSettings
+
+log = logging.getLogger(__name__)
+
+# trigger(sessions, *, reason, [epochs], [min_improvement]) -> (run_id, created); see `retrain_trigger`.
+Trigger = Callable[..., tuple[str, bool]]
+Enqueue = Callable[[str], object]  # run_id -> (task id, ignored)
+RETRAIN_PARAMS = ("reason", "epochs", "min_improvement")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    state: str
+    epoch: int
+    epochs: int
+    loss: float | None
+    eta_seconds: float | None
+    message: str
+    metrics: dict[str, float]
+    candidate_version: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, run: TrainingRun) -> RunInfo:
+        return cls(run.run_id, run.state, run.epoch or 0, run.epochs or 0, run.loss, run.eta_seconds,
+                   run.message or "", _numbers(run.metrics), run.candidate_version, run.created_at, run.updated_at)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    architecture: str
+    state: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: datetime | None = None
+    promoted_at: datetime | None = None
+    checkpoint_path: str = ""
+
+    @property
+    def serving(self) -> bool:
+        return self.state == ModelState.SERVING
+
+    @classmethod
+    def of(cls, model: ModelVersion) -> ModelInfo:
+        return cls(model.version, model.architecture, model.state, _numbers(model.metrics), model.created_at,
+                   model.promoted_at, model.checkpoint_path)
+
+
+def _numbers(values: Mapping[str, Any] | None) -> dict[str, float]:
+    """The numeric entries of a JSON metrics column (the API's map<string, float>)."""
+    return {str(k): float(v) for k, v in (values or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated trigger parameters; proto3 zeros mean "server default" and are left out."""
+    unknown = set(params) - set(RETRAIN_PARAMS)
+    if unknown:
+        raise InvalidInput(f"expected retrain parameters among {', '.join(RETRAIN_PARAMS)}; got {sorted(unknown)}")
+    out: dict[str, Any] = {"reason": str(params.get("reason") or "")}
+    epochs = params.get("epochs") or 0
+    if not isinstance(epochs, int) or epochs < 0:
+        raise InvalidInput(f"expected epochs >= 0 (0 = the server default), got {epochs!r}")
+    if epochs:
+        out["epochs"] = epochs
+    gain = params.get("min_improvement") or 0.0
+    if not isinstance(gain, int | float) or not math.isfinite(gain) or gain < 0:
+        raise InvalidInput(f"expected min_improvement >= 0 (0 = the server default), got {gain!r}")
+    if gain:
+        out["min_improvement"] = float(gain)
+    return out
+
+
+def retrain_trigger(settings: RetrainSettings, resolve_enqueue: Callable[[], Enqueue]) -> Trigger:
+    """The production trigger: `services.retrain.core.trigger_run` with the worker's defaults and the
+    request's overrides. Imported on first use, and the enqueue function (Celery) resolved then too, so a
+    process that never triggers a run never imports the training code or Celery."""
+
+    def trigger(sessions: sessionmaker[Session], *, reason: str = "", **overrides: Any) -> tuple[str, bool]:
+        from services.retrain.core import trigger_run
+
+        config = settings.config().with_overrides(overrides)
+        run_id, created = trigger_run(sessions, resolve_enqueue(), config=config,
+                                      stale_after_s=settings.retrain_stale_after_s)
+        log.info("retraining %s: run %s%s", "queued" if created else "already active", run_id,
+                 f" ({reason})" if reason else "")
+        return run_id, created
+
+    return trigger
+
+
+class AdminCore:
+    def __init__(self, sessions: sessionmaker[Session], promoter: Promoter, trigger: Trigger | None) -> None:
+        self.sessions = sessions
+        self.promoter = promoter
+        self.trigger = trigger
+
+    def trigger_retrain(self, params: Mapping[str, Any]) -> tuple[str, bool]:
+        """Create (or find the active) training run and enqueue it; (run_id, created)."""
+        checked = retrain_params(params)
+        if self.trigger is None:
+            raise Unavailable("retraining is not available in this process: expected the Celery side "
+                              "(services.retrain) to be installed and configured")
+        run_id, created = self.trigger(self.sessions, **checked)
+        return str(run_id), bool(created)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        if not run_id or not run_id.strip():
+            raise InvalidInput("expected a run_id (from TriggerRetrain), got an empty one")
+        with self.sessions() as session:
+            return RunInfo.of(repository.get_run(session, run_id))
+
+    def list_models(self) -> list[ModelInfo]:
+        with self.sessions() as session:
+            return [ModelInfo.of(m) for m in repository.list_model_versions(session)]
+
+    def promote_model(self, version: str) -> ModelInfo:
+        return ModelInfo.of(self.promoter.promote(version))
+
+    def rollback(self) -> ModelInfo:
+        return ModelInfo.of(self.promoter.rollback())

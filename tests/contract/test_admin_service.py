@@ -1,0 +1,229 @@
+"""AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
+
+The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
+through the production trigger (services.retrain.core.trigger_run) with a fake enqueue that counts calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+from rich.console import Console
+
+from fashion.v1 import admin_pb2, admin_pb2_grpc
+from services.admin.client import models_cli, promote_cli, retrain_cli, rollback_cli
+from services.admin.core import AdminCore, retrain_trigger
+from services.admin.promotion import Promoter
+from services.admin.server import admin_servicers, bearer_metadata
+from services.retrain.settings import RetrainSettings
+from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
+from shared.db.models import ModelState, RunState
+from shared.errors import FashionError, NotFound, Unauthenticated
+from shared.fashionnet import save_checkpoint
+from shared.fashionnet.checkpoint import load_checkpoint
+from shared.grpc.server import create_server
+from shared.serving.runtime import ModelRuntime
+from shared.vectorstore import VectorStore, open_client
+
+TOKEN = "s3cret-admin-token"
+SERVING = "tiny-1"
+CANDIDATE = "tiny-2"
+TIMEOUT = 30
+
+
+def perturbed_checkpoint(source: Path, path: Path, version: str, seed: int = 1) -> Path:
+    """The same weights under another version, with the embedding head nudged so its vectors differ."""
+    model, meta = load_checkpoint(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = model.embedding_head.weight
+        weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
+    return save_checkpoint(path, model, dataclasses.replace(meta, version=version, parent_version=meta.version))
+
+
+@dataclasses.dataclass
+class Env:
+    stub: admin_pb2_grpc.AdminServiceStub
+    open_stub: admin_pb2_grpc.AdminServiceStub  # a server started without a token
+    address: str
+    sessions: object
+    enqueued: list[str]
+
+
+@pytest.fixture(scope="module")
+def env(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("admin")
+    url = sqlite_url(root / "fashion.db")
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    candidate = perturbed_checkpoint(tiny_checkpoint, root / "candidate" / "model.pt", CANDIDATE)
+    with sessions.begin() as session:
+        repository.register_model_version(session, SERVING, architecture="fashionnet_efficientnet_lite0",
+                                          checkpoint_path=str(tiny_checkpoint), embedding_dim=32)
+        repository.set_serving(session, SERVING)
+        repository.register_model_version(session, CANDIDATE, architecture="fashionnet_efficientnet_lite0",
+                                          checkpoint_path=str(candidate), embedding_dim=32,
+                                          metrics={"top20": 0.5, "note": "not a number"},
+                                          state=ModelState.CANDIDATE)
+    runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
+    runtime.load(tiny_checkpoint)
+    qdrant = open_client(str(root / "qdrant"))
+    promoter = Promoter(runtime, sessions, VectorStore(qdrant), batch_size=4, preload_wait_s=0)
+    enqueued: list[str] = []
+    core = AdminCore(sessions, promoter, retrain_trigger(RetrainSettings(), lambda: enqueued.append))
+    server, port = create_server(admin_servicers(core, TOKEN))
+    open_server, open_port = create_server(admin_servicers(core, None))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, grpc.insecure_channel(f"127.0.0.1:{open_port}") as och:
+            yield Env(admin_pb2_grpc.AdminServiceStub(ch), admin_pb2_grpc.AdminServiceStub(och),
+                      f"127.0.0.1:{port}", sessions, enqueued)
+    finally:
+        server.stop(0)
+        open_server.stop(0)
+        runtime.close()
+        qdrant.close()
+        engine.dispose()
+
+
+CALLS: dict[str, Callable[[admin_pb2_grpc.AdminServiceStub], Callable]] = {
+    "TriggerRetrain": lambda s: lambda **kw: s.TriggerRetrain(admin_pb2.TriggerRetrainRequest(reason="x"), **kw),
+    "GetTrainingRun": lambda s: lambda **kw: s.GetTrainingRun(admin_pb2.GetTrainingRunRequest(run_id="r"), **kw),
+    "ListModels": lambda s: lambda **kw: s.ListModels(admin_pb2.ListModelsRequest(), **kw),
+    "PromoteModel": lambda s: lambda **kw: s.PromoteModel(admin_pb2.PromoteModelRequest(version=CANDIDATE), **kw),
+    "Rollback": lambda s: lambda **kw: s.Rollback(admin_pb2.RollbackRequest(), **kw),
+}
+BAD_METADATA = {
+    "none": None,
+    "wrong-token": bearer_metadata("not-the-token"),
+    "token-prefix": bearer_metadata(TOKEN[:-1]),
+    "no-scheme": (("authorization", TOKEN),),
+    "basic-scheme": (("authorization", f"Basic {TOKEN}"),),
+    "twice": (*bearer_metadata(TOKEN), *bearer_metadata("other")),
+}
+
+
+def _fails(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value
+
+
+@pytest.mark.parametrize("method", CALLS)
+@pytest.mark.parametrize("metadata", BAD_METADATA.values(), ids=BAD_METADATA.keys())
+def test_every_rpc_needs_the_admin_token(env: Env, method: str, metadata) -> None:
+    err = _fails(lambda: CALLS[method](env.stub)(metadata=metadata, timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.details() == "expected metadata authorization: Bearer <admin token>"
+
+
+@pytest.mark.parametrize("method", CALLS)
+def test_a_server_without_a_token_refuses_every_call(env: Env, method: str) -> None:
+    err = _fails(lambda: CALLS[method](env.open_stub)(metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "admin API is disabled" in err.details()
+    err = _fails(lambda: CALLS[method](env.open_stub)(metadata=bearer_metadata(""), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_list_models(env: Env) -> None:
+    response = env.stub.ListModels(admin_pb2.ListModelsRequest(), metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    by_version = {m.version: m for m in response.models}
+    assert set(by_version) == {SERVING, CANDIDATE}
+    assert by_version[SERVING].serving and by_version[SERVING].state == "serving"
+    assert not by_version[CANDIDATE].serving and by_version[CANDIDATE].state == "candidate"
+    assert dict(by_version[CANDIDATE].metrics) == {"top20": 0.5}  # non-numeric metrics are left out
+    assert by_version[CANDIDATE].architecture == "fashionnet_efficientnet_lite0"
+    assert by_version[CANDIDATE].HasField("created_at")
+
+
+def test_models_cli_prints_a_table(env: Env) -> None:
+    console = Console(record=True, width=160)
+    models = models_cli(env.address, TOKEN, console=console)
+    text = console.export_text()
+    assert len(models) == 2 and SERVING in text and CANDIDATE in text and "top20 0.500" in text
+    with pytest.raises(Unauthenticated, match="expected metadata authorization"):
+        models_cli(env.address, "wrong", console=console)
+
+
+def test_get_training_run_unknown_is_not_found(env: Env) -> None:
+    err = _fails(lambda: env.stub.GetTrainingRun(admin_pb2.GetTrainingRunRequest(run_id="no-such-run"),
+                                                 metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "unknown run_id 'no-such-run'" in err.details()
+    err = _fails(lambda: env.stub.GetTrainingRun(admin_pb2.GetTrainingRunRequest(),
+                                                 metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected a run_id" in err.details()
+
+
+def test_promote_unknown_version_is_not_found(env: Env) -> None:
+    err = _fails(lambda: env.stub.PromoteModel(admin_pb2.PromoteModelRequest(version="nope"),
+                                               metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "unknown model version 'nope'" in err.details()
+    err = _fails(lambda: env.stub.PromoteModel(admin_pb2.PromoteModelRequest(), metadata=bearer_metadata(TOKEN),
+                                               timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected a model version" in err.details()
+
+
+def test_rollback_without_a_previous_version_is_failed_precondition(env: Env) -> None:
+    err = _fails(lambda: env.stub.Rollback(admin_pb2.RollbackRequest(), metadata=bearer_metadata(TOKEN),
+                                           timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "nothing to roll back to" in err.details()
+
+
+def test_trigger_retrain_twice_gives_one_run(env: Env) -> None:
+    request = admin_pb2.TriggerRetrainRequest(reason="more clicks", epochs=2, min_improvement=0.01)
+    first = env.stub.TriggerRetrain(request, metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    second = env.stub.TriggerRetrain(request, metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    assert first.created and not second.created and first.run_id == second.run_id
+    assert env.enqueued == [first.run_id]
+    run = env.stub.GetTrainingRun(admin_pb2.GetTrainingRunRequest(run_id=first.run_id),
+                                  metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    assert (run.run_id, run.state, run.epochs, run.epoch) == (first.run_id, "queued", 2, 0)
+    assert run.HasField("created_at") and run.candidate_version == ""
+    with env.sessions() as session:
+        params = repository.get_run(session, first.run_id).params
+    assert params["epochs"] == 2 and params["min_improvement"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    (admin_pb2.TriggerRetrainRequest(epochs=-1), "expected epochs >= 0"),
+    (admin_pb2.TriggerRetrainRequest(min_improvement=-0.5), "expected min_improvement >= 0"),
+])
+def test_trigger_retrain_rejects_bad_parameters(env: Env, request_, message: str) -> None:
+    err = _fails(lambda: env.stub.TriggerRetrain(request_, metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.details()
+
+
+def test_retrain_cli_follows_the_run_until_it_ends(env: Env) -> None:
+    console = Console(record=True, width=160)
+    started = retrain_cli(env.address, TOKEN, wait=False, console=console)
+    assert f"training run {started.run_id}" in console.export_text()
+    polls: list[float] = []
+
+    def progress_then_finish(seconds: float) -> None:  # stands in for time.sleep between polls
+        polls.append(seconds)
+        with env.sessions.begin() as session:
+            if len(polls) == 1:
+                repository.update_run(session, started.run_id, state=RunState.RUNNING, epoch=1, epochs=2, loss=0.25,
+                                      eta_seconds=30.0, message="epoch 1/2")
+            else:
+                repository.update_run(session, started.run_id, state=RunState.REJECTED, epoch=2, loss=0.2,
+                                      metrics={"top20": 0.4, "serving_top20": 0.5}, message="not better")
+
+    run = retrain_cli(env.address, TOKEN, wait=True, poll_s=0.01, console=console, sleep=progress_then_finish)
+    text = console.export_text()
+    assert (run.run_id, run.state, run.epoch, run.epochs) == (started.run_id, "rejected", 2, 2) and len(polls) == 2
+    assert dict(run.metrics) == pytest.approx({"top20": 0.4, "serving_top20": 0.5})
+    assert "rejected" in text and "not better" in text and "serving_top20 0.500" in text
+
+
+def test_promote_and_rollback_cli_report_errors(env: Env) -> None:
+    console = Console(record=True, width=160)
+    with pytest.raises(NotFound, match="unknown model version 'nope'"):
+        promote_cli(env.address, TOKEN, "nope", console=console)
+    with pytest.raises(FashionError, match="nothing to roll back to"):
+        rollback_cli(env.address, TOKEN, console=console)
