@@ -250,6 +250,56 @@ def search(
         console.print(f"page written to {html}")
 
 
+def _admin() -> tuple[str, str | None, float]:
+    from services.admin.settings import AdminSettings
+
+    settings = AdminSettings()
+    address = _stack_state().get("grpc") or settings.admin_address
+    return address, settings.token(), settings.admin_timeout_s
+
+
+@app.command()
+def models() -> None:
+    """Model versions in the registry (needs FASHION_ADMIN_TOKEN)."""
+    from services.admin.client import models_cli
+
+    address, token, timeout = _admin()
+    models_cli(address, token, timeout=timeout, console=Console())
+
+
+@app.command()
+def retrain(
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+    epochs: Annotated[int, typer.Option(min=0, help="0 = the worker's default")] = 0,
+    min_improvement: Annotated[float, typer.Option(help="top-20 gain needed to promote (0 = default)")] = 0.0,
+    reason: str = "",
+) -> None:
+    """Trigger retraining from logged clicks; a Celery worker (`fashion worker`) must be running."""
+    from services.admin.client import retrain_cli
+
+    address, token, timeout = _admin()
+    retrain_cli(address, token, wait, reason=reason, epochs=epochs, min_improvement=min_improvement,
+                timeout=timeout, console=Console())
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="a version from `fashion models`")]) -> None:
+    """Serve VERSION: re-index the catalogue with it if needed, then swap the alias (no downtime)."""
+    from services.admin.client import promote_cli
+
+    address, token, timeout = _admin()
+    promote_cli(address, token, version, timeout=timeout, console=Console())
+
+
+@app.command()
+def rollback() -> None:
+    """Serve the previous version again (its collection is kept, so this is instant)."""
+    from services.admin.client import rollback_cli
+
+    address, token, timeout = _admin()
+    rollback_cli(address, token, timeout=timeout, console=Console())
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection chatter
