@@ -50,6 +50,7 @@ from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.imaging import ImageLimits, decode_image, read_uri
 from shared.serving.analyzer import Analyzer
 from shared.vectorstore import VectorPoint, VectorStore, collection_name, point_id
+from shared.vectorstore.payload import product_payload
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,13 @@ class PromotionResult:
 def point_payload(product: Product, image: ImageRow) -> dict[str, Any]:
     """The Qdrant payload of a catalogue image, from the database rows.
 
-    The same fields `services.ingest.core.IngestCore` writes from the upload event (it builds them inline,
-    with no function to import); tests/integration/test_promotion.py compares the two so they cannot drift.
     Category and attributes are the product's stored labels: search filters on them in Qdrant and then
     again in the database, and both must agree.
     """
-    return {"category": product.category, "attributes": list(product.attributes or []),
-            "price": float(product.price) if product.price is not None else 0.0, "in_stock": bool(product.in_stock),
-            "title": product.title, "brand": product.brand or "", "currency": product.currency or "",
-            "image_uri": image.uri or ""}
+    return product_payload(category=product.category, attributes=product.attributes or [],
+                           price=float(product.price) if product.price is not None else None,
+                           in_stock=product.in_stock, title=product.title, brand=product.brand,
+                           currency=product.currency, image_uri=image.uri)
 
 
 # -- queries this module needs that the repository does not offer (yet) -------------------------------------

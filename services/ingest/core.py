@@ -40,6 +40,7 @@ from shared.imaging import ImageLimits, decode_image, read_uri
 from shared.serving.analyzer import Analyzer
 from shared.serving.runtime import Analysis
 from shared.vectorstore import VectorPoint, VectorStore
+from shared.vectorstore.payload import product_payload
 
 log = logging.getLogger(__name__)
 
@@ -324,11 +325,12 @@ class IngestCore:
                 assert version is not None
                 category, attributes = self._labels(w)
                 product = w.event.product
-                common = {"category": category, "attributes": attributes, "price": float(product.price),
-                          "in_stock": bool(product.in_stock), "title": product.title, "brand": product.brand,
-                          "currency": product.currency}
                 points = [VectorPoint(w.product_id, im.image_id, im.analysis.embedding,  # type: ignore[union-attr]
-                                      {**common, "image_uri": im.uri or ""}) for im in w.images]
+                                      product_payload(category=category, attributes=attributes,
+                                                      price=product.price, in_stock=product.in_stock,
+                                                      title=product.title, brand=product.brand,
+                                                      currency=product.currency, image_uri=im.uri))
+                          for im in w.images]
                 self.store.delete_product(version, w.product_id)
                 self.store.upsert(version, points)
             else:
