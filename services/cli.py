@@ -58,6 +58,7 @@ def train(
     workers: Annotated[int, typer.Option(min=0, help="data-loading processes")] = 1,
     seed: int = 0,
     init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint")] = None,
+    shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
 ) -> None:
     """Train FashionNet with the paper's schedule; rerun with the same --out to resume."""
     from shared.training.train import TrainConfig
@@ -68,7 +69,8 @@ def train(
                          landmark_epochs=landmark_epochs, epochs=epochs,
                          input_size=input_size, embedding_dim=embedding_dim, items_per_batch=items_per_batch,
                          images_per_item=images_per_item, lr=lr, max_steps_per_epoch=max_steps_per_epoch,
-                         device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint)
+                         device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint,
+                         domains=("shop",) if shop_only else None)
     path = run_training(config)
     console.print(f"checkpoint written to {path}")
 

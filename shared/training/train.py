@@ -63,6 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     init_checkpoint: Path | None = None
     version: str | None = None
+    domains: tuple[str, ...] | None = None  # e.g. ("shop",): train without consumer photos
     weights: LossWeights = field(default_factory=LossWeights)
 
     @property
@@ -97,10 +98,11 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
     )
 
 
-def _training_records(bench: Benchmark) -> list[ImageRecord]:
-    records = bench.split(*TRAIN_SPLITS)
+def _training_records(bench: Benchmark, domains: tuple[str, ...] | None) -> list[ImageRecord]:
+    records = [r for r in bench.split(*TRAIN_SPLITS) if domains is None or r.domain in domains]
     if not records:
-        raise InvalidInput(f"expected images in split 'train' of {bench.root}, found none")
+        wanted = f" from domains {', '.join(domains)}" if domains else ""
+        raise InvalidInput(f"expected images{wanted} in split 'train' of {bench.root}, found none")
     return records
 
 
@@ -136,7 +138,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     torch.set_num_threads(os.cpu_count() or 1)
     device = resolve_device(config.device)
     bench = load_benchmark(config.data, config.benchmark)
-    records = _training_records(bench)
+    records = _training_records(bench, config.domains)
     dataset = FashionDataset(bench, records, config.input_size, train=True, seed=config.seed,
                              item_index=build_item_index(records))
 
