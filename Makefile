@@ -42,9 +42,18 @@ demo: install
 quickstart: install
 	$(VENV)/bin/fashion quickstart --data $(DATA) --run $(RUN)
 
-# Every service in one process on :50051 (needs a checkpoint: CHECKPOINT=var/demo/runs/demo/model.pt).
-up: install
-	$(VENV)/bin/fashion up $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
-
 clean:
 	rm -rf $(VENV) fashion var .pytest_cache
+
+# The distributed stack in containers (docs/DEPLOY.md): every service from one image (deploy/Dockerfile) on
+# Apache Kafka, Qdrant, Postgres and Redis. GPU host by default; `make up VARIANT=cpu` builds the CPU image and
+# drops the GPU reservations. Every service in one local process instead: `.venv/bin/fashion up`.
+VARIANT ?= cuda
+COMPOSE := VARIANT=$(VARIANT) docker compose $(if $(filter cpu,$(VARIANT)),-f docker-compose.yml -f deploy/compose.cpu.yml)
+.PHONY: down
+
+up:
+	$(COMPOSE) up -d
+
+down:
+	$(COMPOSE) down

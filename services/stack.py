@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +147,8 @@ class Stack:
             self._start_ingest()
         if "search" in self.targets:
             self._start_clicks()
+        if self.ingest_worker is not None or self.click_consumer is not None:
+            threading.Thread(target=self._report_consumer_health, name="consumer-health", daemon=True).start()
         self._start_model_lifecycle()
         self._write_state()
 
@@ -212,7 +216,13 @@ class Stack:
                 repository.register_model_version(session, meta.version, architecture=meta.architecture,
                                                   checkpoint_path=str(Path(given).resolve()),
                                                   embedding_dim=meta.embedding_dim)
-                repository.set_serving(session, meta.version)  # an explicit checkpoint is what to serve
+                current = repository.serving_version(session)
+                if current is None:
+                    repository.set_serving(session, meta.version)
+                elif current.version != meta.version:
+                    # A restarted or scaled-out replica must not undo a promotion: the registry decides.
+                    log.warning("model %s is serving; %s is registered but not served (use `fashion promote`)",
+                                current.version, meta.version)
             serving = repository.serving_version(session)
             if serving is None:
                 raise InvalidInput("expected a serving model: pass --checkpoint PATH (a model.pt from "
@@ -249,8 +259,6 @@ class Stack:
             servicers += admin_servicers(admin, self.settings.admin.token())
             if self.settings.admin.token() is None:
                 log.warning("AdminService refuses every call: set FASHION_ADMIN_TOKEN to enable it")
-        if not servicers:
-            return
         self.health = health_servicer()
         self.server, self.port = create_server(servicers, f"{g.host}:{g.port}", max_workers=g.max_workers,
                                                max_message_bytes=g.max_message_bytes, health=self.health)
@@ -310,6 +318,19 @@ class Stack:
             self.model_watcher = ModelWatcher(self.runtime, self.sessions, self.store, a.watch_interval_s).start()
         if {"ingest", "admin"} & set(self.targets) and self.store is not None:
             self.promotion_worker = PromotionWorker(self._promoter(), self.sessions, a.promotion_poll_s).start()
+
+    def _report_consumer_health(self, interval_s: float = 5.0) -> None:
+        """A consumer thread that died makes the process NOT_SERVING, so probes restart it."""
+        from grpc_health.v1 import health_pb2
+
+        while self.health is not None and self.server is not None:
+            dead = [w for w in (self.ingest_worker, self.click_consumer)
+                    if w is not None and getattr(w, "error", None) is not None]
+            if dead:
+                log.error("consumer failed (%s): health NOT_SERVING", dead[0].error)
+                self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+                return
+            time.sleep(interval_s)
 
     def _write_state(self) -> None:
         state = {"grpc": f"{self.settings.grpc.host}:{self.port}" if self.port else None,

@@ -27,7 +27,6 @@ class IngestSettings(KafkaSettings, StoreSettings, ImageSettings, ModelSettings)
     ingest_attribute_threshold: float = Field(0.5, ge=0.0, le=1.0,
                                               description="attribute score kept as a product attribute")
     ingest_analyze_timeout_s: float = Field(60.0, gt=0, description="deadline of one batched analysis")
-    ingest_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     analysis_address: str | None = Field(None, description="host:port of AnalysisService; default in-process")
 
     def image_limits(self) -> ImageLimits:

@@ -29,6 +29,9 @@ def retry_service_config(
     """A gRPC service config (JSON) applying one retry policy to every method of every service."""
     return json.dumps(
         {
+            # Spread calls over every address a name resolves to (the pods of a headless Service); the
+            # default pick_first would pin each client process to one model replica.
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{}],  # empty name = default for all services and methods

@@ -86,8 +86,7 @@ def create_server(
     over ``max_message_bytes`` either way are rejected with RESOURCE_EXHAUSTED. Returns the server and
     its bound port (useful with port 0). Extra ``interceptors`` run inside the error mapping.
     """
-    if not servicers:
-        raise ValueError("expected at least one (add_fn, servicer) pair")
+    # No servicers is allowed: a consumer-only process (ingest) still serves health and reflection.
     names = list(service_names) if service_names is not None else [service_name_of(s) for _, s in servicers]
     health = health if health is not None else health_servicer()
     server = grpc.server(
