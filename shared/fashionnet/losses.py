@@ -58,11 +58,13 @@ def attribute_loss(logits: torch.Tensor, targets: torch.Tensor, known: torch.Ten
     return F.binary_cross_entropy_with_logits(logits[known], targets[known], pos_weight=pos_weight)
 
 
-def batch_hard_triplet_loss(embedding: torch.Tensor, item: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+def batch_hard_triplet_loss(embedding: torch.Tensor, item: torch.Tensor, margin: float | None = 0.2) -> torch.Tensor:
     """Triplet loss with in-batch hard mining (Hermans et al. 2017) on cosine distance.
 
     For every anchor with at least one positive (another image of the same item) and one negative in the
     batch, take its farthest positive and its closest negative. Needs P items x K images per batch.
+    `margin=None` is the soft margin, softplus(d_ap - d_an): no flat region where all distances are equal,
+    so short runs do not slide into the collapsed solution the hard margin's plateau (loss = margin) allows.
     """
     known = item >= 0
     embedding, item = embedding[known], item[known]
@@ -77,7 +79,8 @@ def batch_hard_triplet_loss(embedding: torch.Tensor, item: torch.Tensor, margin:
         return embedding.sum() * 0.0
     hardest_pos = dist.masked_fill(~positive, float("-inf")).amax(dim=1)
     hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
-    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
+    gap = hardest_pos - hardest_neg
+    return (F.softplus(gap) if margin is None else F.relu(gap + margin))[valid].mean()
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class LossWeights:
 
 
 def total_loss(out, targets: Targets, weights: LossWeights, *, stage: str,
-               pos_weight: torch.Tensor | None = None, margin: float = 0.2) -> dict[str, torch.Tensor]:
+               pos_weight: torch.Tensor | None = None, margin: float | None = 0.2) -> dict[str, torch.Tensor]:
     """Per-term losses plus "total". Stage "landmarks" trains only landmarks + visibility (the paper's
     first stage); stage "all" trains every task jointly."""
     terms = {

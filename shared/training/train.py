@@ -55,7 +55,7 @@ class TrainConfig:
     lr: float = 1e-3
     backbone_lr_scale: float = 0.1
     weight_decay: float = 1e-4
-    margin: float = 0.2
+    margin: float | None = 0.2  # None = soft margin
     seed: int = 0
     device: str = "auto"
     workers: int = 1

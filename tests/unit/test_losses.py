@@ -65,3 +65,12 @@ def test_triplet_without_positives_is_zero() -> None:
     emb = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
     assert batch_hard_triplet_loss(emb, torch.tensor([0, 1, 2])).item() == 0.0
     assert batch_hard_triplet_loss(emb, torch.tensor([-1, -1, -1])).item() == 0.0
+
+
+def test_soft_margin_has_no_plateau_at_collapse() -> None:
+    # All embeddings equal: the hard-margin loss sits at its margin, the soft margin at log 2 with a gradient.
+    emb = torch.nn.functional.normalize(torch.ones(4, 3), dim=1).requires_grad_()
+    item = torch.tensor([0, 0, 1, 1])
+    assert batch_hard_triplet_loss(emb, item, margin=0.2).item() == pytest.approx(0.2, abs=1e-6)
+    soft = batch_hard_triplet_loss(emb, item, margin=None)
+    assert soft.item() == pytest.approx(math.log(2), rel=1e-5)
