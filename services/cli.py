@@ -53,6 +53,9 @@ def train(
     items_per_batch: Annotated[int, typer.Option(min=2)] = 8,
     images_per_item: Annotated[int, typer.Option(min=2)] = 4,
     lr: float = 1e-3,
+    backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="backbone lr = lr x this (0 = frozen)")] = 0.1,
+    triplet_weight: Annotated[float, typer.Option(min=0.0, help="0 = keep the embedding as initialised")] = 1.0,
+    soft_margin: Annotated[bool, typer.Option("--soft-margin", help="softplus instead of margin 0.2")] = False,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="cap steps per epoch (quick runs)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="data-loading processes")] = 1,
@@ -61,6 +64,7 @@ def train(
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
 ) -> None:
     """Train FashionNet with the paper's schedule; rerun with the same --out to resume."""
+    from shared.fashionnet.losses import LossWeights
     from shared.training.train import TrainConfig
     from shared.training.train import train as run_training
 
@@ -70,7 +74,8 @@ def train(
                          input_size=input_size, embedding_dim=embedding_dim, items_per_batch=items_per_batch,
                          images_per_item=images_per_item, lr=lr, max_steps_per_epoch=max_steps_per_epoch,
                          device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint,
-                         domains=("shop",) if shop_only else None)
+                         domains=("shop",) if shop_only else None, backbone_lr_scale=backbone_lr_scale,
+                         weights=LossWeights(triplet=triplet_weight), margin=None if soft_margin else 0.2)
     path = run_training(config)
     console.print(f"checkpoint written to {path}")
 
