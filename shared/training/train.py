@@ -89,8 +89,21 @@ def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> Targets:
     )
 
 
+def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Train mode, except a frozen backbone (backbone_lr_scale 0): no gradients and BatchNorm in eval mode.
+
+    A backbone at lr 0 still drifts in train mode, because BatchNorm keeps updating its running statistics
+    from the training batches; measured on synthetic consumer-to-shop that alone dropped the untouched
+    ImageNet embedding's retrieval (see docs/RESULTS.md). Frozen also skips the backbone's backward pass.
+    """
+    model.train()
+    if config.backbone_lr_scale == 0:
+        model.backbone.eval()
+        model.backbone.requires_grad_(False)
+
+
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     return torch.optim.AdamW(
         [{"params": backbone, "lr": config.lr * config.backbone_lr_scale}, {"params": heads, "lr": config.lr}],
@@ -166,7 +179,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         metadata = _new_metadata(config, bench)
         model = build_model(metadata, pretrained=True)
         blob = None
-    model.to(device).train()
+    set_train_mode(model.to(device), config)
     optimizer = _optimizer(model, config)
     if blob is not None and "optimizer" in blob:
         optimizer.load_state_dict(blob["optimizer"])
