@@ -24,7 +24,7 @@ from shared.data.deepfashion import load_benchmark
 from shared.data.synth import generate
 from shared.db import repository
 from shared.errors import FashionError
-from shared.training.train import TrainConfig, train
+from shared.training.train import cpu_budget_config, train
 
 BENCHMARK = "consumer2shop"
 def ensure_data(root: Path, items: int, console: Console) -> None:
@@ -41,8 +41,7 @@ def ensure_checkpoint(root: Path, run: Path, input_size: int, epochs: int, conso
         console.print(f"using the trained checkpoint {checkpoint}")
         return checkpoint
     console.rule("no trained checkpoint at hand: training FashionNet (landmarks first, then all tasks)")
-    return train(TrainConfig(data=root, out=run, benchmark=BENCHMARK, input_size=input_size, landmark_epochs=1,
-                             epochs=epochs))
+    return train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
 
 
 def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0) -> int:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from shared.data.synth import generate
 from shared.training.evaluate import IMAGENET, evaluate, print_report, write_json
-from shared.training.train import TrainConfig, train
+from shared.training.train import cpu_budget_config, train
 
 BENCHMARK = "consumer2shop"
 
@@ -24,8 +24,7 @@ def run_quickstart(data: Path, run: Path, *, items: int, epochs: int, input_size
     console.rule("2/3 training FashionNet (landmarks first, then all tasks)")
     checkpoint = run / "model.pt"
     if not checkpoint.exists():
-        train(TrainConfig(data=root, out=run, benchmark=BENCHMARK, input_size=input_size, landmark_epochs=1,
-                          epochs=epochs))
+        train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
     console.rule("3/3 evaluating on held-out consumer photos")
     results = {}
     for name, ckpt in (("ImageNet baseline", IMAGENET), ("FashionNet", checkpoint)):
