@@ -35,6 +35,7 @@ same batches.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -47,18 +48,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 from tqdm.auto import tqdm
 
 from shared.db import repository
-from shared.db.models import ModelState, RunState, utcnow
+from shared.db.models import ModelState, RunState, TrainingRun, utcnow
 from shared.db.repository import ClickPair
 from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint, read_checkpoint, save_checkpoint
 from shared.fashionnet.losses import batch_hard_triplet_loss
+from shared.fashionnet.model import FashionNetOutput
 from shared.fashionnet.preprocess import image_to_array, normalize
 from shared.imaging import ImageLimits, decode_image, read_uri
 from shared.training.metrics import retrieval_topk
@@ -94,6 +98,7 @@ class RetrainConfig:
     unfreeze: str = "embedding"
     margin: float = 0.2
     weight_decay: float = 1e-4
+    distill: float = 1.0
     min_improvement: float = 0.005
     min_pairs: int = 20
     holdout_fraction: float = 0.2
@@ -109,6 +114,7 @@ class RetrainConfig:
              self.max_steps_per_epoch),
             (self.unfreeze in UNFREEZE, f"unfreeze one of {sorted(UNFREEZE)}", self.unfreeze),
             (self.margin > 0, "margin > 0", self.margin),
+            (self.distill >= 0, "distill >= 0", self.distill),
             (self.min_pairs >= 2, "min_pairs >= 2", self.min_pairs),
             (0 < self.holdout_fraction < 1, "holdout_fraction between 0 and 1", self.holdout_fraction),
         ]
@@ -260,10 +266,17 @@ def when_locked(status: RunStatus, run_id: str, holder_run_id: str | None, *, no
     return "wait"
 
 
-def heartbeat(sessions: sessionmaker[Session], run_id: str) -> None:
-    """Stamp the run's heartbeat (the worker is alive), whatever it is doing."""
+def heartbeat(sessions: sessionmaker[Session], run_id: str) -> bool:
+    """Stamp the run's heartbeat (its worker is alive) while it trains; False once it left training.
+
+    The state is read under the row lock, so a beat never lands on a run the promotion code already owns.
+    """
     with sessions.begin() as session:
+        state = session.scalar(sa.select(TrainingRun.state).where(TrainingRun.run_id == run_id).with_for_update())
+        if state is None or RunState(state) not in TRAINING_STATES:
+            return False
         repository.update_run(session, run_id, heartbeat=True)
+        return True
 
 
 def fail_run(sessions: sessionmaker[Session], run_id: str, message: str) -> None:
@@ -405,6 +418,30 @@ def triplet_batch(pairs: Sequence[ClickPair], bank: ImageBank, config: RetrainCo
     return np.ascontiguousarray(np.stack(rows)), torch.tensor(row_labels)
 
 
+def distillation_loss(student: FashionNetOutput, teacher: FashionNetOutput) -> torch.Tensor:
+    """How far the category and attribute heads moved from the serving model's answers ("learning without
+    forgetting", Li & Hoiem 2016): KL divergence of the category softmax plus that of each attribute's sigmoid.
+
+    Clicks carry no category or attribute labels, so this is what keeps a fine-tuned backbone from silently
+    changing the categories and attributes every product is stored and filtered with. Zero when unchanged.
+    """
+    category = F.kl_div(F.log_softmax(student.category_logits, dim=-1), F.softmax(teacher.category_logits, dim=-1),
+                        reduction="batchmean")
+    target = torch.sigmoid(teacher.attribute_logits)
+    attributes = (F.binary_cross_entropy_with_logits(student.attribute_logits, target)
+                  - F.binary_cross_entropy_with_logits(teacher.attribute_logits, target))
+    return category + attributes
+
+
+def _teacher(model: nn.Module, config: RetrainConfig) -> nn.Module | None:
+    """A frozen copy of the serving weights, when the level trained moves the category/attribute features."""
+    if config.distill == 0 or config.unfreeze == "embedding":
+        return None
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 def _checkpoint_extra(run_id: str, base_version: str, epoch: int, history: list[dict], config: RetrainConfig,
                       optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"optimizer": optimizer.state_dict(), "epoch": epoch, "run_id": run_id, "base_version": base_version,
@@ -445,6 +482,7 @@ def finetune(
     torch.manual_seed(config.seed)
     trainable = prepare_for_finetuning(model, config.unfreeze)
     model.to(device).eval()
+    teacher = _teacher(model, config)  # before resuming: it must hold the serving weights
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     last = run_dir / "last.pt"
     start_epoch, history = _resume(last, run_id, base_version, model, optimizer)
@@ -457,14 +495,21 @@ def finetune(
     started = time.monotonic()
     for epoch in range(start_epoch, config.epochs):
         batches = epoch_batches(len(pairs), config, epoch)
-        total = 0.0
+        total = drift = 0.0
         bar = tqdm(batches, desc=f"retrain {run_id[:8]} epoch {epoch + 1}/{config.epochs}", unit="step",
                    disable=not progress_bar)
         for step, indices in enumerate(bar):
             rng = np.random.default_rng([config.seed, epoch, step])
             rows, labels = triplet_batch([pairs[i] for i in indices], bank, config, rng)
-            out = model(normalize(rows, metadata.mean, metadata.std).to(device))
+            x = normalize(rows, metadata.mean, metadata.std).to(device)
+            out = model(x)
             loss = batch_hard_triplet_loss(out.embedding, labels.to(device), config.margin)
+            if teacher is not None:
+                with torch.no_grad():
+                    kept = teacher(x)
+                distill = distillation_loss(out, kept)
+                drift += distill.item()
+                loss = loss + config.distill * distill
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
@@ -474,7 +519,8 @@ def finetune(
             if progress_cb is not None:
                 progress_cb(Progress(run_id, epoch, config.epochs, step + 1, len(batches), loss.item()))
         mean_loss = total / max(len(batches), 1)
-        history.append({"epoch": epoch + 1, "loss": mean_loss, "steps": len(batches)})
+        history.append({"epoch": epoch + 1, "loss": mean_loss, "distill": drift / max(len(batches), 1),
+                        "steps": len(batches)})
         save_checkpoint(last, model, metadata,
                         **_checkpoint_extra(run_id, base_version, epoch + 1, history, config, optimizer))
         per_epoch = (time.monotonic() - started) / (epoch + 1 - start_epoch)

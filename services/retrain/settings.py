@@ -34,6 +34,7 @@ class RetrainSettings(StoreSettings):
     retrain_negatives_per_pair: int = Field(2, ge=0, description="shown-but-skipped products per pair")
     retrain_max_steps_per_epoch: int | None = Field(None, ge=1)
     retrain_unfreeze: str = Field("embedding", description="embedding, fusion or top (see core.UNFREEZE)")
+    retrain_distill: float = Field(1.0, ge=0, description="weight keeping category/attribute answers (fusion, top)")
     retrain_min_improvement: float = Field(0.005, description="candidate top-20 must reach serving top-20 + this")
     retrain_min_pairs: int = Field(20, ge=2, description="fewer deduplicated click pairs is an error")
     retrain_holdout_fraction: float = Field(0.2, gt=0, lt=1, description="newest pairs held out for the gate")
@@ -83,6 +84,7 @@ class RetrainSettings(StoreSettings):
         return RetrainConfig(epochs=self.retrain_epochs, lr=self.retrain_lr, batch_pairs=self.retrain_batch_pairs,
                              negatives_per_pair=self.retrain_negatives_per_pair,
                              max_steps_per_epoch=self.retrain_max_steps_per_epoch, unfreeze=self.retrain_unfreeze,
+                             distill=self.retrain_distill,
                              min_improvement=self.retrain_min_improvement, min_pairs=self.retrain_min_pairs,
                              holdout_fraction=self.retrain_holdout_fraction, seed=self.retrain_seed)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -141,8 +142,14 @@ class LockKeeper:
 
 class TrainTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
-        """Retries exhausted or a bug: record it on the run (best effort) so it blocks no later trigger."""
+        """Retries exhausted or a bug: record it on the run (best effort) so it blocks no later trigger.
+
+        Not for a lock that stayed busy: its holder may be training this very run.
+        """
         run_id = args[0] if args else kwargs.get("run_id")
+        if isinstance(exc, LockBusy):
+            log.error("gave up waiting for the training lock for run %s: %s", run_id, exc)
+            return
         try:
             core.fail_run(_resources(os.getpid()).sessions, run_id, f"training task failed: {exc!r}")
         except Exception as err:
@@ -170,7 +177,8 @@ def train_run(self: Task, run_id: str) -> str:
         raise self.retry(exc=busy, countdown=busy.wait_s)
     try:
         state = core.run_training(run_id, sessions=res.sessions, runs_dir=SETTINGS.runs_dir,
-                                  device=SETTINGS.retrain_device, progress_cb=keeper.check)
+                                  device=SETTINGS.retrain_device, progress_cb=keeper.check,
+                                  progress_bar=sys.stderr.isatty())  # Celery's log proxy is no terminal
     except SoftTimeLimitExceeded:
         core.fail_run(res.sessions, run_id, f"training exceeded the soft time limit of "
                                             f"{SETTINGS.soft_time_limit_s} s (FASHION_RETRAIN_SOFT_TIME_LIMIT_S)")
