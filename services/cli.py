@@ -309,7 +309,8 @@ def rollback() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is per-connection chatter
+    for chatty in ("kafka", "alembic"):  # their INFO is per-connection / per-plugin chatter
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         app()
     except FashionError as exc:
