@@ -1,0 +1,235 @@
+"""Retraining logic without workers: pair splitting, the evaluation gate, lock decisions, trigger, simulated clicks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from services.retrain import core
+from services.retrain.core import RetrainConfig, RunStatus
+from services.simulate import choose_click, click_probability
+from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
+from shared.db.models import RunState
+from shared.db.repository import ClickPair
+from shared.errors import InvalidInput, Unavailable
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def pair(n: int, product: str, *, photo: str | None = None, at: int | None = None) -> ClickPair:
+    return ClickPair(query_id=f"q{n:03d}", query_image=b"jpeg", query_image_sha256=photo or f"sha{n:03d}",
+                     created_at=T0 + timedelta(minutes=n if at is None else at), model_version="v1",
+                     positive_product_id=product, negative_product_ids=("other",))
+
+
+# ------------------------------------------------------------------------------------------------ pairs
+
+
+def test_split_is_time_ordered_oldest_train_newest_holdout() -> None:
+    pairs = [pair(n, f"p{n}") for n in range(10)]
+    split = core.split_pairs(list(reversed(pairs)), holdout_fraction=0.2, min_pairs=5)
+    assert [p.query_id for p in split.train] == [f"q{n:03d}" for n in range(8)]
+    assert [p.query_id for p in split.holdout] == ["q008", "q009"]
+
+
+def test_split_deduplicates_same_photo_and_product() -> None:
+    pairs = [pair(n, f"p{n}") for n in range(6)]
+    again = pair(7, "p2", photo="sha002", at=20)  # the same photo clicking the same product, searched later
+    split = core.split_pairs([*pairs, again], holdout_fraction=0.34, min_pairs=6)
+    everything = split.train + split.holdout
+    assert len(everything) == 6
+    assert [p.query_id for p in everything].count("q002") == 1 and "q007" not in {p.query_id for p in everything}
+
+
+def test_split_keeps_one_photo_on_one_side() -> None:
+    # The newest photo clicked two products: both pairs go to the holdout, never one on each side.
+    pairs = [pair(n, f"p{n}") for n in range(8)] + [pair(8, "pa", photo="shared", at=8),
+                                                   pair(9, "pb", photo="shared", at=8)]
+    split = core.split_pairs(pairs, holdout_fraction=0.1, min_pairs=5)
+    assert {p.query_image_sha256 for p in split.holdout} == {"shared"}
+    assert "shared" not in {p.query_image_sha256 for p in split.train}
+
+
+def test_too_little_data_says_what_was_expected() -> None:
+    with pytest.raises(InvalidInput) as err:
+        core.split_pairs([pair(n, "p") for n in range(3)], min_pairs=20)
+    assert str(err.value) == ("expected at least 20 click pairs to retrain, found 3 (run `fashion simulate-clicks` "
+                              "or wait for more traffic)")
+
+
+# ------------------------------------------------------------------------------------------------ gate
+
+
+def _unit(*rows: list[float]) -> np.ndarray:
+    arr = np.asarray(rows, dtype=np.float32)
+    return arr / np.linalg.norm(arr, axis=1, keepdims=True)
+
+
+def test_product_embedding_is_the_normalised_mean_of_its_images() -> None:
+    ids, emb = core.product_embeddings(_unit([1, 0], [0, 1], [1, 1]), ["b", "b", "a"])
+    assert ids.tolist() == ["a", "b"]
+    np.testing.assert_allclose(emb, _unit([1, 1], [1, 1]), atol=1e-6)
+
+
+def _gallery(n: int = 30) -> tuple[np.ndarray, list[str]]:
+    """n products on a circle: product k at angle k degrees, so cosine rank = angular distance."""
+    angles = np.deg2rad(np.arange(n, dtype=np.float64))
+    return np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32), [f"p{k:02d}" for k in range(n)]
+
+
+def test_retrieval_scores_rank_the_whole_catalogue() -> None:
+    gallery, ids = _gallery()
+    queries = gallery[[0, 5]]
+    scores = core.retrieval_scores(queries, ["p00", "p29"], gallery, ids)  # p29 is 24 products away from p05
+    assert scores == {"top1": 0.5, "top20": 0.5}
+
+
+def test_gate_accepts_a_better_candidate_and_rejects_a_worse_one() -> None:
+    gallery, ids = _gallery()
+    truth = ["p00", "p01", "p02", "p29"]
+    good = core.retrieval_scores(gallery[[0, 1, 2, 29]], truth, gallery, ids)  # every photo lands on its product
+    bad = core.retrieval_scores(gallery[[29, 29, 29, 0]], truth, gallery, ids)  # far away from each
+    assert good == {"top1": 1.0, "top20": 1.0} and bad["top20"] < 0.5
+
+    accepted = core.gate(good, bad, min_improvement=0.005)
+    assert accepted.accepted and accepted.message.startswith("accepted: candidate top-20 1.0000")
+    rejected = core.gate(bad, good, min_improvement=0.005)
+    assert not rejected.accepted and "rejected" in rejected.message and "serving 1.0000" in rejected.message
+
+
+def test_gate_margin() -> None:
+    same = {"top1": 0.5, "top20": 0.8}
+    assert not core.gate(same, same, 0.005).accepted  # not better by the margin
+    assert core.gate(same, same, 0.0).accepted  # 0 accepts "not worse"
+    assert core.gate({"top1": 0.4, "top20": 0.7}, same, -1.0).accepted  # a negative margin forces acceptance
+    assert core.gate({"top1": 0.5, "top20": 0.81}, same, 0.005).accepted
+
+
+# ------------------------------------------------------------------------------------------------ config, liveness
+
+
+def test_config_round_trips_through_run_params_and_refuses_bad_values() -> None:
+    config = RetrainConfig(epochs=2, min_improvement=-1.0)
+    params = {**config.to_params(), "resumed_from_epoch": 1}
+    assert RetrainConfig.from_params(params) == config
+    with pytest.raises(InvalidInput, match="expected unfreeze one of"):
+        RetrainConfig(unfreeze="everything")
+    with pytest.raises(InvalidInput, match="unknown retraining settings"):
+        config.with_overrides({"epoch": 3})
+
+
+def test_epoch_batches_are_deterministic_and_capped() -> None:
+    config = RetrainConfig(batch_pairs=4, seed=3)
+    first = core.epoch_batches(10, config, epoch=1)
+    assert first == core.epoch_batches(10, config, epoch=1) != core.epoch_batches(10, config, epoch=2)
+    assert sorted(i for b in first for i in b) == list(range(10)) and [len(b) for b in first] == [4, 4, 2]
+    assert len(core.epoch_batches(10, RetrainConfig(batch_pairs=4, max_steps_per_epoch=1), 0)) == 1
+    assert [len(b) for b in core.epoch_batches(9, config, 0)] == [4, 4]  # a lone last pair has no negative
+
+
+@pytest.mark.parametrize(("state", "beat_s", "holder", "expected"), [
+    (RunState.RUNNING, 5, "r1", "skip"),  # another worker trains this run: duplicate delivery
+    (RunState.RUNNING, 500, "r1", "wait"),  # its worker died; the lock expires soon
+    (RunState.RUNNING, 5, "r2", "wait"),  # another run trains
+    (RunState.QUEUED, None, None, "wait"),  # the lock vanished in between: try again
+])
+def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, expected: str) -> None:
+    beat = None if beat_s is None else T0 - timedelta(seconds=beat_s)
+    assert core.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
+
+
+def test_distillation_loss_is_zero_when_the_heads_agree_and_grows_as_they_drift() -> None:
+    import torch
+
+    from shared.fashionnet.model import FashionNetOutput
+
+    def out(category: list[float], attributes: list[float]) -> FashionNetOutput:
+        return FashionNetOutput(embedding=torch.zeros(1, 2), category_logits=torch.tensor([category]),
+                                attribute_logits=torch.tensor([attributes]))
+
+    teacher = out([2.0, 0.0, -1.0], [3.0, -2.0])
+    assert core.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    near = core.distillation_loss(out([1.8, 0.0, -1.0], [2.5, -2.0]), teacher).item()
+    far = core.distillation_loss(out([-2.0, 0.0, 3.0], [-3.0, 2.0]), teacher).item()
+    assert 0 < near < far
+
+
+# ------------------------------------------------------------------------------------------------ trigger
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    url = sqlite_url(tmp_path / "fashion.db")
+    upgrade(url)
+    engine = make_engine(url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def _serve(sessions) -> None:
+    with sessions.begin() as s:
+        repository.register_model_version(s, "v1", architecture="a", checkpoint_path="/x/model.pt", embedding_dim=8)
+        repository.set_serving(s, "v1")
+
+
+def test_trigger_creates_one_run_and_enqueues_it_once(sessions) -> None:
+    _serve(sessions)
+    sent: list[str] = []
+    run_id, created = core.trigger_run(sessions, sent.append, config=RetrainConfig(epochs=2))
+    again, created_again = core.trigger_run(sessions, sent.append)
+    assert (created, created_again, again, sent) == (True, False, run_id, [run_id])
+    with sessions() as s:
+        run = repository.get_run(s, run_id)
+        assert (run.state, run.epochs, run.base_version, run.params["epochs"]) == ("queued", 2, "v1", 2)
+
+
+def test_trigger_without_a_serving_model_is_an_error(sessions) -> None:
+    with pytest.raises(InvalidInput, match="expected a serving model"):
+        core.trigger_run(sessions, lambda run_id: None)
+
+
+def test_trigger_fails_the_run_when_the_broker_refuses(sessions) -> None:
+    _serve(sessions)
+
+    def down(run_id: str) -> None:
+        raise ConnectionError("redis is down")
+
+    with pytest.raises(Unavailable, match="could not enqueue"):
+        core.trigger_run(sessions, down)
+    with sessions() as s:
+        [run] = repository.list_runs(s)
+        assert run.state == "failed" and "redis is down" in run.message
+    run_id, created = core.trigger_run(sessions, lambda run_id: None)  # the failed run blocks nothing
+    assert created and run_id != run.run_id
+
+
+def test_trigger_re_enqueues_a_silent_run(sessions) -> None:
+    _serve(sessions)
+    sent: list[str] = []
+    run_id, _ = core.trigger_run(sessions, sent.append)
+    core.trigger_run(sessions, sent.append, stale_after_s=3600)
+    assert sent == [run_id]
+    core.trigger_run(sessions, sent.append, stale_after_s=-1)  # silent for longer than -1 s: resend
+    assert sent == [run_id, run_id]
+
+
+# ------------------------------------------------------------------------------------------------ simulated shoppers
+
+
+def test_click_probability_falls_with_position() -> None:
+    assert click_probability(0, 0.5) == 1.0
+    assert click_probability(3, 0.5) == pytest.approx(0.5)
+    assert click_probability(3, 0.0) == 1.0
+
+
+def test_choose_click_is_deterministic_and_clicks_the_true_product() -> None:
+    hits = ["a", "b", "c"]
+    picks = [choose_click(hits, "b", np.random.default_rng(s), position_bias=0.0, noise=0.0) for s in range(20)]
+    assert set(picks) == {1}
+    noisy = [choose_click(hits, "z", np.random.default_rng(s), position_bias=0.5, noise=1.0) for s in range(20)]
+    assert noisy == [choose_click(hits, "z", np.random.default_rng(s), position_bias=0.5, noise=1.0)
+                     for s in range(20)]
+    assert None not in noisy and set(noisy) <= {0, 1, 2}
+    assert choose_click(hits, "z", np.random.default_rng(0), position_bias=0.5, noise=0.0) is None
