@@ -257,6 +257,41 @@ def search(
         console.print(f"page written to {html}")
 
 
+@app.command("simulate-clicks")
+def simulate_clicks_cmd(
+    data: Annotated[Path, typer.Argument(help="a DeepFashion consumer-to-shop folder (its consumer photos)")],
+    split: Annotated[str, typer.Option(help="whose consumer photos the shoppers use")] = "train",
+    sessions: Annotated[int, typer.Option(min=1, help="shopper searches")] = 200,
+    seed: int = 0,
+    position_bias: Annotated[float, typer.Option(help="click chance (1 + position) ** -bias")] = 0.5,
+    noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="chance of clicking a random result")] = 0.05,
+    address: Annotated[str | None, typer.Option(help="SearchService host:port (default: the running stack)")]
+    = None,
+) -> None:
+    """Shoppers send consumer photos through FindSimilar and click the true product when it is shown."""
+    from services.search.settings import SearchSettings
+    from services.simulate import simulate_clicks
+
+    address = address or _stack_state().get("grpc") or SearchSettings().client_address
+    summary = simulate_clicks(address, data, split=split, sessions=sessions, seed=seed,
+                              position_bias=position_bias, noise=noise)
+    console.print(f"{summary.queries} searches, true product shown in {summary.shown}, {summary.clicks} clicks "
+                  f"({summary.true_clicks} on the true product) in {summary.seconds:.1f}s")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="training processes (one run trains at a time anyway)")]
+    = 1,
+) -> None:
+    """The Celery retraining worker, on the Redis in FASHION_REDIS_URL (queue FASHION_RETRAIN_QUEUE)."""
+    from services.retrain.celery_app import app as celery_app
+    from services.retrain.settings import RetrainSettings
+
+    queue = RetrainSettings().retrain_queue
+    celery_app.worker_main(["worker", "-Q", queue, "-c", str(concurrency), "--loglevel", "INFO"])
+
+
 def _admin() -> tuple[str, str | None, float]:
     from services.admin.settings import AdminSettings
 
