@@ -142,6 +142,25 @@ def build_filter(filters: SearchFilters | None, exclude_product_id: str | None =
     return qm.Filter(must=must or None, must_not=must_not)
 
 
+def payload_matches(payload: dict, filters: SearchFilters | None, exclude_product_id: str | None = None) -> bool:
+    """The same predicate as `build_filter`, on one payload (local mode filters its candidates in Python)."""
+    if payload.get("deleted") is True or (exclude_product_id is not None
+                                          and payload.get("product_id") == exclude_product_id):
+        return False
+    if filters is None:
+        return True
+    if filters.categories and payload.get("category") not in filters.categories:
+        return False
+    if filters.attributes_all and not set(filters.attributes_all) <= set(payload.get("attributes") or ()):
+        return False
+    price = payload.get("price")
+    if filters.min_price is not None and (price is None or price < filters.min_price):
+        return False
+    if filters.max_price is not None and (price is None or price > filters.max_price):
+        return False
+    return not (filters.in_stock_only and payload.get("in_stock") is not True)
+
+
 def _as_vector(vector: Sequence[float] | np.ndarray, dim: int | None, what: str) -> list[float]:
     array = np.asarray(vector, dtype=np.float32)
     if array.ndim != 1 or (dim is not None and array.shape[0] != dim):
@@ -375,22 +394,26 @@ class VectorStore:
             self._require(name, "search")
             query = _as_vector(vector, self._dim(name), "query")
             if self.local:
-                return self._search_overfetch(name, query, top_k, flt)
+                return self._search_overfetch(name, query, top_k, filters, exclude_product_id)
             result = self.client.query_points_groups(
                 name, group_by="product_id", query=query, limit=top_k, group_size=1, query_filter=flt, with_payload=True
             )
         return [_hit(group.hits[0]) for group in result.groups if group.hits]
 
-    def _search_overfetch(self, name: str, query: list[float], top_k: int, flt: qm.Filter) -> list[Hit]:
+    def _search_overfetch(self, name: str, query: list[float], top_k: int, filters: SearchFilters | None,
+                          exclude_product_id: str | None) -> list[Hit]:
+        """Local mode: unfiltered vector query, widened until enough products pass the filters in Python.
+
+        Local mode evaluates a query filter in Python on EVERY point (profiled: 77% of FindSimilar on 5,000
+        images); checking only the over-fetched candidates costs a few hundred payload checks instead.
+        """
         limit = top_k * OVERFETCH
         while True:
-            points = self.client.query_points(
-                name, query=query, limit=limit, query_filter=flt, with_payload=True
-            ).points
+            points = self.client.query_points(name, query=query, limit=limit, with_payload=True).points
             best: dict[str, Hit] = {}
             for point in points:  # already sorted by score, so the first image of a product is its best
                 hit = _hit(point)
-                if hit.product_id not in best:
+                if hit.product_id not in best and payload_matches(hit.payload, filters, exclude_product_id):
                     best[hit.product_id] = hit
             if len(best) >= top_k or len(points) < limit:
                 return list(best.values())[:top_k]
