@@ -71,7 +71,7 @@ from shared.db.models import ModelState, RunState, TrainingRun, utcnow
 from shared.db.repository import ClickPair
 from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint, read_checkpoint, save_checkpoint
-from shared.fashionnet.losses import batch_hard_triplet_loss
+from shared.fashionnet.losses import batch_hard_triplet_loss, supervised_contrastive_loss
 from shared.fashionnet.model import FashionNetOutput
 from shared.fashionnet.preprocess import image_to_array, normalize
 from shared.imaging import ImageLimits, decode_image, read_uri
@@ -107,7 +107,9 @@ class RetrainConfig:
     negatives_per_pair: int = 2
     max_steps_per_epoch: int | None = None
     unfreeze: str = "embedding"
-    margin: float = 0.2
+    margin: float = 0.2  # only for loss="triplet"
+    loss: str = "supcon"  # "supcon" (default, measured in docs/RESULTS.md) or "triplet" (batch-hard)
+    temperature: float = 0.05
     weight_decay: float = 1e-4
     distill: float = 1.0
     min_improvement: float = 0.005
@@ -126,6 +128,8 @@ class RetrainConfig:
              self.max_steps_per_epoch),
             (self.unfreeze in UNFREEZE, f"unfreeze one of {sorted(UNFREEZE)}", self.unfreeze),
             (self.margin > 0, "margin > 0", self.margin),
+            (self.loss in ("supcon", "triplet"), "loss supcon or triplet", self.loss),
+            (self.temperature > 0, "temperature > 0", self.temperature),
             (self.distill >= 0, "distill >= 0", self.distill),
             (self.min_pairs >= 2, "min_pairs >= 2", self.min_pairs),
             (0 < self.holdout_fraction < 1, "holdout_fraction between 0 and 1", self.holdout_fraction),
@@ -523,7 +527,10 @@ def finetune(
             rows, labels = triplet_batch([pairs[i] for i in indices], bank, config, rng)
             x = normalize(rows, metadata.mean, metadata.std).to(device)
             out = model(x)
-            loss = batch_hard_triplet_loss(out.embedding, labels.to(device), config.margin)
+            if config.loss == "supcon":
+                loss = supervised_contrastive_loss(out.embedding, labels.to(device), config.temperature)
+            else:
+                loss = batch_hard_triplet_loss(out.embedding, labels.to(device), config.margin)
             if teacher is not None:
                 with torch.no_grad():
                     kept = teacher(x)

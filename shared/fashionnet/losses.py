@@ -83,6 +83,28 @@ def batch_hard_triplet_loss(embedding: torch.Tensor, item: torch.Tensor, margin:
     return (F.softplus(gap) if margin is None else F.relu(gap + margin))[valid].mean()
 
 
+def supervised_contrastive_loss(embedding: torch.Tensor, item: torch.Tensor,
+                                temperature: float = 0.05) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on L2-normalised embeddings.
+
+    For each anchor with a positive in the batch: -log of the softmax weight of each positive among all
+    other rows. Every in-batch negative competes, the closest ones weigh most (soft hard mining), and a
+    collapsed embedding costs log(batch) instead of sitting on a flat plateau like the margin loss does.
+    """
+    known = item >= 0
+    embedding, item = embedding[known], item[known]
+    n = embedding.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=embedding.device)
+    positive = (item[:, None] == item[None, :]) & ~eye
+    anchors = positive.any(dim=1)
+    if not anchors.any():
+        return embedding.sum() * 0.0
+    logits = (embedding @ embedding.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
+    per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1).clamp(min=1))
+    return per_anchor[anchors].mean()
+
+
 @dataclass(frozen=True)
 class LossWeights:
     landmarks: float = 1.0

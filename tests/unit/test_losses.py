@@ -74,3 +74,19 @@ def test_soft_margin_has_no_plateau_at_collapse() -> None:
     assert batch_hard_triplet_loss(emb, item, margin=0.2).item() == pytest.approx(0.2, abs=1e-6)
     soft = batch_hard_triplet_loss(emb, item, margin=None)
     assert soft.item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_supervised_contrastive_hand_computed() -> None:
+    from shared.fashionnet.losses import supervised_contrastive_loss
+
+    # Rows 0,1 are item 0; row 2 is item 1. Unit vectors at angles 0, 0, pi/2 -> cosines 1, 0, 0.
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    item = torch.tensor([0, 0, 1])
+    t = 0.5
+    # anchors 0 and 1: -log(e^{1/t} / (e^{1/t} + e^{0})); row 2 has no positive and is skipped.
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 1.0))
+    assert supervised_contrastive_loss(emb, item, temperature=t).item() == pytest.approx(expected, rel=1e-5)
+    # A collapsed embedding costs log(batch - 1), not a flat zero-gradient plateau.
+    collapsed = torch.ones(4, 2) / math.sqrt(2)
+    loss = supervised_contrastive_loss(collapsed, torch.tensor([0, 0, 1, 1]), temperature=t)
+    assert loss.item() == pytest.approx(math.log(3), rel=1e-5)
