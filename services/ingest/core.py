@@ -320,6 +320,8 @@ class IngestCore:
     def _write_vectors(self, ready: list[_Work], version: str | None) -> None:
         """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
         delete_versions: list[str] | None = None
+        with self.session_factory() as session:
+            known = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
         for w in ready:
             if w.upsert:
                 assert version is not None
@@ -331,8 +333,8 @@ class IngestCore:
                                                       title=product.title, brand=product.brand,
                                                       currency=product.currency, image_uri=im.uri))
                           for im in w.images]
-                self.store.delete_product(version, w.product_id)
-                self.store.upsert(version, points)
+                self.store.replace_product(version, w.product_id, points,
+                                           [im.image_id for im in known.get(w.product_id, [])])
             else:
                 if delete_versions is None:  # every collection, so a re-index in progress drops it too
                     delete_versions = self.store.list_versions()

@@ -24,7 +24,7 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -318,6 +318,25 @@ class VectorStore:
         with self._guard():
             if self.client.collection_exists(name):
                 self.client.delete(name, points_selector=selector, wait=True)
+
+    def replace_product(self, model_version: str, product_id: str, points: Sequence[VectorPoint],
+                        previous_image_ids: Iterable[str]) -> None:
+        """Make `points` the product's only points: upsert them, drop its other images' points.
+
+        A server deletes by a `product_id` filter (indexed). Local mode evaluates filters in Python on every
+        point (O(collection) per product: profiled as the ingest bottleneck), so there the stale points are
+        deleted by their deterministic ids, from the image ids the caller knew before this write.
+        """
+        if not self.local:
+            self.delete_product(model_version, product_id)
+        else:
+            keep = {p.image_id for p in points}
+            stale = [point_id(product_id, i, model_version) for i in previous_image_ids if i not in keep]
+            if stale:
+                with self._guard():
+                    self.client.delete(collection_name(model_version),
+                                       points_selector=qm.PointIdsList(points=stale), wait=True)
+        self.upsert(model_version, points)
 
     def get_vector(self, version_or_alias: str, product_id: str) -> np.ndarray:
         """Query vector for "more like this product": the L2-normalised mean of its image vectors.
