@@ -101,7 +101,7 @@ class RetrainConfig:
     """How a run trains and is judged. Stored in the run's ``params`` so a redelivered task trains the same."""
 
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 1e-4
     backbone_lr_scale: float = 0.1
     batch_pairs: int = 16
     negatives_per_pair: int = 2
