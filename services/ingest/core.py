@@ -370,15 +370,15 @@ class IngestCore:
             # as their points went from Qdrant, so a re-index from the database cannot resurrect them.
             session.execute(sa.delete(ImageRow).where(ImageRow.product_id == w.product_id,
                                                       ImageRow.image_id.not_in([im.image_id for im in w.images])))
-            for im in w.images:
-                assert im.analysis is not None
-                repository.upsert_image(session, im.image_id, w.product_id, uri=im.uri, sha256=im.sha256,
-                                        width=im.picture.width, height=im.picture.height)
-                name, score = im.analysis.category()
-                repository.save_predictions(
-                    session, im.image_id, version, name, score,
-                    {a: s for a, _, s in im.analysis.attributes_above(self.attribute_threshold)},
-                    im.analysis.landmarks)
+            repository.upsert_images(session, w.product_id, [
+                {"image_id": im.image_id, "uri": im.uri, "sha256": im.sha256, "width": im.picture.width,
+                 "height": im.picture.height} for im in w.images])
+            repository.save_predictions_many(session, version, [
+                {"image_id": im.image_id, "category": im.analysis.category()[0],  # type: ignore[union-attr]
+                 "category_score": im.analysis.category()[1],  # type: ignore[union-attr]
+                 "attributes": {a: s for a, _, s in im.analysis.attributes_above(  # type: ignore[union-attr]
+                     self.attribute_threshold)},
+                 "landmarks": im.analysis.landmarks} for im in w.images])  # type: ignore[union-attr]
         else:
             repository.mark_product_deleted(session, w.product_id)
         record = w.record

@@ -18,7 +18,9 @@ from shared.db.repository.catalog import (
     get_products,
     mark_product_deleted,
     save_predictions,
+    save_predictions_many,
     upsert_image,
+    upsert_images,
     upsert_product,
 )
 from shared.db.repository.events import claim_event
@@ -67,11 +69,13 @@ __all__ = [
     "record_query",
     "register_model_version",
     "save_predictions",
+    "save_predictions_many",
     "serving_version",
     "set_model_state",
     "set_serving",
     "update_run",
     "upsert_image",
+    "upsert_images",
     "upsert_product",
     "validate_click",
 ]

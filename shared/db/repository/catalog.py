@@ -114,15 +114,30 @@ def upsert_image(
     domain: str = ImageDomain.SHOP,
 ) -> None:
     """Insert or update an image by its deterministic id; its product must exist (upsert that first)."""
-    _require_id("image_id", image_id)
-    if domain not in {d.value for d in ImageDomain}:
-        raise InvalidInput(f"expected image domain 'shop' or 'consumer', got {domain!r}")
+    upsert_images(session, product_id, [{"image_id": image_id, "uri": uri, "sha256": sha256, "width": width,
+                                         "height": height, "domain": domain}])
+
+
+def upsert_images(session: Session, product_id: str, images: Sequence[Mapping[str, Any]]) -> None:
+    """`upsert_image` for several images of one product in one statement (the ingest hot path).
+
+    Each mapping has ``image_id`` and optionally ``uri``, ``sha256``, ``width``, ``height``, ``domain``.
+    """
+    if not images:
+        return
+    rows = []
+    for image in images:
+        domain = str(image.get("domain", ImageDomain.SHOP))
+        if domain not in {d.value for d in ImageDomain}:
+            raise InvalidInput(f"expected image domain 'shop' or 'consumer', got {domain!r}")
+        rows.append({"image_id": _require_id("image_id", image["image_id"]), "product_id": product_id,
+                     "uri": image.get("uri"), "sha256": image.get("sha256"), "width": image.get("width"),
+                     "height": image.get("height"), "domain": domain})
     if session.scalar(sa.select(Product.product_id).where(Product.product_id == product_id)) is None:
-        raise NotFound(f"unknown product_id {product_id!r} for image {image_id!r}: upsert the product first")
-    values = {"image_id": image_id, "product_id": product_id, "uri": uri, "sha256": sha256,
-              "width": width, "height": height, "domain": str(domain)}
-    stmt = insert_for(session, Image).values(**values)
-    update = {name: stmt.excluded[name] for name in values if name != "image_id"}
+        raise NotFound(f"unknown product_id {product_id!r} for image {rows[0]['image_id']!r}: "
+                       "upsert the product first")
+    stmt = insert_for(session, Image).values(rows)
+    update = {name: stmt.excluded[name] for name in rows[0] if name != "image_id"}
     session.execute(stmt.on_conflict_do_update(index_elements=[Image.image_id], set_=update))
 
 
@@ -210,13 +225,27 @@ def save_predictions(
     ``landmarks``: mappings or objects (dataclasses, protobuf messages) with ``name``, ``x``, ``y``,
     ``visibility``.
     """
+    save_predictions_many(session, model_version, [{"image_id": image_id, "category": category,
+                                                     "category_score": category_score, "attributes": attributes,
+                                                     "landmarks": landmarks}])
+
+
+def save_predictions_many(session: Session, model_version: str, predictions: Sequence[Mapping[str, Any]]) -> None:
+    """`save_predictions` for several images in one statement (the ingest hot path); same keys per mapping."""
     _require_id("model_version", model_version)
-    if session.scalar(sa.select(Image.image_id).where(Image.image_id == image_id)) is None:
-        raise NotFound(f"unknown image_id {image_id!r}: upsert the image before its predictions")
-    values = {"image_id": image_id, "model_version": model_version, "category": category,
-              "category_score": None if category_score is None else _finite("category_score", category_score),
-              "attributes": _attribute_scores(attributes), "landmarks": _landmarks(landmarks)}
-    stmt = insert_for(session, ImagePrediction).values(**values)
+    if not predictions:
+        return
+    ids = [p["image_id"] for p in predictions]
+    known = set(session.scalars(sa.select(Image.image_id).where(Image.image_id.in_(ids))))
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise NotFound(f"unknown image_id {missing[0]!r}: upsert the image before its predictions")
+    rows = [{"image_id": p["image_id"], "model_version": model_version, "category": p.get("category"),
+             "category_score": None if p.get("category_score") is None
+             else _finite("category_score", p["category_score"]),
+             "attributes": _attribute_scores(p.get("attributes")), "landmarks": _landmarks(p.get("landmarks"))}
+            for p in predictions]
+    stmt = insert_for(session, ImagePrediction).values(rows)
     update = {name: stmt.excluded[name] for name in ("category", "category_score", "attributes", "landmarks")}
     update["updated_at"] = utcnow()
     session.execute(stmt.on_conflict_do_update(
