@@ -13,7 +13,9 @@ from shared.fashionnet.checkpoint import read_checkpoint
 from shared.training.evaluate import IMAGENET, evaluate, write_json
 from shared.training.train import TrainConfig, train
 
-PAPER_KEYS = ("category.top3", "category.top5", "attributes.texture.top3", "attributes.style.top5", "landmarks.ne",
+# Per-group attribute keys appear only for groups with positives in the (tiny) test split, so the fixed
+# list names the pooled "all" group; every per-group key that is present is range-checked below.
+PAPER_KEYS = ("category.top3", "category.top5", "attributes.all.top3", "attributes.all.top5", "landmarks.ne",
               "retrieval.top1", "retrieval.top20")
 
 
@@ -50,7 +52,11 @@ def test_train_resume_then_evaluate(c2s, tmp_path) -> None:
     flat = json.loads(out.read_text())
     for key in PAPER_KEYS:
         assert key in flat, key
-        assert 0.0 <= flat[key] <= 1.0 or (key == "landmarks.ne" and flat[key] >= 0)
+    for key, value in flat.items():
+        if key.startswith(("category.", "attributes.", "retrieval.top")):
+            assert 0.0 <= value <= 1.0, (key, value)
+    assert flat["landmarks.ne"] >= 0
+    assert any(k.startswith("attributes.") and not k.startswith("attributes.all") for k in flat)
     assert flat["retrieval.queries"] > 0
 
 
