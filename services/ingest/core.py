@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -48,6 +49,22 @@ _IMAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/inge
 # Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
 DEFAULT_IMAGE_LIMITS = ImageLimits()
 POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
+
+
+CHUNK_IMAGES = 32  # one model batch
+
+
+def _chunks_by_images(work: list[_Work], size: int) -> list[list[_Work]]:
+    """Consecutive groups of events holding about `size` images each (an event is never split)."""
+    chunks: list[list[_Work]] = [[]]
+    count = 0
+    for w in work:
+        if count >= size:
+            chunks.append([])
+            count = 0
+        chunks[-1].append(w)
+        count += len(w.event.images) if w.upsert else 0
+    return [c for c in chunks if c]
 
 
 def image_id_for(product_id: str, sha256_hex: str) -> str:
@@ -175,6 +192,9 @@ class IngestCore:
         self.event_limits = event_limits
         self.attribute_threshold = attribute_threshold
         self.analyze_timeout_s = analyze_timeout_s
+        # One background thread runs the model on chunk k while this thread decodes chunk k+1 and writes
+        # chunk k-1 (see `_apply_in_chunks`); the model itself batches on its own thread(s).
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-model")
 
     # -- the batch ------------------------------------------------------------------------------------------
 
@@ -188,17 +208,7 @@ class IngestCore:
             if w.event.event_id in claimed:
                 outcomes[w.index] = Outcome(w.index, Status.DUPLICATE, w.event.event_id, w.product_id)
         work = [w for w in work if w.index not in outcomes]
-        for w in work:
-            if w.upsert:
-                self._load_images(w)
-        version = self._analyze([w for w in work if w.upsert and w.failure is None])
-        for w in work:
-            if w.failure is not None:
-                outcomes[w.index] = _failed(w.index, w.failure, w.event.event_id, w.product_id)
-        ready = [w for w in work if w.failure is None]
-        if ready:
-            self._write_vectors(ready, version)
-            outcomes.update(self._write_database(ready, version))
+        version = self._apply_in_chunks(work, outcomes)
         for index, first in copies.items():
             original = outcomes[first]
             status = Status.FAILED if original.status is Status.FAILED else Status.DUPLICATE
@@ -210,6 +220,39 @@ class IngestCore:
                 self.on_indexed(outcome.indexed)
         images = sum(o.images for o in ordered if o.status is Status.INDEXED)
         return BatchResult(ordered, version, images, time.perf_counter() - start)
+
+    def _apply_in_chunks(self, work: list[_Work], outcomes: dict[int, Outcome]) -> str | None:
+        """Decode, analyse and write in chunks of about CHUNK_IMAGES images, pipelined: the model runs on
+        chunk k while this thread decodes chunk k+1 and then writes chunk k-1 to Qdrant and the database.
+
+        Each chunk is applied exactly as a whole batch would be (Qdrant first, then one transaction with the
+        event claims), so replays stay idempotent; the caller commits Kafka offsets after all chunks.
+        """
+        version: str | None = None
+        in_flight: tuple[list[_Work], Future[str | None]] | None = None
+        for chunk in _chunks_by_images(work, CHUNK_IMAGES):
+            for w in chunk:
+                if w.upsert:
+                    self._load_images(w)
+            future = self._model_thread.submit(self._analyze, [w for w in chunk if w.upsert and w.failure is None])
+            if in_flight is not None:
+                version = self._write_chunk(*in_flight, outcomes) or version
+            in_flight = (chunk, future)
+        if in_flight is not None:
+            version = self._write_chunk(*in_flight, outcomes) or version
+        return version
+
+    def _write_chunk(self, chunk: list[_Work], analysed: Future[str | None],
+                     outcomes: dict[int, Outcome]) -> str | None:
+        version = analysed.result()  # re-raises infrastructure errors: the batch is then retried whole
+        for w in chunk:
+            if w.failure is not None:
+                outcomes[w.index] = _failed(w.index, w.failure, w.event.event_id, w.product_id)
+        ready = [w for w in chunk if w.failure is None]
+        if ready:
+            self._write_vectors(ready, version)
+            outcomes.update(self._write_database(ready, version))
+        return version
 
     def _parse(self, batch: Sequence[IncomingEvent],
                outcomes: dict[int, Outcome]) -> tuple[list[_Work], dict[int, int]]:
