@@ -12,6 +12,8 @@ DB=${DB:-fashion_retrain_results}
 export FASHION_DATA_DIR=$W/stack FASHION_RUNS_DIR=$W/runs FASHION_ADMIN_TOKEN=${FASHION_ADMIN_TOKEN:-results-token}
 export FASHION_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/$DB
 export FASHION_RETRAIN_KEY_PREFIX=fashion-results: FASHION_PORT=0
+# The gate judges on labelled val-split consumer photos (held-out clicks favour the serving model).
+export FASHION_RETRAIN_AUDIT_DATA=${FASHION_RETRAIN_AUDIT_DATA-$DATA}
 rm -rf "$W"; mkdir -p "$W"
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres
 [ -f "$DATA/Eval/list_eval_partition.txt" ] || $FASHION synth --benchmark consumer2shop --out "$DATA" --items 300 --seed 0

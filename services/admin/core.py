@@ -72,10 +72,17 @@ class ModelInfo:
                    model.promoted_at, model.checkpoint_path)
 
 
-def _numbers(values: Mapping[str, Any] | None) -> dict[str, float]:
-    """The numeric entries of a JSON metrics column (the API's map<string, float>)."""
-    return {str(k): float(v) for k, v in (values or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}
+def _numbers(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
+    """The numeric entries of a JSON metrics column, nested keys joined with dots (the API's
+    map<string, float>): {"candidate": {"top20": 0.9}} -> {"candidate.top20": 0.9}."""
+    out: dict[str, float] = {}
+    for k, v in (values or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_numbers(v, f"{key}."))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v)):
+            out[key] = float(v)
+    return out
 
 
 def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:

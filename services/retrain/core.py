@@ -116,6 +116,10 @@ class RetrainConfig:
     min_pairs: int = 20
     holdout_fraction: float = 0.2
     seed: int = 0
+    # A labelled audit set (a DeepFashion consumer-to-shop folder; its val-split consumer photos, item id =
+    # product id). When set, the gate judges on it instead of on held-out clicks, which favour the serving
+    # model by construction: a click only exists where the serving model showed the product.
+    audit_data: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -666,6 +670,28 @@ def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sess
     return scores
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelledPhoto:
+    """An audit query: a shopper photo whose true product is known (the fields `evaluate` reads)."""
+
+    query_id: str
+    query_image: bytes
+    positive_product_id: str
+
+
+def audit_photos(root: str | Path, split: str = "val") -> list[LabelledPhoto]:
+    """Consumer photos of one split (default val: test stays for reporting) of a consumer-to-shop folder,
+    labelled with their item (= product) id."""
+    from shared.data.deepfashion import load_benchmark
+
+    bench = load_benchmark(root, "consumer2shop")
+    photos = [LabelledPhoto(r.image, bench.path(r).read_bytes(), r.item_id or "")
+              for r in bench.split(split) if r.domain == "consumer" and r.item_id]
+    if not photos:
+        raise InvalidInput(f"expected {split}-split consumer photos in the audit set {root}, found none")
+    return photos
+
+
 # ----------------------------------------------------------------------------------------------- the run
 
 
@@ -753,9 +779,15 @@ def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: Re
     tick = (lambda: progress_cb(Progress(run_id, config.epochs, config.epochs, 0, 0, float("nan")))
             ) if progress_cb is not None else None
     scores = evaluate(encoders, split.holdout, sessions, limits, tick=tick)
-    decision = gate(scores["candidate"], scores["serving"], config.min_improvement)
-    metrics = {**scores, "pairs": {"train": len(train_pairs), "holdout": len(split.holdout)},
-               "gate": {"min_improvement": config.min_improvement, "accepted": decision.accepted}}
+    judged = scores
+    metrics: dict[str, Any] = {**scores, "pairs": {"train": len(train_pairs), "holdout": len(split.holdout)}}
+    if config.audit_data:
+        audit = audit_photos(config.audit_data)
+        judged = evaluate(encoders, audit, sessions, limits, tick=tick)
+        metrics["audit"] = {**judged, "photos": len(audit)}
+    decision = gate(judged["candidate"], judged["serving"], config.min_improvement)
+    metrics["gate"] = {"min_improvement": config.min_improvement, "accepted": decision.accepted,
+                       "on": "audit" if config.audit_data else "held-out clicks"}
     log.info("training run %s %s", run_id, decision.message)
     return _record_outcome(run_id, sessions=sessions, model=model, metadata=metadata, history=history,
                            serving_version=serving_version, metrics=metrics, decision=decision, run_dir=run_dir)

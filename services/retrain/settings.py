@@ -40,6 +40,8 @@ class RetrainSettings(StoreSettings):
     retrain_min_pairs: int = Field(20, ge=2, description="fewer deduplicated click pairs is an error")
     retrain_holdout_fraction: float = Field(0.2, gt=0, lt=1, description="newest pairs held out for the gate")
     retrain_seed: int = 0
+    retrain_audit_data: str | None = Field(None, description="labelled consumer-to-shop folder the gate judges on "
+                                                              "(default: held-out clicks, biased to the serving model)")
 
     # Delivery and liveness. The visibility timeout must outlast the longest run: Redis redelivers a
     # task that was not acknowledged within it, even while a live worker is still training it.
@@ -87,7 +89,8 @@ class RetrainSettings(StoreSettings):
                              max_steps_per_epoch=self.retrain_max_steps_per_epoch, unfreeze=self.retrain_unfreeze,
                              distill=self.retrain_distill,
                              min_improvement=self.retrain_min_improvement, min_pairs=self.retrain_min_pairs,
-                             holdout_fraction=self.retrain_holdout_fraction, seed=self.retrain_seed)
+                             holdout_fraction=self.retrain_holdout_fraction, seed=self.retrain_seed,
+                             audit_data=self.retrain_audit_data)
 
     def database(self) -> str:
         """The database URL: configured, else the machine's Postgres when it answers, else SQLite."""

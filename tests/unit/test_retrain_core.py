@@ -233,3 +233,24 @@ def test_choose_click_is_deterministic_and_clicks_the_true_product() -> None:
                      for s in range(20)]
     assert None not in noisy and set(noisy) <= {0, 1, 2}
     assert choose_click(hits, "z", np.random.default_rng(0), position_bias=0.5, noise=0.0) is None
+
+
+def test_audit_photos_are_labelled_test_consumer_photos(tmp_path) -> None:
+    from services.retrain.core import audit_photos
+    from shared.data.deepfashion import load_benchmark
+    from shared.data.synth import generate
+
+    root = tmp_path / "c2s"
+    generate("consumer2shop", root, 12, seed=2, image_size=64, workers=1, progress=False)
+    photos = audit_photos(root)
+    bench = load_benchmark(root, "consumer2shop")
+    expected = {r.image: r.item_id for r in bench.split("val") if r.domain == "consumer"}
+    assert {p.query_id: p.positive_product_id for p in photos} == expected
+    assert all(p.query_image[:2] == b"\xff\xd8" for p in photos)  # the JPEG bytes themselves
+
+
+def test_admin_metrics_flatten_nested_numbers() -> None:
+    from services.admin.core import _numbers
+
+    nested = {"candidate": {"top1": 0.5, "top20": 0.9}, "gate": {"accepted": True, "on": "audit"}, "x": 1}
+    assert _numbers(nested) == {"candidate.top1": 0.5, "candidate.top20": 0.9, "x": 1.0}
