@@ -196,10 +196,14 @@ def test_accepted_run_reaches_reindexing_with_a_registered_candidate(harness: Ha
     h = harness
     pairs = seed_clicks(h)
     h.start_worker("w1")
-    config = core.RetrainConfig(epochs=2, batch_pairs=8, min_pairs=10, min_improvement=-1.0)
+    config = core.RetrainConfig(epochs=2, batch_pairs=8, min_pairs=10, min_improvement=-1.0,
+                                audit_data=str(h.catalogue))
     run_id, created = core.trigger_run(h.sessions, h.enqueue, config=config)
     assert created
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 80, "the run to finish")
+    # With an audit set, the gate judges on its labelled val-split photos; click metrics are kept beside.
+    assert run.metrics["gate"]["on"] == "audit" and run.metrics["audit"]["photos"] > 0
+    assert set(run.metrics["audit"]["candidate"]) == {"top1", "top20"}
 
     assert run.state == "reindexing", run.message
     assert (run.epoch, run.epochs, run.base_version) == (2, 2, SERVING)
@@ -237,7 +241,7 @@ def test_rejected_run_records_its_numbers(harness: Harness) -> None:
 
     assert run.state == "rejected", run.message
     assert run.message.startswith("rejected: candidate top-20") and "min_improvement 2" in run.message
-    assert run.metrics["gate"] == {"min_improvement": 2.0, "accepted": False}
+    assert run.metrics["gate"] == {"min_improvement": 2.0, "accepted": False, "on": "held-out clicks"}
     assert {"top1", "top20"} <= set(run.metrics["candidate"]) and {"top1", "top20"} <= set(run.metrics["serving"])
     assert run.finished_at is not None
     with h.sessions() as s:
