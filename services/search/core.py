@@ -249,7 +249,7 @@ class SearchCore:
                 product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=-1,
                 title=product.title, brand=product.brand, price=_as_float(product.price), currency=product.currency,
                 in_stock=product.in_stock, category=product.category, attributes=tuple(product.attributes or ()),
-                image_uri=uris.get(hit.image_id) or hit.payload.get("uri")))
+                image_uri=uris.get(hit.image_id) or hit.payload.get("image_uri")))
         return hits
 
     # -- RecordClick ---------------------------------------------------------------------------------------
