@@ -22,10 +22,11 @@ from services.stack import Stack, StackSettings, fresh_stores
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.data.records import Attribute, Category, ClothesType
-from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
+from shared.data.synth import ATTRIBUTES, CATEGORIES
 from shared.fashionnet import default_metadata, save_checkpoint
 from shared.fashionnet.checkpoint import build_model
 from shared.fashionnet.preprocess import image_to_array, normalize
+from shared.training.quickstart import ensure_benchmark
 
 
 def default_checkpoint(path: Path, input_size: int = 224) -> Path:
@@ -40,10 +41,7 @@ def default_checkpoint(path: Path, input_size: int = 224) -> Path:
 
 
 def _catalogue(workdir: Path, benchmark: str, items: int) -> Path:
-    root = workdir / "data" / f"{benchmark}-{items}"
-    if not (root / "Eval" / "list_eval_partition.txt").exists():
-        generate(benchmark, root, items, seed=5)
-    return root
+    return ensure_benchmark(workdir / "data" / f"{benchmark}-{items}", benchmark, items, seed=5)
 
 
 def forward_throughput(stack: Stack, images: list[Image.Image], batch: int = 32, seconds: float = 5.0) -> float:

@@ -21,29 +21,11 @@ from services.search.client import write_html
 from services.stack import Stack, StackSettings, fresh_stores
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
-from shared.data.synth import generate
 from shared.db import repository
 from shared.errors import FashionError
-from shared.training.train import cpu_budget_config, train
+from shared.training.quickstart import ensure_benchmark, ensure_checkpoint
 
 BENCHMARK = "consumer2shop"
-def ensure_data(root: Path, items: int, console: Console) -> None:
-    if (root / "Eval" / "list_eval_partition.txt").exists():
-        console.print(f"reusing the synthetic catalogue in {root}")
-        return
-    console.rule(f"synthesising {items} consumer-to-shop items into {root}")
-    generate(BENCHMARK, root, items, seed=0)
-
-
-def ensure_checkpoint(root: Path, run: Path, input_size: int, epochs: int, console: Console) -> Path:
-    checkpoint = run / "model.pt"
-    if checkpoint.exists():
-        console.print(f"using the trained checkpoint {checkpoint}")
-        return checkpoint
-    console.rule("no trained checkpoint at hand: training FashionNet (landmarks first, then all tasks)")
-    return train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
-
-
 def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0) -> int:
     """Poll Postgres until every published product is indexed, with a progress bar."""
     from sqlalchemy import func, select
@@ -90,8 +72,9 @@ def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, epochs: 
              checkpoint: Path | None = None, console: Console | None = None) -> dict:
     console = console or Console()
     root = workdir / "data" / BENCHMARK
-    ensure_data(root, items, console)
-    checkpoint = checkpoint or ensure_checkpoint(root, workdir / "runs" / "demo", input_size, epochs, console)
+    ensure_benchmark(root, BENCHMARK, items, console=console)
+    checkpoint = checkpoint or ensure_checkpoint(root, workdir / "runs" / "demo", input_size=input_size,
+                                                 epochs=epochs, console=console)
 
     console.rule("starting every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
     settings = StackSettings(grpc=GrpcServerSettings(port=0), stores=fresh_stores(workdir / "stack", "fashion_demo"),

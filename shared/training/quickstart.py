@@ -14,18 +14,33 @@ from shared.training.train import cpu_budget_config, train
 BENCHMARK = "consumer2shop"
 
 
-def run_quickstart(data: Path, run: Path, *, items: int, epochs: int, input_size: int, console: Console) -> dict:
-    root = data / BENCHMARK
-    if not (root / "Eval" / "list_eval_partition.txt").exists():
-        console.rule(f"1/3 synthesising {items} consumer-to-shop items into {root}")
-        generate(BENCHMARK, root, items, seed=0)
-    else:
-        console.print(f"reusing the synthetic benchmark in {root}")
-    console.rule("2/3 training FashionNet (landmarks first, then all tasks)")
+def ensure_benchmark(root: Path, benchmark: str, items: int, *, seed: int = 0,
+                     console: Console | None = None) -> Path:
+    """Synthesise `benchmark` into `root` unless a benchmark is already there (demo, quickstart, benchmarks)."""
+    if (root / "Eval" / "list_eval_partition.txt").exists():
+        if console is not None:
+            console.print(f"reusing the synthetic benchmark in {root}")
+        return root
+    if console is not None:
+        console.rule(f"synthesising {items} {benchmark} items into {root}")
+    generate(benchmark, root, items, seed=seed)
+    return root
+
+
+def ensure_checkpoint(root: Path, run: Path, *, input_size: int, epochs: int, console: Console) -> Path:
+    """`run/model.pt`, trained on `root` with the CPU-budget configuration unless it already exists."""
     checkpoint = run / "model.pt"
-    if not checkpoint.exists():
-        train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
-    console.rule("3/3 evaluating on held-out consumer photos")
+    if checkpoint.exists():
+        console.print(f"using the trained checkpoint {checkpoint}")
+        return checkpoint
+    console.rule("training FashionNet (landmarks first, then the heads; see cpu_budget_config)")
+    return train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
+
+
+def run_quickstart(data: Path, run: Path, *, items: int, epochs: int, input_size: int, console: Console) -> dict:
+    root = ensure_benchmark(data / BENCHMARK, BENCHMARK, items, console=console)
+    checkpoint = ensure_checkpoint(root, run, input_size=input_size, epochs=epochs, console=console)
+    console.rule("evaluating on held-out consumer photos")
     results = {}
     for name, ckpt in (("ImageNet baseline", IMAGENET), ("FashionNet", checkpoint)):
         result = evaluate(BENCHMARK, root, ckpt, input_size=input_size)
