@@ -112,6 +112,7 @@ class Stack:
         self.health = None
         self.port: int | None = None
         self.ingest_worker = None
+        self.search_core = None
         self.click_consumer = None
         self.promoter = None
         self.model_watcher = None
@@ -245,12 +246,16 @@ class Stack:
         if "search" in self.targets:
             from services.search.clicks import KafkaClickSink
             from services.search.core import SearchCore
+            from services.search.query_log import QueryLog
             from services.search.server import search_servicers
 
-            core = SearchCore(self.analyzer, self.sessions, self.store, self.settings.image_limits(),
-                              click_sink=KafkaClickSink(self.producer, self.settings.search.clicks_topic),
-                              max_top_k=self.settings.search.max_top_k)
-            servicers += search_servicers(core, default_top_k=self.settings.search.default_top_k)
+            self.search_core = SearchCore(
+                self.analyzer, self.sessions, self.store, self.settings.image_limits(),
+                click_sink=KafkaClickSink(self.producer, self.settings.search.clicks_topic),
+                max_top_k=self.settings.search.max_top_k,
+                query_log=QueryLog(self.sessions, max_pending=self.settings.search.log_max_pending,
+                                   linger_s=self.settings.search.log_linger_ms / 1000))
+            servicers += search_servicers(self.search_core, default_top_k=self.settings.search.default_top_k)
         if "admin" in self.targets:
             from services.admin.core import AdminCore
             from services.admin.server import admin_servicers
@@ -350,6 +355,9 @@ class Stack:
                 self.health.enter_graceful_shutdown()
             self.server.stop(grace).wait()
             self.server = None
+        if self.search_core is not None:
+            self.search_core.close()  # store the queries answered before the drain
+            self.search_core = None
         for name in ("promotion_worker", "model_watcher", "ingest_worker", "click_consumer"):
             worker = getattr(self, name)
             if worker is not None:

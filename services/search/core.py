@@ -4,18 +4,19 @@
 alias once per query and uses that version for everything that query does (embedding, vector search, the
 log), so a promotion swapping the alias or the analyzer's default mid-request cannot mix two models'
 vectors. Clicks are validated here, synchronously, and handed to a sink (the Kafka producer in production);
-`ClickWriter` is the other end of that topic and writes them to the database idempotently.
+`ClickWriter` is the other end of that topic and writes them to the database idempotently. The query log
+(photo, impressions) is written off the request path by `QueryLog` (see query_log.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,9 @@ from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from fashion.v1 import events_pb2
+from services.search.query_log import QueryLog
 from shared.db import repository
-from shared.db.models import Product
+from shared.db.repository import ProductSummary, QueryLogEntry
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.imaging import ImageLimits, decode_image
@@ -98,11 +100,7 @@ def validate_filters(filters: SearchFilters | None) -> SearchFilters:
     return filters
 
 
-def _as_float(price: Decimal | None) -> float | None:
-    return None if price is None else float(price)
-
-
-def _passes(product: Product, filters: SearchFilters) -> bool:
+def _passes(product: ProductSummary, filters: SearchFilters) -> bool:
     """Re-check stock and price against the relational store, the source of truth for both.
 
     The vector payload can lag behind a stock or price update; the shopper must not see a product the
@@ -112,7 +110,7 @@ def _passes(product: Product, filters: SearchFilters) -> bool:
         return False
     if filters.min_price is None and filters.max_price is None:
         return True
-    price = _as_float(product.price)
+    price = product.price
     if price is None:
         return False
     return (filters.min_price is None or price >= filters.min_price) and (
@@ -131,6 +129,7 @@ class SearchCore:
         *,
         click_sink: ClickSink,
         max_top_k: int = DEFAULT_MAX_TOP_K,
+        query_log: QueryLog | None = None,
     ) -> None:
         if not 1 <= max_top_k <= MAX_TOP_K:
             raise ValueError(f"expected max_top_k between 1 and {MAX_TOP_K}, got {max_top_k}")
@@ -140,6 +139,11 @@ class SearchCore:
         self.limits = limits
         self.click_sink = click_sink
         self.max_top_k = max_top_k
+        self.query_log = query_log or QueryLog(session_factory)
+
+    def close(self) -> None:
+        """Store every query answered so far (the log is written in the background); call after the server stops."""
+        self.query_log.close()
 
     # -- FindSimilar ---------------------------------------------------------------------------------------
 
@@ -179,10 +183,9 @@ class SearchCore:
 
         hits = self._ranked(version, vector, top_k, filters, source_product_id=product_id)
         query_id = str(uuid.uuid4())
-        with self.sessions.begin() as session:
-            repository.record_query(session, query_id, model_version=version, top_k=top_k, impressions=hits,
-                                    query_image=image_bytes, source_product_id=product_id,
-                                    filters=_filters_log(filters))
+        self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits, query_image=image_bytes,
+                                            source_product_id=product_id, filters=_filters_log(filters),
+                                            created_at=datetime.now(UTC)))
         SEARCHES.labels("image" if image is not None else "product").inc()
         return SearchResult(query_id, hits, analysis, version, metadata)
 
@@ -232,14 +235,15 @@ class SearchCore:
             fetch = min(MAX_TOP_K, 2 * top_k + (len(raw) - len(hits)))
 
     def _enrich(self, raw: Sequence[Hit], filters: SearchFilters, source_product_id: str | None) -> list[SearchHit]:
+        # One column select: the database is the truth for what may change without re-indexing (stock, price,
+        # deletion); the image URI is the point's own payload, written with the vector.
         ids = [hit.product_id for hit in raw]
         with self.sessions() as session:
-            products = repository.get_products(session, [*ids, *([source_product_id] if source_product_id else [])])
-            images = repository.get_images_for_products(session, ids)
+            products = repository.product_summaries(session, [*ids, *([source_product_id] if source_product_id
+                                                                       else [])])
         if source_product_id is not None and source_product_id not in products:
             raise NotFound(f"unknown product_id {source_product_id!r}: expected a catalogue product that is not "
                            "deleted")
-        uris = {image.image_id: image.uri for found in images.values() for image in found}
         hits = []
         for hit in raw:
             product = products.get(hit.product_id)
@@ -247,12 +251,17 @@ class SearchCore:
                 continue
             hits.append(SearchHit(
                 product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=-1,
-                title=product.title, brand=product.brand, price=_as_float(product.price), currency=product.currency,
-                in_stock=product.in_stock, category=product.category, attributes=tuple(product.attributes or ()),
-                image_uri=uris.get(hit.image_id) or hit.payload.get("image_uri")))
+                title=product.title, brand=product.brand, price=product.price, currency=product.currency,
+                in_stock=product.in_stock, category=product.category, attributes=product.attributes,
+                image_uri=hit.payload.get("image_uri") or None))
         return hits
 
     # -- RecordClick ---------------------------------------------------------------------------------------
+
+    def _shown_positions(self, query_id: str, product_id: str) -> list[int]:
+        with self.sessions() as session:
+            repository.validate_click(session, query_id, product_id)
+            return [i.position for i in repository.query_impressions(session, query_id) if i.product_id == product_id]
 
     def record_click(self, query_id: str, product_id: str, position: int) -> bool:
         """Validate a click against the logged query now, then hand it to the sink (which must not lose it)."""
@@ -260,9 +269,15 @@ class SearchCore:
             raise InvalidInput("expected a query_id (from FindSimilar) and a product_id, got an empty one")
         if position < 0:
             raise InvalidInput(f"expected position >= 0 (0-based, as FindSimilar returned it), got {position}")
-        with self.sessions.begin() as session:
-            repository.validate_click(session, query_id, product_id)
-            shown = [i.position for i in repository.query_impressions(session, query_id) if i.product_id == product_id]
+        if not self.query_log.flush(query_id):  # a click on a query still queued for the log waits for it
+            raise Unavailable(f"query_id {query_id!r} is not stored yet: the search log is behind; retry shortly")
+        try:
+            shown = self._shown_positions(query_id, product_id)
+        except NotFound:
+            # Another replica may have answered the query and still hold it in its log queue (at most one
+            # linger): look once more after that long before calling the id unknown.
+            time.sleep(2 * self.query_log.linger_s)
+            shown = self._shown_positions(query_id, product_id)
         if position not in shown:
             raise InvalidInput(f"product_id {product_id!r} was shown at position {shown[0]} for query_id "
                                f"{query_id!r}, got position {position}")
@@ -274,9 +289,7 @@ class SearchCore:
 
 
 def _with_position(hit: SearchHit, position: int) -> SearchHit:
-    values = asdict(hit)
-    values["position"] = position
-    return SearchHit(**values)
+    return replace(hit, position=position)
 
 
 def _filters_log(filters: SearchFilters) -> dict[str, Any]:

@@ -31,6 +31,10 @@ class SearchSettings(FashionSettings):
     clicks_dlq_topic: str = CLICKS_DLQ_TOPIC
     clicks_group: str = "fashion-search-clicks"
     clicks_timeout_s: float = Field(10.0, gt=0, description="wait for the broker to acknowledge a click")
+    log_linger_ms: float = Field(250.0, ge=0, description="how long the search-log writer waits to batch queries "
+                                 "into one transaction (a click on a queued query is written at once)")
+    log_max_pending: int = Field(10_000, ge=1, description="queries answered but not yet stored before "
+                                 "FindSimilar pushes back with UNAVAILABLE")
     client_address: str = Field("127.0.0.1:50051", description="where `fashion search` sends FindSimilar")
     client_timeout_s: float = Field(60.0, gt=0, description="deadline of `fashion search`'s call")
 

@@ -53,7 +53,10 @@ def make_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S * 5, **kwargs.pop("connect_args", {})}
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+        # No pool_pre_ping: it cost a round trip per session, a tenth of a FindSimilar call (profiled). A
+        # connection that died with a database restart fails one call, which maps to UNAVAILABLE (retryable),
+        # and SQLAlchemy then replaces every pooled connection of that generation.
+        return sa.create_engine(url, echo=echo, connect_args=connect_args, **kwargs)
     raise ValueError(f"unsupported database URL {url.render_as_string()!r}: "
                      "expected postgresql+psycopg://user@host:port/db or sqlite:///path/to/file.db")
 

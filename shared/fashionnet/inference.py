@@ -274,13 +274,17 @@ class OnnxEngine(InferenceEngine):
     kind = "onnx"
 
     def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None) -> None:
+                 intra_op_threads: int | None = None, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads or physical_cores()
+        # ONNX Runtime's worker threads busy-wait after each run by default. In a service that shares its cores
+        # with gRPC, the vector search and the database, that spinning starved them: FindSimilar p50 went from
+        # 43 to 21 ms with spinning off (docs/BENCHMARKS.md), for a few percent of raw forward speed.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(self.path), options,
                                             providers=list(providers or default_providers()))
         self.providers = self.session.get_providers()

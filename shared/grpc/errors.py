@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import sqlalchemy.exc as sa_exc
 
 from shared.errors import FashionError, InvalidInput, NotFound, TooLarge, Unauthenticated, Unavailable
 from shared.grpc._handlers import split_method, wrap_handler
@@ -49,6 +50,10 @@ def status_for(exc: BaseException, method: str = "the request") -> tuple[grpc.St
         return code, exc.details() or code.name
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, _message(exc)
+    if isinstance(exc, sa_exc.OperationalError) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        # The database went away or restarted (pooled connections are not pinged before use): the pool drops
+        # the dead connection, so a retry gets a fresh one.
+        return grpc.StatusCode.UNAVAILABLE, "the database is unreachable or just restarted; expected it back, retry"
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(method=method)
 
 

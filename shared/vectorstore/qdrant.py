@@ -55,6 +55,12 @@ PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
 }
 
 
+# What a search reads back of each hit: the grouping key, the filter fields and the image shown. Titles and
+# the other display fields are read from Postgres (the source of truth), so a server need not send them.
+SEARCH_PAYLOAD_FIELDS = ["product_id", "image_id", "image_uri", "model_version",
+                         *(f for f in PAYLOAD_INDEXES if f not in ("product_id", "image_id"))]
+
+
 @dataclass(frozen=True, slots=True)
 class VectorPoint:
     """One catalogue image's embedding. `payload` carries category, attributes, price, in_stock, ..."""
@@ -162,6 +168,7 @@ def payload_matches(payload: dict, filters: SearchFilters | None, exclude_produc
 
 
 def _as_vector(vector: Sequence[float] | np.ndarray, dim: int | None, what: str) -> list[float]:
+    """A validated, L2-normalised copy: stored and query vectors are unit length, so dot product = cosine."""
     array = np.asarray(vector, dtype=np.float32)
     if array.ndim != 1 or (dim is not None and array.shape[0] != dim):
         raise InvalidInput(f"{what}: expected a vector of {dim} floats, got shape {tuple(array.shape)}")
@@ -169,7 +176,7 @@ def _as_vector(vector: Sequence[float] | np.ndarray, dim: int | None, what: str)
         raise InvalidInput(f"{what}: expected finite floats, got NaN or infinity")
     if not np.any(array):
         raise InvalidInput(f"{what}: expected a non-zero vector (cosine distance is undefined for zero)")
-    return array.tolist()
+    return (array / np.linalg.norm(array)).tolist()
 
 
 class VectorStore:
@@ -217,7 +224,12 @@ class VectorStore:
     # -- collections -------------------------------------------------------------------------------------
 
     def ensure_collection(self, model_version: str, dim: int) -> str:
-        """Create the version's collection (cosine, payload indexes) unless it exists; returns its name.
+        """Create the version's collection (dot product on unit vectors, payload indexes) unless it exists.
+
+        Every vector is normalised on the way in (`_as_vector`), so dot product ranks exactly as cosine. Declaring
+        it DOT matters in local mode, which re-normalises all stored vectors on every COSINE query (profiled:
+        3.1 -> 2.1 ms per top-80 query on 5,000 points); a server normalises once at upsert either way.
+        Returns the collection name.
 
         An existing collection with another vector size is an error: it was built by a different model.
         """
@@ -235,7 +247,7 @@ class VectorStore:
             try:
                 self.client.create_collection(
                     name,
-                    vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+                    vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.DOT),
                     metadata={"model_version": model_version, "dim": dim},
                 )
             except Exception:
@@ -415,8 +427,8 @@ class VectorStore:
             if self.local:
                 return self._search_overfetch(name, query, top_k, filters, exclude_product_id)
             result = self.client.query_points_groups(
-                name, group_by="product_id", query=query, limit=top_k, group_size=1, query_filter=flt, with_payload=True
-            )
+                name, group_by="product_id", query=query, limit=top_k, group_size=1, query_filter=flt,
+                with_payload=SEARCH_PAYLOAD_FIELDS)
         return [_hit(group.hits[0]) for group in result.groups if group.hits]
 
     def _search_overfetch(self, name: str, query: list[float], top_k: int, filters: SearchFilters | None,
@@ -428,7 +440,8 @@ class VectorStore:
         """
         limit = top_k * OVERFETCH
         while True:
-            points = self.client.query_points(name, query=query, limit=limit, with_payload=True).points
+            points = self.client.query_points(name, query=query, limit=limit,
+                                              with_payload=SEARCH_PAYLOAD_FIELDS).points
             best: dict[str, Hit] = {}
             for point in points:  # already sorted by score, so the first image of a product is its best
                 hit = _hit(point)

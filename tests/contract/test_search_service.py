@@ -115,7 +115,7 @@ def _seed(root: Path, runtime: ModelRuntime, sessions, store: VectorStore) -> di
     store.ensure_collection(VERSION, runtime.get(VERSION).metadata.embedding_dim)
     store.upsert(VERSION, [
         VectorPoint(pid, path.stem, vectors[path], {"category": category, "attributes": attributes, "price": price,
-                                                    "in_stock": in_stock or pid == "p5"})
+                                                    "in_stock": in_stock or pid == "p5", "image_uri": str(path)})
         for pid, (category, attributes, price, in_stock, _) in CATALOGUE.items() for path in images[pid]])
     store.set_alias(VERSION)
     return images
@@ -150,6 +150,8 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     finally:
         server.stop(0)
         empty_server.stop(0)
+        core.close()
+        empty_core.close()
         runtime.close()
         qdrant.close()
         empty_qdrant.close()
@@ -278,6 +280,7 @@ def test_query_and_impressions_are_stored(env: Env) -> None:
     data = _query_bytes()
     response = env.stub.FindSimilar(_by_image(data, top_k=4, categories=["dress", "tee"], in_stock_only=True),
                                     timeout=TIMEOUT)
+    assert env.core.query_log.flush(response.query_id)  # the log is written in the background
     with env.sessions() as session:
         query = repository.get_query(session, response.query_id)
         assert query.query_image == data and query.source_product_id is None
@@ -289,6 +292,7 @@ def test_query_and_impressions_are_stored(env: Env) -> None:
     assert shown == [(h.position, h.product_id, h.image_id) for h in response.hits] and len(shown) == 3
 
     by_product = env.stub.FindSimilar(search_pb2.FindSimilarRequest(product_id="p1", top_k=2), timeout=TIMEOUT)
+    assert env.core.query_log.flush(by_product.query_id)
     with env.sessions() as session:
         query = repository.get_query(session, by_product.query_id)
         assert query.source_product_id == "p1" and query.query_image is None
@@ -333,6 +337,7 @@ def test_record_click_errors(env: Env) -> None:
 
 def test_click_writer_is_idempotent_and_skips_poison(env: Env) -> None:
     response = env.stub.FindSimilar(_by_image(_query_bytes(), top_k=2), timeout=TIMEOUT)
+    assert env.core.query_log.flush(response.query_id)  # RecordClick does this before it publishes a click
     hit = response.hits[0]
     click = events_pb2.SearchClick(click_id=click_id(response.query_id, hit.product_id), query_id=response.query_id,
                                    product_id=hit.product_id, position=hit.position)

@@ -100,6 +100,7 @@ def stack(tiny_checkpoint, kafka_bootstrap: str, tmp_path_factory) -> Iterator[S
     finally:
         consumer.stop()
         server.stop(0)
+        core.close()
         producer.close(timeout=5)
         runtime.close()
         qdrant.close()

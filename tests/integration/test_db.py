@@ -395,3 +395,26 @@ def test_training_run_progress_and_a_new_run_after_the_last_one_ends(db: Db) -> 
     with db.factory.begin() as s:
         second, created = repository.create_or_get_active_run(s, "retrain")
     assert created and second.run_id != run.run_id
+
+
+def test_a_connection_killed_by_the_server_fails_one_call_as_unavailable_then_recovers(
+        migrated_databases: dict[str, Db]) -> None:
+    """Pooled connections are not pinged before use (a round trip per session): a dead one fails once."""
+    import grpc
+
+    from shared.grpc.errors import status_for
+
+    engine = make_engine(migrated_databases["postgresql"].url, pool_size=1, max_overflow=0)
+    factory = session_factory(engine)
+    try:
+        with factory() as session:
+            pid = session.scalar(sa.text("SELECT pg_backend_pid()"))
+        with migrated_databases["postgresql"].engine.connect() as admin:
+            assert admin.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sa.exc.DBAPIError) as excinfo, factory() as session:
+            session.scalar(sa.text("SELECT 1"))
+        assert status_for(excinfo.value)[0] is grpc.StatusCode.UNAVAILABLE
+        with factory() as session:
+            assert session.scalar(sa.text("SELECT pg_backend_pid()")) != pid
+    finally:
+        engine.dispose()

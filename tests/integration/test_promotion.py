@@ -176,6 +176,7 @@ def env(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             yield built
     finally:
         server.stop(0)
+        search_core.close()
         runtime.close()
         qdrant.close()
         engine.dispose()

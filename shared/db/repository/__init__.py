@@ -9,6 +9,7 @@ Split by aggregate: catalog (products, images, predictions), events (idempotency
 """
 
 from shared.db.repository.catalog import (
+    ProductSummary,
     catalog_images_page,
     count_catalog_images,
     get_images_for_products,
@@ -17,6 +18,7 @@ from shared.db.repository.catalog import (
     get_product_images,
     get_products,
     mark_product_deleted,
+    product_summaries,
     save_predictions,
     save_predictions_many,
     upsert_image,
@@ -36,16 +38,20 @@ from shared.db.repository.registry import (
 from shared.db.repository.runs import active_run, create_or_get_active_run, get_run, list_runs, update_run
 from shared.db.repository.search_log import (
     ClickPair,
+    QueryLogEntry,
     click_training_pairs,
     get_query,
     query_impressions,
     record_click,
+    record_queries,
     record_query,
     validate_click,
 )
 
 __all__ = [
     "ClickPair",
+    "ProductSummary",
+    "QueryLogEntry",
     "active_run",
     "catalog_images_page",
     "claim_event",
@@ -58,6 +64,7 @@ __all__ = [
     "get_product",
     "get_product_images",
     "get_products",
+    "product_summaries",
     "get_query",
     "get_run",
     "list_model_versions",
@@ -66,6 +73,7 @@ __all__ = [
     "previous_serving_version",
     "query_impressions",
     "record_click",
+    "record_queries",
     "record_query",
     "register_model_version",
     "save_predictions",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.models import Click, Impression, SearchQuery
-from shared.db.repository._sql import chunks, field, insert_for
+from shared.db.models import Click, Impression, SearchQuery, utcnow
+from shared.db.repository._sql import IN_CHUNK, chunks, field, insert_for
 from shared.errors import InvalidInput, NotFound
 
 
@@ -29,6 +29,23 @@ class ClickPair:
     negative_product_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class QueryLogEntry:
+    """One FindSimilar call to log: the query (by photo or by product) and what it showed.
+
+    ``impressions``: mappings or objects with ``position``, ``product_id``, ``score`` and optional ``image_id``.
+    """
+
+    query_id: str
+    model_version: str
+    top_k: int
+    impressions: Sequence[Any] = ()
+    query_image: bytes | None = None
+    source_product_id: str | None = None
+    filters: Mapping[str, Any] | None = None
+    created_at: datetime | None = None
+
+
 def record_query(
     session: Session,
     query_id: str,
@@ -41,35 +58,59 @@ def record_query(
     filters: Mapping[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> bool:
-    """Log a FindSimilar call and what it showed; False when ``query_id`` was already logged (a retry).
+    """Log a FindSimilar call and what it showed; False when ``query_id`` was already logged (a retry)."""
+    entry = QueryLogEntry(query_id, model_version, top_k, list(impressions), query_image, source_product_id,
+                          filters, created_at)
+    return bool(record_queries(session, [entry]))
 
-    ``impressions``: mappings or objects with ``position``, ``product_id``, ``score`` and optional
-    ``image_id``. A query is by photo (``query_image``) or by product (``source_product_id``).
-    """
-    if query_image is None and source_product_id is None:
+
+def record_queries(session: Session, entries: Sequence[QueryLogEntry]) -> set[str]:
+    """Log several FindSimilar calls in two statements; returns the query ids that were new (not retries)."""
+    queries: list[dict[str, Any]] = []
+    impressions: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        queries.append(_query_row(entry))
+        impressions[entry.query_id] = _impression_rows(entry)
+    if not queries:
+        return set()
+    # One shape for every row (a multi-row VALUES needs the same columns), the database default otherwise.
+    now = utcnow()
+    for row in queries:
+        row.setdefault("created_at", now)
+    stmt = (insert_for(session, SearchQuery).values(queries).on_conflict_do_nothing()
+            .returning(SearchQuery.query_id))
+    new = set(session.scalars(stmt))
+    rows = [row for query_id in new for row in impressions[query_id]]
+    for batch in chunks(rows, IN_CHUNK // 5):  # five bound parameters per impression
+        session.execute(insert_for(session, Impression).values(batch).on_conflict_do_nothing())
+    return new
+
+
+def _query_row(entry: QueryLogEntry) -> dict[str, Any]:
+    if entry.query_image is None and entry.source_product_id is None:
         raise InvalidInput("expected query_image bytes or a source_product_id for the query")
-    if top_k < 1:
-        raise InvalidInput(f"expected top_k >= 1, got {top_k}")
-    rows = [{"query_id": query_id, "position": int(field(item, "position")),
+    if entry.top_k < 1:
+        raise InvalidInput(f"expected top_k >= 1, got {entry.top_k}")
+    values: dict[str, Any] = {
+        "query_id": entry.query_id, "model_version": entry.model_version, "top_k": entry.top_k,
+        "query_image": entry.query_image,
+        "query_image_sha256": hashlib.sha256(entry.query_image).hexdigest() if entry.query_image is not None
+        else None,
+        "source_product_id": entry.source_product_id, "filters": dict(entry.filters or {}),
+    }
+    if entry.created_at is not None:
+        values["created_at"] = entry.created_at
+    return values
+
+
+def _impression_rows(entry: QueryLogEntry) -> list[dict[str, Any]]:
+    rows = [{"query_id": entry.query_id, "position": int(field(item, "position")),
              "product_id": str(field(item, "product_id")), "image_id": field(item, "image_id", None) or None,
-             "score": float(field(item, "score"))} for item in impressions]
+             "score": float(field(item, "score"))} for item in entry.impressions]
     positions = [row["position"] for row in rows]
     if len(set(positions)) != len(positions):
         raise InvalidInput(f"expected distinct impression positions, got {positions}")
-    values: dict[str, Any] = {
-        "query_id": query_id, "model_version": model_version, "top_k": top_k, "query_image": query_image,
-        "query_image_sha256": hashlib.sha256(query_image).hexdigest() if query_image is not None else None,
-        "source_product_id": source_product_id, "filters": dict(filters or {}),
-    }
-    if created_at is not None:
-        values["created_at"] = created_at
-    stmt = (insert_for(session, SearchQuery).values(**values).on_conflict_do_nothing()
-            .returning(SearchQuery.query_id))
-    if session.execute(stmt).scalar_one_or_none() is None:
-        return False
-    if rows:
-        session.execute(insert_for(session, Impression).values(rows).on_conflict_do_nothing())
-    return True
+    return rows
 
 
 def get_query(session: Session, query_id: str) -> SearchQuery:
