@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fashion.v1 import events_pb2
 from services.search.query_log import QueryLog
 from shared.db import repository
-from shared.db.repository import ProductSummary, QueryLogEntry
+from shared.db.repository import QueryLogEntry
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.imaging import ImageLimits, decode_image
@@ -55,7 +55,7 @@ class CatalogueNotIndexed(FashionError):
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One product in a result list, enriched from the relational store. `position` is 0-based (see search.proto)."""
+    """One product in a result list, as its best image's payload shows it. `position` is 0-based (search.proto)."""
 
     product_id: str
     image_id: str
@@ -98,23 +98,6 @@ def validate_filters(filters: SearchFilters | None) -> SearchFilters:
         if any(not isinstance(v, str) or not v.strip() for v in getattr(filters, name)):
             raise InvalidInput(f"expected non-empty strings in filter {name}, got {list(getattr(filters, name))}")
     return filters
-
-
-def _passes(product: ProductSummary, filters: SearchFilters) -> bool:
-    """Re-check stock and price against the relational store, the source of truth for both.
-
-    The vector payload can lag behind a stock or price update; the shopper must not see a product the
-    filter excludes. (Category and attributes are model predictions, stored identically in both.)
-    """
-    if filters.in_stock_only and not product.in_stock:
-        return False
-    if filters.min_price is None and filters.max_price is None:
-        return True
-    price = product.price
-    if price is None:
-        return False
-    return (filters.min_price is None or price >= filters.min_price) and (
-        filters.max_price is None or price <= filters.max_price)
 
 
 class SearchCore:
@@ -222,39 +205,15 @@ class SearchCore:
 
     def _ranked(self, version: str, vector: np.ndarray, top_k: int, filters: SearchFilters, *,
                 source_product_id: str | None) -> list[SearchHit]:
-        """Vector hits enriched from the database; products missing, deleted or filtered there are dropped.
+        """The vector store's top products, shown from their points' payload: no database read.
 
-        When drops leave fewer than top_k, search once more with a wider k so the page stays full.
+        The payload is the search read model: ingestion writes it (title, price, stock, ...) before the
+        database, re-indexing copies it from the database and catches up the tail, and a deleted product's
+        points are removed from every collection. So filters run in the store, and reading Postgres here would
+        only repeat what the payload says (it was a sixth of a FindSimilar call, profiled).
         """
-        fetch = top_k
-        while True:
-            raw = self._search(version, vector, fetch, filters, source_product_id)
-            hits = self._enrich(raw, filters, source_product_id)
-            if len(hits) >= top_k or len(raw) < fetch or fetch >= MAX_TOP_K or fetch > top_k:
-                return [_with_position(hit, i) for i, hit in enumerate(hits[:top_k])]
-            fetch = min(MAX_TOP_K, 2 * top_k + (len(raw) - len(hits)))
-
-    def _enrich(self, raw: Sequence[Hit], filters: SearchFilters, source_product_id: str | None) -> list[SearchHit]:
-        # One column select: the database is the truth for what may change without re-indexing (stock, price,
-        # deletion); the image URI is the point's own payload, written with the vector.
-        ids = [hit.product_id for hit in raw]
-        with self.sessions() as session:
-            products = repository.product_summaries(session, [*ids, *([source_product_id] if source_product_id
-                                                                       else [])])
-        if source_product_id is not None and source_product_id not in products:
-            raise NotFound(f"unknown product_id {source_product_id!r}: expected a catalogue product that is not "
-                           "deleted")
-        hits = []
-        for hit in raw:
-            product = products.get(hit.product_id)
-            if product is None or not _passes(product, filters):
-                continue
-            hits.append(SearchHit(
-                product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=-1,
-                title=product.title, brand=product.brand, price=product.price, currency=product.currency,
-                in_stock=product.in_stock, category=product.category, attributes=product.attributes,
-                image_uri=hit.payload.get("image_uri") or None))
-        return hits
+        raw = self._search(version, vector, top_k, filters, source_product_id)
+        return [_search_hit(hit, position) for position, hit in enumerate(raw)]
 
     # -- RecordClick ---------------------------------------------------------------------------------------
 
@@ -288,8 +247,15 @@ class SearchCore:
         return True
 
 
-def _with_position(hit: SearchHit, position: int) -> SearchHit:
-    return replace(hit, position=position)
+def _search_hit(hit: Hit, position: int) -> SearchHit:
+    payload = hit.payload
+    price = payload.get("price")
+    return SearchHit(
+        product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=position,
+        title=payload.get("title") or "", brand=payload.get("brand") or None,
+        price=None if price is None else float(price), currency=payload.get("currency") or None,
+        in_stock=bool(payload.get("in_stock", True)), category=payload.get("category") or None,
+        attributes=tuple(payload.get("attributes") or ()), image_uri=payload.get("image_uri") or None)
 
 
 def _filters_log(filters: SearchFilters) -> dict[str, Any]:

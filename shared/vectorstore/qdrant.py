@@ -55,12 +55,6 @@ PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
 }
 
 
-# What a search reads back of each hit: the grouping key, the filter fields and the image shown. Titles and
-# the other display fields are read from Postgres (the source of truth), so a server need not send them.
-SEARCH_PAYLOAD_FIELDS = ["product_id", "image_id", "image_uri", "model_version",
-                         *(f for f in PAYLOAD_INDEXES if f not in ("product_id", "image_id"))]
-
-
 @dataclass(frozen=True, slots=True)
 class VectorPoint:
     """One catalogue image's embedding. `payload` carries category, attributes, price, in_stock, ..."""
@@ -428,7 +422,7 @@ class VectorStore:
                 return self._search_overfetch(name, query, top_k, filters, exclude_product_id)
             result = self.client.query_points_groups(
                 name, group_by="product_id", query=query, limit=top_k, group_size=1, query_filter=flt,
-                with_payload=SEARCH_PAYLOAD_FIELDS)
+                with_payload=True)
         return [_hit(group.hits[0]) for group in result.groups if group.hits]
 
     def _search_overfetch(self, name: str, query: list[float], top_k: int, filters: SearchFilters | None,
@@ -440,8 +434,7 @@ class VectorStore:
         """
         limit = top_k * OVERFETCH
         while True:
-            points = self.client.query_points(name, query=query, limit=limit,
-                                              with_payload=SEARCH_PAYLOAD_FIELDS).points
+            points = self.client.query_points(name, query=query, limit=limit, with_payload=True).points
             best: dict[str, Hit] = {}
             for point in points:  # already sorted by score, so the first image of a product is its best
                 hit = _hit(point)

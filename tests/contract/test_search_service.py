@@ -33,6 +33,7 @@ from shared.grpc.server import create_server
 from shared.imaging import ImageLimits
 from shared.serving.runtime import LoadedModel, ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
+from shared.vectorstore.payload import product_payload
 
 VERSION = "tiny-1"
 DECOY = "decoy-2"
@@ -41,8 +42,8 @@ IMAGE_MAX_BYTES = 500_000
 DEFAULT_TOP_K = 3
 TIMEOUT = 30
 
-# product_id: (category, attributes, price, in_stock in Postgres, images). p5's vector payload says in stock
-# (a stale payload: Postgres decides); p6 is deleted in Postgres but still has vectors.
+# product_id: (category, attributes, price, in_stock, images). p6 was deleted: as ingestion does, it is marked
+# deleted in Postgres and its points are gone from Qdrant.
 CATALOGUE: dict[str, tuple[str, list[str], float, bool, int]] = {
     "p0": ("tee", ["floral", "cotton"], 20.0, True, 2),
     "p1": ("tee", ["striped"], 35.0, True, 1),
@@ -114,9 +115,11 @@ def _seed(root: Path, runtime: ModelRuntime, sessions, store: VectorStore) -> di
         repository.mark_product_deleted(session, DELETED)
     store.ensure_collection(VERSION, runtime.get(VERSION).metadata.embedding_dim)
     store.upsert(VERSION, [
-        VectorPoint(pid, path.stem, vectors[path], {"category": category, "attributes": attributes, "price": price,
-                                                    "in_stock": in_stock or pid == "p5", "image_uri": str(path)})
+        VectorPoint(pid, path.stem, vectors[path], product_payload(
+            category=category, attributes=attributes, price=price, in_stock=in_stock, title=f"Title of {pid}",
+            brand="Acme", currency="EUR", image_uri=str(path)))
         for pid, (category, attributes, price, in_stock, _) in CATALOGUE.items() for path in images[pid]])
+    store.delete_product(VERSION, DELETED)
     store.set_alias(VERSION)
     return images
 
@@ -228,7 +231,7 @@ def test_top_k_zero_means_the_server_default(env: Env) -> None:
     ({"min_price": 30.0, "max_price": 70.0}, {"p1", "p4", "p5"}),
     ({"min_price": 100.0}, {"p3"}),
     ({"max_price": 35.0}, {"p0", "p1"}),
-    ({"in_stock_only": True}, {"p0", "p1", "p2", "p4"}),  # p5's stale payload says in stock: Postgres wins
+    ({"in_stock_only": True}, {"p0", "p1", "p2", "p4"}),
     ({"categories": ["dress"], "in_stock_only": True}, {"p2"}),
 ])
 def test_filters(env: Env, filters: dict, expected: set[str]) -> None:

@@ -9,7 +9,6 @@ Split by aggregate: catalog (products, images, predictions), events (idempotency
 """
 
 from shared.db.repository.catalog import (
-    ProductSummary,
     catalog_images_page,
     count_catalog_images,
     get_images_for_products,
@@ -18,7 +17,6 @@ from shared.db.repository.catalog import (
     get_product_images,
     get_products,
     mark_product_deleted,
-    product_summaries,
     save_predictions,
     save_predictions_many,
     upsert_image,
@@ -50,7 +48,6 @@ from shared.db.repository.search_log import (
 
 __all__ = [
     "ClickPair",
-    "ProductSummary",
     "QueryLogEntry",
     "active_run",
     "catalog_images_page",
@@ -64,7 +61,6 @@ __all__ = [
     "get_product",
     "get_product_images",
     "get_products",
-    "product_summaries",
     "get_query",
     "get_run",
     "list_model_versions",

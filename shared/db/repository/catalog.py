@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -100,41 +99,6 @@ def get_products(session: Session, product_ids: Iterable[str], *, include_delete
             stmt = stmt.where(Product.deleted.is_(False))
         for product in session.scalars(stmt.execution_options(populate_existing=True)):
             found[product.product_id] = product
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class ProductSummary:
-    """What a search result shows of a live product: plain values, no ORM object (the search hot path)."""
-
-    product_id: str
-    title: str
-    brand: str | None
-    price: float | None
-    currency: str | None
-    in_stock: bool
-    category: str | None
-    attributes: tuple[str, ...]
-
-
-_SUMMARY_COLUMNS = (Product.product_id, Product.title, Product.brand, Product.price, Product.currency,
-                    Product.in_stock, Product.category, Product.attributes)
-
-
-def product_summaries(session: Session, product_ids: Iterable[str]) -> dict[str, ProductSummary]:
-    """Live (not deleted) products by id, as `ProductSummary`; unknown and deleted ids are left out.
-
-    A column select: about a third of `get_products`' cost for a page of results (no identity map, no
-    ORM state), which is most of what FindSimilar spends in the database.
-    """
-    found: dict[str, ProductSummary] = {}
-    for batch in chunks(dict.fromkeys(product_ids)):
-        stmt = sa.select(*_SUMMARY_COLUMNS).where(Product.product_id.in_(batch), Product.deleted.is_(False))
-        for row in session.execute(stmt):
-            found[row.product_id] = ProductSummary(
-                product_id=row.product_id, title=row.title, brand=row.brand,
-                price=None if row.price is None else float(row.price), currency=row.currency,
-                in_stock=row.in_stock, category=row.category, attributes=tuple(row.attributes or ()))
     return found
 
 
