@@ -84,7 +84,8 @@ class QueryLog:
             self._queue.append(entry)
             self._pending_ids.add(entry.query_id)
             PENDING.set(len(self._pending_ids))
-            self._cond.notify_all()
+            if len(self._queue) in (1, self.max_batch):  # the writer waits for a first entry or a full batch
+                self._cond.notify_all()
 
     def flush(self, query_id: str | None = None, timeout: float | None = 30.0) -> bool:
         """Wait until `query_id` (or everything queued now) is stored; False if that took over `timeout`."""
