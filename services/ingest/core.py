@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from fashion.v1 import events_pb2
 from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, EventLimits, event_to_json, parse_event
 from shared.db import repository
-from shared.db.models import Image as ImageRow
 from shared.db.models import ProcessedEvent
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.imaging import ImageLimits, decode_image, read_uri
@@ -65,6 +64,19 @@ def _chunks_by_images(work: list[_Work], size: int) -> list[list[_Work]]:
         chunks[-1].append(w)
         count += len(w.event.images) if w.upsert else 0
     return [c for c in chunks if c]
+
+
+def _distinct_product_runs(work: list[_Work]) -> list[list[_Work]]:
+    """Consecutive runs of events in which no product appears twice (order kept)."""
+    runs: list[list[_Work]] = [[]]
+    seen: set[str] = set()
+    for w in work:
+        if w.product_id in seen:
+            runs.append([])
+            seen = set()
+        runs[-1].append(w)
+        seen.add(w.product_id)
+    return [run for run in runs if run]
 
 
 def image_id_for(product_id: str, sha256_hex: str) -> str:
@@ -364,7 +376,8 @@ class IngestCore:
         """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
         delete_versions: list[str] | None = None
         with self.session_factory() as session:
-            known = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
+            found = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
+        known = {product_id: [im.image_id for im in images] for product_id, images in found.items()}
         for w in ready:
             if w.upsert:
                 assert version is not None
@@ -376,8 +389,8 @@ class IngestCore:
                                                       title=product.title, brand=product.brand,
                                                       currency=product.currency, image_uri=im.uri))
                           for im in w.images]
-                self.store.replace_product(version, w.product_id, points,
-                                           [im.image_id for im in known.get(w.product_id, [])])
+                self.store.replace_product(version, w.product_id, points, known.get(w.product_id, []))
+                known[w.product_id] = [im.image_id for im in w.images]  # what a later event in this chunk replaces
             else:
                 if delete_versions is None:  # every collection, so a re-index in progress drops it too
                     delete_versions = self.store.list_versions()
@@ -385,48 +398,75 @@ class IngestCore:
                     self.store.delete_product(v, w.product_id)
 
     def _write_database(self, ready: list[_Work], version: str | None) -> dict[int, Outcome]:
-        """One transaction for the batch; if the database refuses one event, apply them one by one."""
+        """One transaction for the chunk; if the database refuses one event, apply them one by one."""
         try:
             with self.session_factory.begin() as session:
-                return {w.index: self._apply(session, w, version) for w in ready}
+                return self._apply(session, ready, version)
         except POISON_ERRORS as exc:
             log.warning("batch transaction refused an event (%s); applying events one by one", exc)
         outcomes: dict[int, Outcome] = {}
         for w in ready:
             try:
                 with self.session_factory.begin() as session:
-                    outcomes[w.index] = self._apply(session, w, version)
+                    outcomes.update(self._apply(session, [w], version))
             except POISON_ERRORS as exc:
                 reason = _poison(exc, f"event {w.event.event_id} (product {w.product_id}): database")
                 outcomes[w.index] = _failed(w.index, reason, w.event.event_id, w.product_id)
         return outcomes
 
-    def _apply(self, session: Session, w: _Work, version: str | None) -> Outcome:
-        event, product = w.event, w.event.product
-        if w.upsert:
-            assert version is not None
+    def _apply(self, session: Session, ready: list[_Work], version: str | None) -> dict[int, Outcome]:
+        """Apply events in order, a few statements per run of events naming distinct products.
+
+        Profiled: seven statements per event were a quarter of the ingest thread's time; per run they are
+        five or six, whatever its length. A product named twice in a chunk starts a new run, so the later
+        event still wins, as it would applied alone.
+        """
+        outcomes: dict[int, Outcome] = {}
+        for run in _distinct_product_runs(ready):
+            upserts = [w for w in run if w.upsert]
+            if upserts:
+                assert version is not None
+                self._write_upserts(session, upserts, version)
+            for w in run:
+                if not w.upsert:
+                    repository.mark_product_deleted(session, w.product_id)
+            fresh = repository.claim_events(session, [(w.event.event_id, w.record.topic, w.record.partition,
+                                                       w.record.offset) for w in run])
+            for w in run:
+                outcomes[w.index] = self._outcome(w, version, claimed=w.event.event_id in fresh)
+        return outcomes
+
+    def _write_upserts(self, session: Session, upserts: list[_Work], version: str) -> None:
+        products = []
+        for w in upserts:
+            product = w.event.product
             category, attributes = self._labels(w)
-            repository.upsert_product(session, w.product_id, title=product.title, brand=product.brand or None,
-                                      price=product.price, currency=product.currency or None,
-                                      in_stock=product.in_stock, category=category, attributes=attributes)
-            # A re-upload replaces the product's picture set: images it no longer has go (predictions cascade),
-            # as their points went from Qdrant, so a re-index from the database cannot resurrect them.
-            session.execute(sa.delete(ImageRow).where(ImageRow.product_id == w.product_id,
-                                                      ImageRow.image_id.not_in([im.image_id for im in w.images])))
-            repository.upsert_images(session, w.product_id, [
-                {"image_id": im.image_id, "uri": im.uri, "sha256": im.sha256, "width": im.picture.width,
-                 "height": im.picture.height} for im in w.images])
-            repository.save_predictions_many(session, version, [
-                {"image_id": im.image_id, "category": im.analysis.category()[0],  # type: ignore[union-attr]
-                 "category_score": im.analysis.category()[1],  # type: ignore[union-attr]
-                 "attributes": {a: s for a, _, s in im.analysis.attributes_above(  # type: ignore[union-attr]
-                     self.attribute_threshold)},
-                 "landmarks": im.analysis.landmarks} for im in w.images])  # type: ignore[union-attr]
-        else:
-            repository.mark_product_deleted(session, w.product_id)
-        record = w.record
-        fresh = repository.claim_event(session, event.event_id, record.topic, record.partition, record.offset)
-        if not fresh:  # another worker applied it between our check and now: same content, nothing to announce
+            products.append({"product_id": w.product_id, "title": product.title, "brand": product.brand or None,
+                             "price": product.price, "currency": product.currency or None,
+                             "in_stock": product.in_stock, "category": category, "attributes": attributes})
+        repository.upsert_products(session, products)
+        # A re-upload replaces the product's picture set: images it no longer has go (predictions cascade),
+        # as their points went from Qdrant, so a re-index from the database cannot resurrect them.
+        repository.delete_images_except(session, {w.product_id: [im.image_id for im in w.images] for w in upserts})
+        repository.upsert_images_many(session, [
+            {"image_id": im.image_id, "product_id": w.product_id, "uri": im.uri, "sha256": im.sha256,
+             "width": im.picture.width, "height": im.picture.height} for w in upserts for im in w.images])
+        predictions = []
+        for w in upserts:
+            for im in w.images:
+                analysis = im.analysis
+                assert analysis is not None
+                category, score = analysis.category()
+                predictions.append({"image_id": im.image_id, "category": category, "category_score": score,
+                                    "attributes": {a: sc for a, _, sc in analysis.attributes_above(
+                                        self.attribute_threshold)},
+                                    "landmarks": analysis.landmarks})
+        repository.save_predictions_many(session, version, predictions)
+
+    @staticmethod
+    def _outcome(w: _Work, version: str | None, *, claimed: bool) -> Outcome:
+        event = w.event
+        if not claimed:  # another worker applied it between our check and now: same content, nothing to announce
             return Outcome(w.index, Status.DUPLICATE, event.event_id, w.product_id)
         if not w.upsert:
             return Outcome(w.index, Status.DELETED, event.event_id, w.product_id)

@@ -224,6 +224,25 @@ def test_core_fails_poison_alone_and_raises_for_infrastructure(tmp_path: Path, r
         close()
 
 
+def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores, runtime: ModelRuntime) -> None:
+    """Writes are bulk per run of distinct products; a repeated product starts a new run, so the last event wins."""
+    batch = [build_upsert_event("p", [_jpeg(10), _jpeg(11)], title="P first"),
+             build_upsert_event("q", [_jpeg(12)], title="Q"),
+             build_upsert_event("p", [_jpeg(13)], title="P again"),
+             build_delete_event("q"),
+             build_upsert_event("r", [_jpeg(14)], title="R")]
+    result = IngestCore(runtime, stores.factory, stores.store).process(
+        [IncomingEvent.of(e, offset=i) for i, e in enumerate(batch)])
+    assert [o.status for o in result.outcomes] == [Status.INDEXED, Status.INDEXED, Status.INDEXED, Status.DELETED,
+                                                   Status.INDEXED]
+    with stores.factory() as session:
+        titles = {p.product_id: (p.title, p.deleted) for p in session.scalars(sa.select(Product))}
+    assert titles == {"p": ("P again", False), "q": ("Q", True), "r": ("R", False)}
+    assert stores.count(ImageRow, ImageRow.product_id == "p") == 1 and stores.count(ImagePrediction) == 3
+    assert stores.store.count("products") == 2  # p's one image and r's; q's point went with its delete
+    assert stores.count(ProcessedEvent) == 5
+
+
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
     from services.models.server import model_servicers
     from shared.grpc.server import create_server

@@ -11,6 +11,7 @@ Split by aggregate: catalog (products, images, predictions), events (idempotency
 from shared.db.repository.catalog import (
     catalog_images_page,
     count_catalog_images,
+    delete_images_except,
     get_images_for_products,
     get_predictions,
     get_product,
@@ -21,9 +22,11 @@ from shared.db.repository.catalog import (
     save_predictions_many,
     upsert_image,
     upsert_images,
+    upsert_images_many,
     upsert_product,
+    upsert_products,
 )
-from shared.db.repository.events import claim_event
+from shared.db.repository.events import claim_event, claim_events
 from shared.db.repository.registry import (
     get_model_version,
     list_model_versions,
@@ -52,8 +55,10 @@ __all__ = [
     "active_run",
     "catalog_images_page",
     "claim_event",
+    "claim_events",
     "click_training_pairs",
     "count_catalog_images",
+    "delete_images_except",
     "create_or_get_active_run",
     "get_images_for_products",
     "get_model_version",
@@ -80,6 +85,8 @@ __all__ = [
     "update_run",
     "upsert_image",
     "upsert_images",
+    "upsert_images_many",
     "upsert_product",
+    "upsert_products",
     "validate_click",
 ]

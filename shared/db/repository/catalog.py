@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.models import Image, ImageDomain, ImagePrediction, Product, utcnow
-from shared.db.repository._sql import chunks, field, insert_for
+from shared.db.repository._sql import IN_CHUNK, chunks, field, insert_for
 from shared.errors import InvalidInput, NotFound
 
 
@@ -58,18 +58,35 @@ def upsert_product(
     The event's own fields (title, brand, price, currency, stock) always overwrite. The predicted
     ``category`` and ``attributes`` overwrite only when given, so a metadata-only update keeps them.
     """
-    _require_id("product_id", product_id)
-    values: dict[str, Any] = {
-        "product_id": product_id, "title": title, "brand": brand, "price": _price(price),
-        "currency": _currency(currency), "in_stock": bool(in_stock), "category": category,
-        "attributes": list(attributes or []), "deleted": False, "deleted_at": None,
-    }
-    stmt = insert_for(session, Product).values(**values)
-    keep_unless_given = {"category": category, "attributes": attributes}
-    update = {name: stmt.excluded[name] for name in values
-              if name != "product_id" and keep_unless_given.get(name, True) is not None}
-    update["updated_at"] = utcnow()
-    session.execute(stmt.on_conflict_do_update(index_elements=[Product.product_id], set_=update))
+    upsert_products(session, [{"product_id": product_id, "title": title, "brand": brand, "price": price,
+                               "currency": currency, "in_stock": in_stock, "category": category,
+                               "attributes": attributes}])
+
+
+def upsert_products(session: Session, products: Sequence[Mapping[str, Any]]) -> None:
+    """`upsert_product` for many products (mappings of its keyword arguments plus ``product_id``), in one
+    statement per kind of update (the ingest hot path: one for a whole chunk). Each product id at most once.
+    """
+    kinds: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
+    seen: set[str] = set()
+    for product in products:
+        product_id = _require_id("product_id", product["product_id"])
+        if product_id in seen:
+            raise InvalidInput(f"product_id {product_id!r} twice in one upsert: expected each product once")
+        seen.add(product_id)
+        category, attributes = product.get("category"), product.get("attributes")
+        row = {"product_id": product_id, "title": product["title"], "brand": product.get("brand"),
+               "price": _price(product.get("price")), "currency": _currency(product.get("currency")),
+               "in_stock": bool(product.get("in_stock", True)), "category": category,
+               "attributes": list(attributes or []), "deleted": False, "deleted_at": None}
+        kinds.setdefault((category is not None, attributes is not None), []).append(row)
+    for (has_category, has_attributes), rows in kinds.items():
+        stmt = insert_for(session, Product).values(rows)
+        keep = {"product_id"} | ({"category"} if not has_category else set()) | (
+            {"attributes"} if not has_attributes else set())
+        update = {name: stmt.excluded[name] for name in rows[0] if name not in keep}
+        update["updated_at"] = utcnow()
+        session.execute(stmt.on_conflict_do_update(index_elements=[Product.product_id], set_=update))
 
 
 def mark_product_deleted(session: Session, product_id: str) -> bool:
@@ -119,10 +136,16 @@ def upsert_image(
 
 
 def upsert_images(session: Session, product_id: str, images: Sequence[Mapping[str, Any]]) -> None:
-    """`upsert_image` for several images of one product in one statement (the ingest hot path).
+    """`upsert_image` for several images of one product in one statement.
 
     Each mapping has ``image_id`` and optionally ``uri``, ``sha256``, ``width``, ``height``, ``domain``.
     """
+    upsert_images_many(session, [{**image, "product_id": product_id} for image in images])
+
+
+def upsert_images_many(session: Session, images: Sequence[Mapping[str, Any]]) -> None:
+    """`upsert_images` across products (each mapping also names its ``product_id``): one existence check and
+    one upsert for a whole ingest chunk. Every product must exist (upsert those first)."""
     if not images:
         return
     rows = []
@@ -130,15 +153,33 @@ def upsert_images(session: Session, product_id: str, images: Sequence[Mapping[st
         domain = str(image.get("domain", ImageDomain.SHOP))
         if domain not in {d.value for d in ImageDomain}:
             raise InvalidInput(f"expected image domain 'shop' or 'consumer', got {domain!r}")
-        rows.append({"image_id": _require_id("image_id", image["image_id"]), "product_id": product_id,
+        rows.append({"image_id": _require_id("image_id", image["image_id"]),
+                     "product_id": _require_id("product_id", image["product_id"]),
                      "uri": image.get("uri"), "sha256": image.get("sha256"), "width": image.get("width"),
                      "height": image.get("height"), "domain": domain})
-    if session.scalar(sa.select(Product.product_id).where(Product.product_id == product_id)) is None:
-        raise NotFound(f"unknown product_id {product_id!r} for image {rows[0]['image_id']!r}: "
+    wanted = list(dict.fromkeys(row["product_id"] for row in rows))
+    known = {pid for batch in chunks(wanted)
+             for pid in session.scalars(sa.select(Product.product_id).where(Product.product_id.in_(batch)))}
+    missing = next((row for row in rows if row["product_id"] not in known), None)
+    if missing is not None:
+        raise NotFound(f"unknown product_id {missing['product_id']!r} for image {missing['image_id']!r}: "
                        "upsert the product first")
-    stmt = insert_for(session, Image).values(rows)
-    update = {name: stmt.excluded[name] for name in rows[0] if name != "image_id"}
-    session.execute(stmt.on_conflict_do_update(index_elements=[Image.image_id], set_=update))
+    for batch in chunks(rows, IN_CHUNK // len(rows[0])):
+        stmt = insert_for(session, Image).values(batch)
+        update = {name: stmt.excluded[name] for name in rows[0] if name != "image_id"}
+        session.execute(stmt.on_conflict_do_update(index_elements=[Image.image_id], set_=update))
+
+
+def delete_images_except(session: Session, keep: Mapping[str, Iterable[str]]) -> None:
+    """For each product in ``keep``, delete its images whose id is not listed (a re-upload's dropped pictures;
+    their predictions cascade). One statement for all of them: image ids are unique across products."""
+    if not keep:
+        return
+    kept = [image_id for ids in keep.values() for image_id in ids]
+    stmt = sa.delete(Image).where(Image.product_id.in_(list(keep)))
+    if kept:
+        stmt = stmt.where(Image.image_id.not_in(kept))
+    session.execute(stmt.execution_options(synchronize_session=False))
 
 
 def get_product_images(session: Session, product_id: str, *, domain: str | None = None) -> list[Image]:
