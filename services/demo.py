@@ -26,7 +26,7 @@ from shared.errors import FashionError
 from shared.training.quickstart import ensure_benchmark, ensure_checkpoint
 
 BENCHMARK = "consumer2shop"
-def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0) -> int:
+def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0, poll_s: float = 0.5) -> int:
     """Poll Postgres until every published product is indexed, with a progress bar."""
     from sqlalchemy import func, select
 
@@ -45,7 +45,7 @@ def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 
             if time.monotonic() > deadline:
                 raise FashionError(f"expected {expected_products} products indexed within {timeout_s:.0f}s, "
                                    f"got {done}")
-            time.sleep(0.5)
+            time.sleep(poll_s)
 
 
 def query_consumer_photos(address: str, root: Path, *, top_k: int = 20, timeout: float = 30.0):

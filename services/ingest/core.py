@@ -54,15 +54,18 @@ CHUNK_IMAGES = 32  # one model batch
 
 
 def _chunks_by_images(work: list[_Work], size: int) -> list[list[_Work]]:
-    """Consecutive groups of events holding about `size` images each (an event is never split)."""
+    """Consecutive groups of events holding at most `size` images each (an event is never split; one with more
+    images than `size` gets a chunk of its own). Never over: a chunk of size + 3 images made the model run a
+    full batch and then a batch of 3 (profiled: mean batch 23 instead of 32)."""
     chunks: list[list[_Work]] = [[]]
     count = 0
     for w in work:
-        if count >= size:
+        images = len(w.event.images) if w.upsert else 0
+        if chunks[-1] and count + images > size:
             chunks.append([])
             count = 0
         chunks[-1].append(w)
-        count += len(w.event.images) if w.upsert else 0
+        count += images
     return [c for c in chunks if c]
 
 
@@ -204,9 +207,10 @@ class IngestCore:
         self.event_limits = event_limits
         self.attribute_threshold = attribute_threshold
         self.analyze_timeout_s = analyze_timeout_s
-        # One background thread runs the model on chunk k while this thread decodes chunk k+1 and writes
-        # chunk k-1 (see `_apply_in_chunks`); the model itself batches on its own thread(s).
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-model")
+        # Background threads hand chunks to the model while this thread decodes chunk k+1 and writes chunk k-1
+        # (see `_apply_in_chunks`). Two, so the next chunk is resized (in the analyzer's caller thread) while
+        # the model still runs the previous one; the model itself runs one batch at a time.
+        self._model_thread = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-model")
 
     # -- the batch ------------------------------------------------------------------------------------------
 

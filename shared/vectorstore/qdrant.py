@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import sqlite3
 import threading
 import uuid
 import warnings
@@ -94,6 +95,26 @@ def open_client(location: str, *, api_key: str | None = None, timeout_s: float =
         return QdrantClient(location=":memory:")
     # Our own lock serialises every call on a local client, so SQLite's same-thread check only gets in the way.
     return QdrantClient(path=location, force_disable_check_same_thread=True)
+
+
+def tune_local_persistence(client: QdrantClient, name: str) -> bool:
+    """Put a local-mode collection's SQLite file in WAL mode with synchronous=NORMAL; False if not applicable.
+
+    Local mode persists every point in its own SQLite transaction, and in SQLite's default rollback-journal
+    mode each of those commits creates, fsyncs and deletes a journal file: 1.18 ms of wall time and 0.62 ms
+    of CPU per point, the largest non-model cost of ingestion (profiled). WAL + NORMAL commits without an
+    fsync (0.16 / 0.15 ms per point); it stays consistent after a crash of the process and may lose the last
+    writes only on a power cut, which re-publishing or re-indexing from Postgres repairs. qdrant-client has
+    no option for this, so this reaches its (pinned) internals and does nothing if they change.
+    """
+    collections = getattr(getattr(client, "_client", None), "collections", None)
+    collection = collections.get(name) if isinstance(collections, dict) else None
+    connection = getattr(getattr(collection, "storage", None), "storage", None)
+    if not isinstance(connection, sqlite3.Connection):
+        return False
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return True
 
 
 def is_local(client: QdrantClient) -> bool:
@@ -192,6 +213,9 @@ class VectorStore:
         self.local = is_local(client)
         self._lock: threading.RLock | None = threading.RLock() if self.local else None
         self._dims: dict[str, int] = {}
+        if self.local:
+            for description in client.get_collections().collections:
+                tune_local_persistence(client, description.name)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -258,6 +282,8 @@ class VectorStore:
                 # A concurrent creator (another replica) won the race: fine if it is there now.
                 if not self.client.collection_exists(name):
                     raise
+            if self.local:
+                tune_local_persistence(self.client, name)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
                 for field_name, schema in PAYLOAD_INDEXES.items():

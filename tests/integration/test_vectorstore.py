@@ -20,6 +20,7 @@ from shared.vectorstore import (
     open_client,
     point_id,
 )
+from shared.vectorstore.qdrant import tune_local_persistence
 
 DIM = 8
 
@@ -184,6 +185,25 @@ def test_alias_survives_reopening_a_local_store(tmp_path: Path) -> None:
         reopened = VectorStore(client)
         assert reopened.alias_target() == "2024.06/best"
         assert reopened.count(SERVING_ALIAS) == len(CATALOGUE)
+    finally:
+        client.close()
+
+
+def test_local_collections_commit_in_wal_mode_and_keep_their_points(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "qdrant"
+    client = open_client(str(path))
+    load_catalogue(VectorStore(client), "v1")
+    client.close()
+    (database,) = path.glob("collection/*/storage.sqlite")
+    with sqlite3.connect(database) as connection:  # WAL is a property of the file: it outlives the connection
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    client = open_client(str(path))
+    try:
+        assert VectorStore(client).count("v1") == len(CATALOGUE)
+        assert tune_local_persistence(client, collection_name("v1"))
+        assert not tune_local_persistence(client, "no-such-collection")
     finally:
         client.close()
 
