@@ -127,6 +127,32 @@ def test_results_are_grouped_by_product_with_the_best_image(store: VectorStore) 
     assert len(store.search("v1", unit(1), top_k=10)) == 4
 
 
+def test_local_overfetch_learns_the_depth_and_still_widens_when_a_query_needs_more(store: VectorStore) -> None:
+    """Random catalogue, 3 images per product: every answer equals the exhaustive grouping of all points, while
+    the fetch size adapts; then a query whose first 40 points are one product still gets its top_k."""
+    rng = np.random.default_rng(7)
+    dim = 16
+    store.ensure_collection("v9", dim)
+    vectors = rng.standard_normal((300, dim)).astype(np.float32)
+    store.upsert("v9", [VectorPoint(f"p{i // 3}", f"i{i}", v) for i, v in enumerate(vectors)])
+    normalised = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def exhaustive(query: np.ndarray, k: int) -> list[str]:
+        order = np.argsort(-(normalised @ (query / np.linalg.norm(query))), kind="stable")
+        return list(dict.fromkeys(f"p{i // 3}" for i in order))[:k]
+
+    for query in rng.standard_normal((30, dim)).astype(np.float32):
+        assert [h.product_id for h in store.search("v9", query, top_k=10)] == exhaustive(query, 10)
+    learnt = store._depth[collection_name("v9")]
+    assert 1.0 <= learnt < 4.0  # fewer candidates per product than the initial OVERFETCH
+
+    crowd = np.eye(dim, dtype=np.float32)[0] * 100  # far out along e0: its 40 images outrank everything else
+    store.upsert("v9", [VectorPoint("crowd", f"c{i}", crowd + i * np.eye(dim, dtype=np.float32)[-1])
+                        for i in range(40)])
+    hits = store.search("v9", crowd, top_k=5)
+    assert hits[0].product_id == "crowd" and len({h.product_id for h in hits}) == 5
+
+
 def test_alias_swap_is_atomic_for_readers(store: VectorStore) -> None:
     assert store.alias_target() is None
     load_catalogue(store, "v1")
