@@ -81,7 +81,7 @@ def _index(stack: Stack, root: Path) -> tuple[int, int, float]:
     return len(events), images, seconds
 
 
-def bench_ingest(workdir: Path, *, items: int = 300, checkpoint: Path | None = None,
+def bench_ingest(workdir: Path, *, items: int = 1000, checkpoint: Path | None = None,
                  console: Console | None = None) -> dict:
     console = console or Console()
     root = _catalogue(workdir, "consumer2shop", items)
