@@ -379,9 +379,11 @@ class IngestCore:
     def _write_vectors(self, ready: list[_Work], version: str | None) -> None:
         """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
         delete_versions: list[str] | None = None
-        with self.session_factory() as session:
-            found = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
-        known = {product_id: [im.image_id for im in images] for product_id, images in found.items()}
+        known: dict[str, list[str]] = {}
+        if self.store.local:  # only local mode deletes stale points by id (a server deletes by product filter)
+            with self.session_factory() as session:
+                found = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
+            known = {product_id: [im.image_id for im in images] for product_id, images in found.items()}
         for w in ready:
             if w.upsert:
                 assert version is not None
