@@ -467,7 +467,7 @@ class VectorStore:
             result = self.client.query_points_groups(
                 name, group_by="product_id", query=query.tolist(), limit=top_k, group_size=1, query_filter=flt,
                 with_payload=True)
-        return [_hit(group.hits[0]) for group in result.groups if group.hits]
+        return [_hit(group.hits[0].payload, group.hits[0].score) for group in result.groups if group.hits]
 
     def _search_overfetch(self, name: str, query: np.ndarray, top_k: int, filters: SearchFilters | None,
                           exclude_product_id: str | None) -> list[Hit]:
@@ -501,14 +501,10 @@ class VectorStore:
             limit *= 4
         self._depth[name] = 0.9 * per_product + 0.1 * max(1.0, depth / top_k)
         payloads = {p.id: p.payload for p in self.client.retrieve(name, [p.id for p in winners], with_payload=True)}
-        return [_hit(p.model_copy(update={"payload": payloads.get(p.id, p.payload)})) for p in winners]
+        return [_hit(payloads.get(p.id, p.payload), p.score) for p in winners]
 
 
-def _hit(point: qm.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    return Hit(
-        product_id=str(payload.get("product_id", "")),
-        image_id=str(payload.get("image_id", "")),
-        score=float(point.score),
-        payload=payload,
-    )
+def _hit(payload: dict[str, Any] | None, score: float) -> Hit:
+    payload = dict(payload or {})
+    return Hit(product_id=str(payload.get("product_id", "")), image_id=str(payload.get("image_id", "")),
+               score=float(score), payload=payload)
