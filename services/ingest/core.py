@@ -160,6 +160,7 @@ class _Work:
     event: events_pb2.CatalogEvent
     images: list[_LoadedImage] = field(default_factory=list)
     failure: FashionError | None = None
+    labels: tuple[str, list[str]] | None = None  # (category, attributes), once its images are analysed
 
     @property
     def upsert(self) -> bool:
@@ -368,13 +369,19 @@ class IngestCore:
     # -- sinks --------------------------------------------------------------------------------------------
 
     def _labels(self, work: _Work) -> tuple[str, list[str]]:
-        """Product category = majority of its images' top-1 (ties: earliest image); attributes = union."""
-        analyses = [im.analysis for im in work.images if im.analysis is not None]
-        votes = Counter(a.category()[0] for a in analyses)
-        best = max(votes.values())
-        category = next(a.category()[0] for a in analyses if votes[a.category()[0]] == best)
-        attributes = sorted({name for a in analyses for name, _, _ in a.attributes_above(self.attribute_threshold)})
-        return category, attributes
+        """Product category = majority of its images' top-1 (ties: earliest image); attributes = union.
+
+        Computed once per event: both sinks (the Qdrant payload and the products row) need them.
+        """
+        if work.labels is None:
+            analyses = [im.analysis for im in work.images if im.analysis is not None]
+            votes = Counter(a.category()[0] for a in analyses)
+            best = max(votes.values())
+            category = next(a.category()[0] for a in analyses if votes[a.category()[0]] == best)
+            attributes = sorted({name for a in analyses
+                                 for name, _, _ in a.attributes_above(self.attribute_threshold)})
+            work.labels = (category, attributes)
+        return work.labels
 
     def _write_vectors(self, ready: list[_Work], version: str | None) -> None:
         """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
