@@ -184,10 +184,9 @@ def payload_matches(payload: dict, filters: SearchFilters | None, exclude_produc
     return not (filters.in_stock_only and payload.get("in_stock") is not True)
 
 
-# What local-mode candidates carry (see `_search_overfetch`): the grouping key, the soft-delete flag and,
-# when the query filters, the filtered fields.
+# What local-mode candidates carry (see `_search_overfetch`): the grouping key and the soft-delete flag, or,
+# when the query filters, every field the filters read (the indexed ones).
 _CANDIDATE_FIELDS = ["product_id", "image_id", "deleted"]
-_FILTER_FIELDS = ["category", "attributes", "price", "in_stock"]
 
 
 def _as_vector(vector: Sequence[float] | np.ndarray, dim: int | None, what: str) -> np.ndarray:
@@ -478,7 +477,7 @@ class VectorStore:
         candidates carry only the fields grouping and filtering read: local mode deep-copies every payload
         it returns (profiled: half its search time), so the full payload is fetched for the winners alone.
         """
-        fields = _CANDIDATE_FIELDS + (_FILTER_FIELDS if filters is not None and filters != SearchFilters() else [])
+        fields = list(PAYLOAD_INDEXES) if filters is not None and filters != SearchFilters() else _CANDIDATE_FIELDS
         # Candidates per wanted product, learnt from recent queries: each candidate costs local mode a pydantic
         # object, and a fixed 4x fetched twice what the synthetic catalogue needs (27 of 80 at p50, 43 at most).
         per_product = self._depth.get(name, float(OVERFETCH))
