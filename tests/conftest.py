@@ -27,3 +27,26 @@ def tiny_checkpoint(tmp_path_factory):
                             version="tiny-1", embedding_dim=32, input_size=64)
     model = build_model(meta, pretrained=True).eval()
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model, meta)
+
+
+@pytest.fixture(scope="session")
+def perturbed_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A factory: `make(version, seed=1)` saves the tiny checkpoint's weights under another version, with the
+    embedding head nudged (seeded) so its vectors differ, and returns the file."""
+    import dataclasses
+
+    import torch
+
+    from shared.fashionnet import save_checkpoint
+    from shared.fashionnet.checkpoint import load_checkpoint
+
+    def make(version: str, seed: int = 1):
+        model, meta = load_checkpoint(tiny_checkpoint)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            weight = model.embedding_head.weight
+            weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
+        return save_checkpoint(tmp_path_factory.mktemp("perturbed") / "model.pt", model,
+                               dataclasses.replace(meta, version=version, parent_version=meta.version))
+
+    return make

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import torch
 from rich.console import Console
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc
@@ -24,8 +23,6 @@ from services.retrain.settings import RetrainSettings
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import ModelState, RunState
 from shared.errors import FashionError, NotFound, Unauthenticated
-from shared.fashionnet import save_checkpoint
-from shared.fashionnet.checkpoint import load_checkpoint
 from shared.grpc.server import create_server
 from shared.serving.runtime import ModelRuntime
 from shared.vectorstore import VectorStore, open_client
@@ -34,16 +31,6 @@ TOKEN = "s3cret-admin-token"
 SERVING = "tiny-1"
 CANDIDATE = "tiny-2"
 TIMEOUT = 30
-
-
-def perturbed_checkpoint(source: Path, path: Path, version: str, seed: int = 1) -> Path:
-    """The same weights under another version, with the embedding head nudged so its vectors differ."""
-    model, meta = load_checkpoint(source)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight = model.embedding_head.weight
-        weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
-    return save_checkpoint(path, model, dataclasses.replace(meta, version=version, parent_version=meta.version))
 
 
 @dataclasses.dataclass
@@ -56,13 +43,14 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("admin")
     url = sqlite_url(root / "fashion.db")
     upgrade(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
-    candidate = perturbed_checkpoint(tiny_checkpoint, root / "candidate" / "model.pt", CANDIDATE)
+    candidate = perturbed_checkpoint(CANDIDATE)
     with sessions.begin() as session:
         repository.register_model_version(session, SERVING, architecture="fashionnet_efficientnet_lite0",
                                           checkpoint_path=str(tiny_checkpoint), embedding_dim=32)

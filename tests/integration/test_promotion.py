@@ -15,13 +15,12 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc, common_pb2, search_pb2, search_pb2_grpc
@@ -42,8 +41,6 @@ from shared.db.session import (
     session_factory,
     upgrade,
 )
-from shared.fashionnet import save_checkpoint
-from shared.fashionnet.checkpoint import load_checkpoint
 from shared.grpc.server import create_server
 from shared.imaging import ImageLimits
 from shared.serving.runtime import ModelRuntime
@@ -59,16 +56,6 @@ PAGE = 2  # re-index page size: several pages, so searches overlap the re-index
 # How far before a re-index or swap the promoter re-checks changed products (30 s in production). The fixture
 # waits longer than this after indexing, so only the uploads made during the test count as "changed".
 TAIL_MARGIN_S = 0.5
-
-
-def perturbed_checkpoint(source: Path, path: Path, version: str, seed: int) -> Path:
-    """The same weights under another version, with the embedding head nudged so its vectors differ."""
-    model, meta = load_checkpoint(source)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight = model.embedding_head.weight
-        weight.add_(0.05 * torch.randn(weight.shape, generator=generator))
-    return save_checkpoint(path, model, dataclasses.replace(meta, version=version, parent_version=meta.version))
 
 
 def _png(seed: int, size: int = 80) -> bytes:
@@ -129,7 +116,8 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("promotion")
     url = database_url_or_fallback(f"postgresql+psycopg://postgres@127.0.0.1:5432/fashion_promo_{uuid.uuid4().hex[:8]}",
                                    root / "fashion.db")
@@ -138,8 +126,8 @@ def env(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     engine = make_engine(url)
     sessions = session_factory(engine)
     checkpoints = {A: tiny_checkpoint,
-                   B: perturbed_checkpoint(tiny_checkpoint, root / "b" / "model.pt", B, seed=1),
-                   C: perturbed_checkpoint(tiny_checkpoint, root / "c" / "model.pt", C, seed=2)}
+                   B: perturbed_checkpoint(B, seed=1),
+                   C: perturbed_checkpoint(C, seed=2)}
     with sessions.begin() as session:
         repository.register_model_version(session, A, architecture=ARCH, checkpoint_path=str(checkpoints[A]),
                                           embedding_dim=32)
