@@ -8,7 +8,8 @@ so every file goes through one reader, :func:`_read_list`, and every malformed l
 
 Each loader returns one :class:`~shared.data.records.ImageRecord` per image, in the order the partition
 file first lists it. Landmarks always land in the eight canonical slots of ``LANDMARK_SLOTS`` so one tensor
-shape serves all clothes types.
+shape serves all clothes types. Only the partition file is required for the retrieval benchmarks: a
+consumer-to-shop folder holding just the item groupings (partition, item list, bounding boxes) loads too.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ PARTITION = "Eval/list_eval_partition.txt"
 ITEM_INSHOP = "Anno/list_item_inshop.txt"
 BBOX_INSHOP = "Anno/list_bbox_inshop.txt"
 LANDMARKS_INSHOP = "Anno/list_landmarks_inshop.txt"
+ITEM_C2S = "Anno/list_item_consumer2shop.txt"
 BBOX_C2S = "Anno/list_bbox_consumer2shop.txt"
 LANDMARKS_C2S = "Anno/list_landmarks_consumer2shop.txt"
 BBOX = "Anno/list_bbox.txt"
@@ -74,7 +76,7 @@ _SOURCE_DOMAINS = {1: "shop", 2: "consumer"}
 # may also hold category/attribute files, and the attribute folder also holds list_landmarks.txt.
 _SIGNATURES: dict[str, tuple[str, ...]] = {
     "inshop": (ITEM_INSHOP, BBOX_INSHOP, LANDMARKS_INSHOP),
-    "consumer2shop": (BBOX_C2S, LANDMARKS_C2S),
+    "consumer2shop": (ITEM_C2S, BBOX_C2S, LANDMARKS_C2S),
     "attributes": (CATEGORY_IMG, ATTR_IMG),
     "landmarks": (LANDMARKS,),
 }
@@ -188,8 +190,14 @@ def _clothes_type(row: _Row, index: int) -> ClothesType:
 # --------------------------------------------------------------------------------------------- partitions
 
 
+def _check_item(row: _Row, item_id: str, item_ids: tuple[str, set[str]] | None) -> None:
+    """``item_ids`` is (the item list's relative path, its ids), or None when the folder has no item list."""
+    if item_ids is not None and item_id not in item_ids[1]:
+        raise row.error(f"an item_id listed in {item_ids[0]}", item_id)
+
+
 def _read_partition(
-    path: Path, columns: tuple[str, ...], splits: tuple[str, ...], item_ids: set[str] | None = None
+    path: Path, columns: tuple[str, ...], splits: tuple[str, ...], item_ids: tuple[str, set[str]] | None = None
 ) -> dict[str, ImageRecord]:
     """Records keyed by image name for the one-image-per-line partitions (in-shop, attributes, landmarks).
 
@@ -203,20 +211,27 @@ def _read_partition(
         if image in records:
             raise row.error("each image listed once", image)
         item_id = row.tokens[1] if with_item else None
-        if item_ids is not None and item_id not in item_ids:
-            raise row.error(f"an item_id listed in {ITEM_INSHOP}", item_id)
+        if item_id is not None:
+            _check_item(row, item_id, item_ids)
         records[image] = ImageRecord(image=image, split=_split(row, splits), item_id=item_id)
     return records
 
 
-def _read_pairs(path: Path) -> tuple[dict[str, ImageRecord], list[tuple[str, str, str, str]]]:
-    """Consumer-to-shop pairs, plus one record per distinct image (first pair decides its split)."""
+def _read_pairs(
+    path: Path, item_ids: tuple[str, set[str]] | None = None
+) -> tuple[dict[str, ImageRecord], list[tuple[str, str, str, str]]]:
+    """Consumer-to-shop pairs, plus one record per distinct image (first pair decides its split).
+
+    Column 1 is the consumer image and column 2 the shop image, which gives each image its domain when the
+    folder has no bounding-box file (whose source_type column overrides it).
+    """
     columns = ("image_pair_name_1", "image_pair_name_2", "item_id", "evaluation_status")
     records: dict[str, ImageRecord] = {}
     pairs: list[tuple[str, str, str, str]] = []
     for row in _read_list(path, columns):
         row.expect_columns(4, " ".join(columns))
         consumer, shop, item_id = row.tokens[:3]
+        _check_item(row, item_id, item_ids)
         split = _split(row, _TRAIN_VAL_TEST)
         for image, domain in ((consumer, "consumer"), (shop, "shop")):
             record = records.setdefault(image, ImageRecord(image, split, item_id=item_id, domain=domain))
@@ -226,12 +241,16 @@ def _read_pairs(path: Path) -> tuple[dict[str, ImageRecord], list[tuple[str, str
     return records, pairs
 
 
-def _read_item_ids(path: Path) -> set[str]:
+def _read_item_ids(root: Path, relative: str) -> tuple[str, set[str]] | None:
+    """The item list (count line, optional ``item_id`` header, one id per line), or None when absent."""
+    path = root / relative
+    if not path.is_file():
+        return None
     item_ids: set[str] = set()
     for row in _read_list(path, ("item_id",), header_optional=True):
         row.expect_columns(1, "item_id")
         item_ids.add(row.tokens[0])
-    return item_ids
+    return relative, item_ids
 
 
 # ---------------------------------------------------------------------------------- per-image annotations
@@ -388,7 +407,7 @@ def _apply_optional(root: Path, relative: str, apply: Callable[[Path], None]) ->
 def load_inshop(root: str | Path) -> Benchmark:
     """In-shop Clothes Retrieval: shop images with item ids, split into train / query / gallery."""
     root = Path(root)
-    item_ids = _read_item_ids(root / ITEM_INSHOP) if (root / ITEM_INSHOP).is_file() else None
+    item_ids = _read_item_ids(root, ITEM_INSHOP)
     columns = ("image_name", "item_id", "evaluation_status")
     records = _read_partition(_require(root, PARTITION, "inshop"), columns, _RETRIEVAL_SPLITS, item_ids)
     for record in records.values():
@@ -400,9 +419,14 @@ def load_inshop(root: str | Path) -> Benchmark:
 
 
 def load_consumer2shop(root: str | Path) -> PairBenchmark:
-    """Consumer-to-shop Clothes Retrieval: one record per distinct image plus the published pairs."""
+    """Consumer-to-shop Clothes Retrieval: one record per distinct image plus the published pairs.
+
+    Only the partition file is required; the item list, when present, must list every pair's item id. Without
+    landmark, category or attribute files the records carry item ids, domains and splits only.
+    """
     root = Path(root)
-    records, pairs = _read_pairs(_require(root, PARTITION, "consumer2shop"))
+    item_ids = _read_item_ids(root, ITEM_C2S)
+    records, pairs = _read_pairs(_require(root, PARTITION, "consumer2shop"), item_ids)
     _apply_optional(root, BBOX_C2S, lambda p: _apply_bboxes(p, records, _C2S_BBOX_COLUMNS))
     _apply_optional(root, LANDMARKS_C2S, lambda p: _apply_landmarks(p, records, always_eight=False))
     categories, attributes = _load_vocabularies(root, records, "consumer2shop", required=False)

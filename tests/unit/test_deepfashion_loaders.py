@@ -304,6 +304,52 @@ def test_consumer2shop_source_type_decides_domain(tmp_path: Path) -> None:
     assert by_image(bench)["img/CLOTHING/Dress/id_00000002/shop_01.jpg"].domain == "consumer"
 
 
+# Consumer-to-shop with the item groupings only: no landmark, category or attribute files.
+C2S_ITEMS = "Anno/list_item_consumer2shop.txt"
+C2S_GROUPINGS = {
+    "Eval/list_eval_partition.txt": C2S["Eval/list_eval_partition.txt"],
+    C2S_ITEMS: "2\nitem_id\nid_00000001\nid_00000002\n",
+    "Anno/list_bbox_consumer2shop.txt": C2S["Anno/list_bbox_consumer2shop.txt"],
+}
+
+
+def test_consumer2shop_from_item_groupings_only(tmp_path: Path) -> None:
+    root = write_folder(tmp_path, C2S_GROUPINGS)
+    bench = load_benchmark(root)
+    assert isinstance(bench, PairBenchmark) and bench.name == "consumer2shop"
+    top, dress = "img/TOPS/Summer_Wear/id_00000001/", "img/CLOTHING/Dress/id_00000002/"
+    assert [(r.image, r.split, r.item_id, r.domain) for r in bench.records] == [
+        (top + "comsumer_01.jpg", "train", "id_00000001", "consumer"),
+        (top + "shop_01.jpg", "train", "id_00000001", "shop"),
+        (top + "comsumer_02.jpg", "val", "id_00000001", "consumer"),
+        (dress + "comsumer_01.jpg", "test", "id_00000002", "consumer"),
+        (dress + "shop_01.jpg", "test", "id_00000002", "shop"),
+    ]
+    assert len(bench.pairs) == 3 and bench.categories == [] and bench.attributes == []
+    assert all(r.landmarks is None and r.category is None and r.attributes is None for r in bench.records)
+    assert by_image(bench)[top + "comsumer_01.jpg"].bbox == (10, 20, 180, 230)
+
+
+@pytest.mark.parametrize("item_list", ["2\nitem_id\nid_00000001\nid_00000002\n", "2\nid_00000001\nid_00000002\n"])
+def test_consumer2shop_item_list_alone_is_detected_and_pair_columns_give_domains(
+    tmp_path: Path, item_list: str
+) -> None:
+    files = {"Eval/list_eval_partition.txt": C2S["Eval/list_eval_partition.txt"], C2S_ITEMS: item_list}
+    bench = load_benchmark(write_folder(tmp_path, files))
+    assert bench.name == "consumer2shop"
+    assert [r.domain for r in bench.records] == ["consumer", "shop", "consumer", "consumer", "shop"]
+    assert all(r.bbox is None and r.clothes_type is None for r in bench.records)
+
+
+def test_consumer2shop_pair_item_missing_from_item_list(tmp_path: Path) -> None:
+    files = dict(C2S_GROUPINGS, **{C2S_ITEMS: "1\nitem_id\nid_00000001\n"})
+    with pytest.raises(DataFormatError) as caught:
+        load_consumer2shop(write_folder(tmp_path, files))
+    error = caught.value
+    assert error.file == str(tmp_path / "Eval/list_eval_partition.txt") and error.line == 5
+    assert f"expected an item_id listed in {C2S_ITEMS}, got 'id_00000002'" in str(error)
+
+
 def test_attributes_benchmark(tmp_path: Path) -> None:
     bench = load_attributes(write_folder(tmp_path, ATTRIBUTES))
     assert bench.name == "attributes"
