@@ -2,6 +2,9 @@
 
 One record per image. Landmarks always use the eight canonical slots of :data:`LANDMARK_NAMES`; slots a
 clothes type does not define are marked :data:`VIS_ABSENT` so one tensor shape serves all clothes types.
+
+Image names are kept as the list files spell them (``img/...``); :meth:`Benchmark.path` finds the file whether
+the archive's ``Img/img.zip`` was unzipped at the benchmark root or in place under ``Img/``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
+
+from shared.errors import InvalidInput
 
 # The paper's eight landmarks, in the order the full-body annotation lists them.
 LANDMARK_NAMES: tuple[str, ...] = (
@@ -51,6 +56,10 @@ LANDMARK_SLOTS: dict[ClothesType, tuple[int, ...]] = {
 # DeepFashion's attribute_type column: 1 texture, 2 fabric, 3 shape, 4 part, 5 style.
 ATTRIBUTE_GROUPS: tuple[str, ...] = ("texture", "fabric", "shape", "part", "style")
 
+# Folders under a benchmark root where an image named ``img/...`` may sit, tried in this order: the official
+# archives ship images as Img/img.zip, which people unzip either at the root (img/...) or in place (Img/img/...).
+IMAGE_FOLDERS: tuple[str, ...] = ("", "Img")
+
 
 @dataclass(frozen=True)
 class Category:
@@ -89,9 +98,28 @@ class Benchmark:
     records: list[ImageRecord]
     categories: list[Category] = field(default_factory=list)
     attributes: list[Attribute] = field(default_factory=list)
+    # The IMAGE_FOLDERS entry the last image was found in, tried first next time: one stat per image once known.
+    _image_folder: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def split(self, *names: str) -> list[ImageRecord]:
         return [r for r in self.records if r.split in names]
 
     def path(self, record: ImageRecord) -> Path:
-        return self.root / record.image
+        """The image file of ``record``: ``root/<image>`` or ``root/Img/<image>``, whichever exists.
+
+        The layout found is remembered and tried first, but every record is looked up on its own, so a folder
+        with both layouts still works. Raises :class:`~shared.errors.InvalidInput` naming every path tried.
+        """
+        known = self._image_folder
+        order = IMAGE_FOLDERS if known is None else (known, *(f for f in IMAGE_FOLDERS if f != known))
+        tried = []
+        for folder in order:
+            candidate = self.root / folder / record.image
+            if candidate.is_file():
+                self._image_folder = folder
+                return candidate
+            tried.append(str(candidate))
+        raise InvalidInput(
+            f"image {record.image!r} of the {self.name} benchmark not found: tried {', '.join(tried)} "
+            "(expected the images under the benchmark root or under Img/, as the archive's Img/img.zip unpacks)"
+        )

@@ -350,6 +350,43 @@ def test_consumer2shop_pair_item_missing_from_item_list(tmp_path: Path) -> None:
     assert f"expected an item_id listed in {C2S_ITEMS}, got 'id_00000002'" in str(error)
 
 
+# ------------------------------------------------------------------------------------------ image files
+
+
+def write_images(root: Path, images: list[str]) -> None:
+    for relative in images:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"not decoded here")
+
+
+@pytest.mark.parametrize("folder", ["", "Img"], ids=["img-at-root", "Img-img-unzipped-in-place"])
+def test_image_paths_in_either_official_layout(tmp_path: Path, folder: str) -> None:
+    bench = load_benchmark(write_folder(tmp_path, C2S_GROUPINGS))
+    write_images(tmp_path / folder, [r.image for r in bench.records])
+    assert [bench.path(r) for r in bench.records] == [tmp_path / folder / r.image for r in bench.records]
+
+
+def test_image_paths_are_looked_up_per_record_when_layouts_mix(tmp_path: Path) -> None:
+    bench = load_benchmark(write_folder(tmp_path, C2S_GROUPINGS))
+    under_img = {r.image for r in bench.records[::2]}
+    write_images(tmp_path / "Img", sorted(under_img))
+    write_images(tmp_path, [r.image for r in bench.records if r.image not in under_img])
+    for record in bench.records:
+        assert bench.path(record) == tmp_path / ("Img" if record.image in under_img else "") / record.image
+
+
+def test_missing_image_names_every_path_tried(tmp_path: Path) -> None:
+    bench = load_benchmark(write_folder(tmp_path, C2S_GROUPINGS))
+    first, missing = bench.records[0], bench.records[1]
+    write_images(tmp_path / "Img", [first.image])
+    assert bench.path(first) == tmp_path / "Img" / first.image  # the Img/ layout is now tried first
+    with pytest.raises(InvalidInput) as caught:
+        bench.path(missing)
+    message = str(caught.value)
+    assert str(tmp_path / missing.image) in message and str(tmp_path / "Img" / missing.image) in message
+    assert f"image {missing.image!r} of the consumer2shop benchmark not found" in message
+
+
 def test_attributes_benchmark(tmp_path: Path) -> None:
     bench = load_attributes(write_folder(tmp_path, ATTRIBUTES))
     assert bench.name == "attributes"
