@@ -10,18 +10,21 @@ Each loader returns one :class:`~shared.data.records.ImageRecord` per image, in 
 file first lists it. Landmarks always land in the eight canonical slots of ``LANDMARK_SLOTS`` so one tensor
 shape serves all clothes types. Only the partition file is required for the retrieval benchmarks: a
 consumer-to-shop folder holding just the item groupings (partition, item list, bounding boxes) loads too.
+
+``load_benchmark`` also takes a plain folder of product photos, ``ROOT/PRODUCT_ID/*.jpg`` (benchmark name
+``folder``, see :mod:`shared.data.folder`), returned as a consumer-to-shop benchmark.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from shared.data.folder import has_product_folders, load_folder
 from shared.data.records import (
     ATTRIBUTE_GROUPS,
     LANDMARK_SLOTS,
@@ -32,6 +35,7 @@ from shared.data.records import (
     Category,
     ClothesType,
     ImageRecord,
+    PairBenchmark,
 )
 from shared.errors import DataFormatError, InvalidInput
 
@@ -41,11 +45,12 @@ __all__ = [
     "load_attributes",
     "load_benchmark",
     "load_consumer2shop",
+    "load_folder",
     "load_inshop",
     "load_landmarks",
 ]
 
-BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks")
+BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks", "folder")
 
 PARTITION = "Eval/list_eval_partition.txt"
 ITEM_INSHOP = "Anno/list_item_inshop.txt"
@@ -83,13 +88,6 @@ _SIGNATURES: dict[str, tuple[str, ...]] = {
 
 _INTEGER = re.compile(r"-?[0-9]+")
 _MAX_GOT = 80  # longer offending lines (an attribute line is ~3000 characters) are cut in messages
-
-
-@dataclass
-class PairBenchmark(Benchmark):
-    """Consumer-to-shop benchmark: records are per image, the triplet loss needs the published pairs too."""
-
-    pairs: list[tuple[str, str, str, str]] = field(default_factory=list)  # consumer, shop, item_id, split
 
 
 class _Row(NamedTuple):
@@ -459,16 +457,27 @@ _LOADERS: dict[str, Callable[[Path], Benchmark]] = {
     "consumer2shop": load_consumer2shop,
     "attributes": load_attributes,
     "landmarks": load_landmarks,
+    "folder": load_folder,
 }
 
 
 def _detect_benchmark(root: Path) -> str:
-    """Name the benchmark whose signature files exist under ``root`` (see ``_SIGNATURES`` for the order)."""
+    """Name the benchmark whose signature files exist under ``root`` (see ``_SIGNATURES`` for the order).
+
+    A folder with none of them and no partition file, whose subfolders hold images, is a product-photo folder.
+    """
     for name, files in _SIGNATURES.items():
         if any((root / relative).is_file() for relative in files):
             return name
+    if not (root / PARTITION).is_file() and has_product_folders(root):
+        return "folder"
     looked_for = "; ".join(f"{name}: {' or '.join(files)}" for name, files in _SIGNATURES.items())
-    raise DataFormatError(root, None, f"a DeepFashion benchmark folder with one of ({looked_for})", "none of them")
+    raise DataFormatError(
+        root,
+        None,
+        f"a DeepFashion benchmark folder with one of ({looked_for}), or product photos in ROOT/PRODUCT_ID/*.jpg",
+        "none of them",
+    )
 
 
 def load_benchmark(root: str | Path, benchmark: str | None = None) -> Benchmark:

@@ -93,7 +93,7 @@ class ImageRecord:
 class Benchmark:
     """A loaded benchmark: its root folder, vocabularies and one record per image."""
 
-    name: str  # inshop / consumer2shop / attributes / landmarks
+    name: str  # inshop / consumer2shop / attributes / landmarks (a product-photo folder loads as consumer2shop)
     root: Path
     records: list[ImageRecord]
     categories: list[Category] = field(default_factory=list)
@@ -123,3 +123,10 @@ class Benchmark:
             f"image {record.image!r} of the {self.name} benchmark not found: tried {', '.join(tried)} "
             "(expected the images under the benchmark root or under Img/, as the archive's Img/img.zip unpacks)"
         )
+
+
+@dataclass
+class PairBenchmark(Benchmark):
+    """Consumer-to-shop benchmark: records are per image, the triplet loss needs the published pairs too."""
+
+    pairs: list[tuple[str, str, str, str]] = field(default_factory=list)  # consumer, shop, item_id, split

@@ -447,7 +447,11 @@ def test_landmark_benchmark_eight_triples_for_every_clothes_type(tmp_path: Path)
     assert lower.bbox == (40, 30, 210, 290) and upper6.bbox is None
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmarks_are_the_four_deepfashion_ones_and_the_product_folder() -> None:
+    assert (*FOLDERS, "folder") == BENCHMARKS
+
+
+@pytest.mark.parametrize("name", FOLDERS)
 def test_load_benchmark_detects_each_folder(tmp_path: Path, name: str) -> None:
     root = write_folder(tmp_path, FOLDERS[name])
     detected = load_benchmark(root)
@@ -480,7 +484,7 @@ def test_load_benchmark_without_known_files_lists_what_it_looked_for(tmp_path: P
 
 
 def test_load_benchmark_rejects_unknown_name(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="expected one of inshop, consumer2shop, attributes, landmarks"):
+    with pytest.raises(InvalidInput, match="expected one of inshop, consumer2shop, attributes, landmarks, folder"):
         load_benchmark(write_folder(tmp_path, LANDMARKS), "deepfashion2")
 
 
