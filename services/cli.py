@@ -16,7 +16,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks: ratios mea
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
-BENCHMARK_HELP = "inshop, consumer2shop, attributes or landmarks"
+BENCHMARK_HELP = "inshop, consumer2shop, attributes, landmarks or folder (ROOT/PRODUCT_ID/*.jpg)"
 
 
 @app.command()
@@ -38,44 +38,49 @@ def synth(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="benchmark folder (DeepFashion layout)")],
+    data: Annotated[Path, typer.Option(help="benchmark folder (DeepFashion layout, or ROOT/PRODUCT_ID/*.jpg)")],
     out: Annotated[Path, typer.Option(help="run folder: last.pt (resumable) and model.pt")],
     benchmark: Annotated[str | None, typer.Option(help=BENCHMARK_HELP + " (default: detect)")] = None,
     architecture: Annotated[str, typer.Option(help="a name from `fashion models-list`")] =
         "fashionnet_efficientnet_lite0",
     landmark_pooling: Annotated[bool, typer.Option(help="FashionNet's local branch (--no-... = ablation)")] = True,
-    embedding_skip: Annotated[bool, typer.Option(help="start the embedding from the ImageNet features "
-                                                      "(not in the paper; --no-... = paper head)")] = True,
-    landmark_epochs: Annotated[int, typer.Option(min=0, help="stage 1: landmarks + visibility only")] = 1,
-    epochs: Annotated[int, typer.Option(min=0, help="stage 2: all tasks jointly")] = 3,
+    embedding_neck: Annotated[bool, typer.Option(help="BatchNorm before the L2 normalisation")] = True,
+    embedding_skip: Annotated[bool, typer.Option(help="add a fixed projection of the ImageNet features to the "
+                                                      "embedding (not in the paper)")] = False,
+    views: Annotated[int, typer.Option(min=1, help="cached views per image: the clean one + augmented ones")] = 4,
+    landmark_epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 1: landmarks + visibility only")] = 5,
+    epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 2: all tasks jointly")] = 40,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="phase 3: also the backbone's last stage")] = 0,
+    metric_loss: Annotated[str, typer.Option(help="triplet (batch-hard), softmax (normalised, over item ids) "
+                                                  "or supcon")] = "triplet",
     input_size: Annotated[int, typer.Option(min=32)] = 224,
     embedding_dim: Annotated[int, typer.Option(min=8)] = 256,
-    items_per_batch: Annotated[int, typer.Option(min=2)] = 8,
-    images_per_item: Annotated[int, typer.Option(min=2)] = 4,
+    items_per_batch: Annotated[int, typer.Option(min=2, help="P: items per batch")] = 32,
+    images_per_item: Annotated[int, typer.Option(min=2, help="K: images per item, shopper and shop")] = 4,
     lr: float = 1e-3,
-    backbone_lr_scale: Annotated[float, typer.Option(min=0.0, help="backbone lr = lr x this (0 = frozen)")] = 0.1,
-    triplet_weight: Annotated[float, typer.Option(min=0.0, help="0 = keep the embedding as initialised")] = 1.0,
-    soft_margin: Annotated[bool, typer.Option("--soft-margin", help="softplus instead of margin 0.2")] = False,
+    finetune_lr: float = 1e-4,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="cap steps per epoch (quick runs)")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="where phase 1 keeps backbone features")] = Path("var/cache/trunk"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    workers: Annotated[int, typer.Option(min=0, help="data-loading processes")] = 1,
+    workers: Annotated[int, typer.Option(min=0, help="image-decoding processes in phase 1")] = 1,
     seed: int = 0,
-    init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint")] = None,
+    init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint (keeps its "
+                                                              "landmark, category and attribute heads)")] = None,
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
 ) -> None:
-    """Train FashionNet with the paper's schedule; rerun with the same --out to resume."""
-    from shared.fashionnet.losses import LossWeights
+    """Train FashionNet: cache the frozen backbone's features, then train every head on them; rerun to resume."""
     from shared.training.train import TrainConfig
     from shared.training.train import train as run_training
 
     config = TrainConfig(data=data, out=out, benchmark=benchmark, architecture=architecture,
-                         landmark_pooling=landmark_pooling, embedding_skip=embedding_skip,
-                         landmark_epochs=landmark_epochs, epochs=epochs,
-                         input_size=input_size, embedding_dim=embedding_dim, items_per_batch=items_per_batch,
-                         images_per_item=images_per_item, lr=lr, max_steps_per_epoch=max_steps_per_epoch,
-                         device=device, workers=workers, seed=seed, init_checkpoint=init_checkpoint,
-                         domains=("shop",) if shop_only else None, backbone_lr_scale=backbone_lr_scale,
-                         weights=LossWeights(triplet=triplet_weight), margin=None if soft_margin else 0.2)
+                         landmark_pooling=landmark_pooling, embedding_neck=embedding_neck,
+                         embedding_skip=embedding_skip, views=views, landmark_epochs=landmark_epochs, epochs=epochs,
+                         finetune_epochs=finetune_epochs, metric_loss=metric_loss, input_size=input_size,
+                         embedding_dim=embedding_dim, items_per_batch=items_per_batch,
+                         images_per_item=images_per_item, lr=lr, finetune_lr=finetune_lr,
+                         max_steps_per_epoch=max_steps_per_epoch, cache_dir=cache_dir, device=device,
+                         workers=workers, seed=seed, init_checkpoint=init_checkpoint,
+                         domains=("shop",) if shop_only else None)
     path = run_training(config)
     console.print(f"checkpoint written to {path}")
 
@@ -154,13 +159,12 @@ def quickstart(
     data: Annotated[Path, typer.Option(help="where the synthetic benchmark goes")] = Path("var/synth"),
     run: Annotated[Path, typer.Option(help="training run folder")] = Path("var/runs/quickstart"),
     items: Annotated[int, typer.Option(min=20)] = 300,
-    epochs: Annotated[int, typer.Option(min=1)] = 2,
     input_size: Annotated[int, typer.Option(min=64)] = 160,
 ) -> None:
-    """The main job on embedded defaults: synthesise consumer-to-shop data, train, evaluate vs ImageNet."""
+    """The model alone: synthesise consumer-to-shop data, train, evaluate against the ImageNet baseline."""
     from shared.training.quickstart import run_quickstart
 
-    run_quickstart(data, run, items=items, epochs=epochs, input_size=input_size, console=Console())
+    run_quickstart(data, run, items=items, input_size=input_size, console=Console())
 
 
 @app.command()

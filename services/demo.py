@@ -7,6 +7,7 @@ consumer photo through gRPC FindSimilar -> print top-1/top-20 -> write an HTML p
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.db import repository
 from shared.errors import FashionError
+from shared.fashionnet.checkpoint import imagenet_baseline_checkpoint
 from shared.training.quickstart import ensure_benchmark, ensure_checkpoint
 
 BENCHMARK = "consumer2shop"
@@ -68,21 +70,17 @@ def query_consumer_photos(address: str, root: Path, *, top_k: int = 20, timeout:
     return top1, topk, len(queries), example
 
 
-def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, epochs: int = 2,
-             checkpoint: Path | None = None, console: Console | None = None) -> dict:
-    console = console or Console()
-    root = workdir / "data" / BENCHMARK
-    ensure_benchmark(root, BENCHMARK, items, console=console)
-    checkpoint = checkpoint or ensure_checkpoint(root, workdir / "runs" / "demo", input_size=input_size,
-                                                 epochs=epochs, console=console)
-
-    console.rule("starting every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
-    settings = StackSettings(grpc=GrpcServerSettings(port=0), stores=fresh_stores(workdir / "stack", "fashion_demo"),
+def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, console: Console,
+                 html: Path | None = None) -> dict:
+    """Start every service on fresh stores with `checkpoint`, index the catalogue through Kafka, query every
+    held-out consumer photo through FindSimilar, stop; top-1/top-20 as the storefront sees them."""
+    console.rule(f"{label}: every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
+    settings = StackSettings(grpc=GrpcServerSettings(port=0),
+                             stores=fresh_stores(workdir / "stack", "fashion_demo"),
                              model=ModelSettings(checkpoint=checkpoint))
     stack = Stack(settings).start()
     try:
         console.print(f"serving on {stack.address}; kafka {stack.bootstrap}; db {stack.database_url}")
-        console.rule("publishing the shop catalogue through Kafka")
         events = list(events_from_folder(root))
         start = time.monotonic()
         publish(stack.bootstrap, events, total=len(events))
@@ -92,20 +90,40 @@ def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, epochs: 
         ingest_s = time.monotonic() - start
         console.print(f"indexed {len(events)} products / {images} shop images in {ingest_s:.1f}s "
                       f"({images / ingest_s:.1f} images/s end to end)")
-
-        console.rule("querying every held-out consumer photo through gRPC FindSimilar")
         top1, top20, n, example = query_consumer_photos(stack.address, root)
-        html = workdir / "search.html"
-        if example is not None:
+        if html is not None and example is not None:
             write_html(html, example[0], example[1])
     finally:
-        console.rule("stopping")
         stack.stop()
-    table = Table(title=f"consumer-to-shop retrieval through the live system ({n} consumer photos, "
-                        f"{len(events)} catalogue products)")
-    for column in ("top-1", "top-20", "checkpoint"):
+    return {"top1": top1 / n, "top20": top20 / n, "queries": n, "products": len(events)}
+
+
+def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, checkpoint: Path | None = None,
+             console: Console | None = None) -> dict:
+    """Train (unless a checkpoint is given), then measure the trained model and the ImageNet baseline through
+    the live system on the same catalogue; print them side by side and write `results.json`."""
+    console = console or Console()
+    started = time.monotonic()
+    root = workdir / "data" / BENCHMARK
+    ensure_benchmark(root, BENCHMARK, items, console=console)
+    checkpoint = checkpoint or ensure_checkpoint(root, workdir / "runs" / "demo", input_size=input_size,
+                                                 console=console, cache_dir=workdir / "trunk-cache")
+    baseline = imagenet_baseline_checkpoint(checkpoint, workdir / "runs" / "imagenet" / "model.pt")
+    html = workdir / "search.html"
+    trained = measure_live(workdir, root, checkpoint, label="trained FashionNet", console=console, html=html)
+    imagenet = measure_live(workdir, root, baseline, label="ImageNet baseline", console=console)
+    seconds = time.monotonic() - started
+    table = Table(title=f"consumer-to-shop retrieval through the live system ({trained['queries']} held-out "
+                        f"consumer photos, {trained['products']} catalogue products)")
+    for column in ("model", "top-1", "top-20", "checkpoint"):
         table.add_column(column)
-    table.add_row(f"{top1 / n:.3f}", f"{top20 / n:.3f}", str(checkpoint))
+    table.add_row("FashionNet (trained)", f"{trained['top1']:.3f}", f"{trained['top20']:.3f}", str(checkpoint))
+    table.add_row("ImageNet features", f"{imagenet['top1']:.3f}", f"{imagenet['top20']:.3f}", str(baseline))
     console.print(table)
-    console.print(f"example result page: {html}")
-    return {"top1": top1 / n, "top20": top20 / n, "queries": n, "products": len(events), "html": str(html)}
+    results = {"trained": {"top1": trained["top1"], "top20": trained["top20"]},
+               "imagenet": {"top1": imagenet["top1"], "top20": imagenet["top20"]},
+               "queries": trained["queries"], "products": trained["products"], "seconds": round(seconds, 1),
+               "checkpoint": str(checkpoint)}
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"example result page: {html}; figures in {workdir / 'results.json'} ({seconds:.0f}s)")
+    return {**results, "html": str(html)}

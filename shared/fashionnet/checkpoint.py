@@ -36,6 +36,8 @@ class ModelMetadata:
     landmarks: tuple[str, ...] = LANDMARK_NAMES
     landmark_pooling: bool = True
     embedding_skip: bool = False  # checkpoints from before the option had none
+    embedding_neck: bool = False  # BN-neck before the L2 normalisation; older checkpoints have none
+    global_mid: bool = False  # the global branch also reads the pooled stride-16 map
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     parent_version: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +45,8 @@ class ModelMetadata:
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_categories": len(self.categories), "num_attributes": len(self.attributes),
                 "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling,
-                "embedding_skip": self.embedding_skip}
+                "embedding_skip": self.embedding_skip, "embedding_neck": self.embedding_neck,
+                "global_mid": self.global_mid}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -62,11 +65,13 @@ class ModelMetadata:
 
 def default_metadata(architecture: str, categories: list[Category], attributes: list[Attribute], *,
                      version: str, embedding_dim: int = 256, input_size: int = 224,
-                     landmark_pooling: bool = True, embedding_skip: bool = False) -> ModelMetadata:
+                     landmark_pooling: bool = True, embedding_skip: bool = False,
+                     embedding_neck: bool = False, global_mid: bool = False) -> ModelMetadata:
     spec = get_backbone_spec(backbone_of(architecture))
     return ModelMetadata(architecture=architecture, version=version, embedding_dim=embedding_dim,
                          input_size=input_size, mean=spec.mean, std=spec.std, categories=categories,
-                         attributes=attributes, landmark_pooling=landmark_pooling, embedding_skip=embedding_skip)
+                         attributes=attributes, landmark_pooling=landmark_pooling, embedding_skip=embedding_skip,
+                         embedding_neck=embedding_neck, global_mid=global_mid)
 
 
 def build_model(metadata: ModelMetadata, *, pretrained: bool = True, **kwargs) -> nn.Module:
@@ -115,3 +120,26 @@ def check_metadata(metadata: ModelMetadata, **expect: Any) -> None:
             raise CheckpointMismatch(f"expected one of {sorted([*derived, *metadata.to_dict()])}, got {key!r}")
         if have != wanted:
             raise CheckpointMismatch(f"the checkpoint was built with {key}={have!r}, but got {key}={wanted!r}")
+
+
+def imagenet_baseline_checkpoint(trained: str | Path, out: str | Path) -> Path:
+    """A servable checkpoint whose embedding is the untrained ImageNet features, for side-by-side comparisons.
+
+    The embedding is the backbone's globally pooled features through a fixed square orthogonal projection
+    (``embedding_skip`` with ``embedding_dim`` = the backbone's width, learned part zero), which preserves
+    every cosine distance: it ranks exactly as `fashion eval --checkpoint imagenet` does. Landmark,
+    category and attribute heads are the trained checkpoint's, so the rest of the system behaves the same.
+    """
+    blob = read_checkpoint(trained)
+    parent = ModelMetadata.from_dict(blob["metadata"])
+    width = get_backbone_spec(backbone_of(parent.architecture)).build(None).top_channels
+    metadata = dataclasses.replace(parent, version=f"{parent.version}-imagenet", embedding_dim=width,
+                                   embedding_skip=True, embedding_neck=False, global_mid=False,
+                                   parent_version=parent.version,
+                                   notes={"baseline": "ImageNet features, global average pooling"})
+    model = build_model(metadata, pretrained=True)
+    heads = {k: v for k, v in blob["state_dict"].items()
+             if not k.startswith(("embedding_head.", "embedding_neck.", "embedding_skip", "backbone."))}
+    missing, unexpected = model.load_state_dict(heads, strict=False)
+    assert not unexpected, unexpected
+    return save_checkpoint(out, model.eval(), metadata)

@@ -111,13 +111,14 @@ class LossWeights:
     visibility: float = 0.2
     category: float = 1.0
     attributes: float = 1.0
-    triplet: float = 1.0
+    metric: float = 1.0
 
 
-def total_loss(out, targets: Targets, weights: LossWeights, *, stage: str,
-               pos_weight: torch.Tensor | None = None, margin: float | None = 0.2) -> dict[str, torch.Tensor]:
+def total_loss(out, targets: Targets, weights: LossWeights, *, stage: str, pos_weight: torch.Tensor | None = None,
+               margin: float | None = 0.2, metric=None) -> dict[str, torch.Tensor]:
     """Per-term losses plus "total". Stage "landmarks" trains only landmarks + visibility (the paper's
-    first stage); stage "all" trains every task jointly."""
+    first stage); stage "all" trains every task jointly. `metric(embedding, item)` is the embedding's loss
+    (default: batch-hard triplet with `margin`)."""
     terms = {
         "landmarks": landmark_location_loss(out.landmarks, targets.landmarks, targets.visibility),
         "visibility": visibility_loss(out.visibility_logits, targets.visibility),
@@ -126,6 +127,7 @@ def total_loss(out, targets: Targets, weights: LossWeights, *, stage: str,
         terms["category"] = category_loss(out.category_logits, targets.category)
         terms["attributes"] = attribute_loss(out.attribute_logits, targets.attributes, targets.attributes_known,
                                              pos_weight)
-        terms["triplet"] = batch_hard_triplet_loss(out.embedding, targets.item, margin)
+        terms["metric"] = (metric(out.embedding, targets.item) if metric is not None
+                           else batch_hard_triplet_loss(out.embedding, targets.item, margin))
     terms["total"] = sum(getattr(weights, name) * value for name, value in terms.items())
     return terms

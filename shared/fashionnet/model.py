@@ -32,20 +32,31 @@ class FashionNetOutput:
 class FashionNet(nn.Module):
     def __init__(self, backbone: Backbone, *, num_categories: int, num_attributes: int, embedding_dim: int = 256,
                  landmark_pooling: bool = True, num_landmarks: int = NUM_LANDMARKS, fusion_dim: int = 512,
-                 dropout: float = 0.2, embedding_skip: bool = False) -> None:
+                 dropout: float = 0.2, embedding_skip: bool = False, embedding_neck: bool = False,
+                 global_mid: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.landmark_pooling = landmark_pooling
         self.landmark_branch = LandmarkBranch(backbone.mid_channels, num_landmarks)
-        self.global_branch = GlobalBranch(backbone.top_channels, fusion_dim)
+        # global_mid: the global branch also reads the stride-16 map's average, where colour and fine texture
+        # survive better than after the last stage (which ImageNet training made colour-invariant).
+        self.global_mid = global_mid
+        self.global_branch = GlobalBranch(backbone.top_channels + (backbone.mid_channels if global_mid else 0),
+                                          fusion_dim)
         self.local_branch = (
             LandmarkPooling(backbone.mid_channels, num_landmarks, fusion_dim) if landmark_pooling else None
         )
         fused_in = fusion_dim * (2 if landmark_pooling else 1)
-        self.fusion = nn.Sequential(nn.Linear(fused_in, fusion_dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.fusion = nn.Sequential(nn.Linear(fused_in, fusion_dim), nn.ReLU(inplace=True))
+        # Dropout regularises the classification heads only: on the embedding's path it makes the two views of
+        # one item disagree for no reason, which the metric loss then spends its steps fighting.
+        self.head_dropout = nn.Dropout(dropout)
         self.category_head = nn.Linear(fusion_dim, num_categories)
         self.attribute_head = nn.Linear(fusion_dim, num_attributes)
         self.embedding_head = nn.Linear(fusion_dim, embedding_dim)
+        # BN-neck (Luo et al. 2019, "Bag of Tricks" for re-id): batch-normalising the embedding before the L2
+        # normalisation centres it, so cosine distances use every dimension instead of one shared offset.
+        self.embedding_neck = nn.BatchNorm1d(embedding_dim) if embedding_neck else None
         self.embedding_skip: torch.Tensor | None
         if not embedding_skip:
             self.register_buffer("embedding_skip", None)
@@ -64,9 +75,17 @@ class FashionNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FashionNetOutput]:
         """Fused features, the pooled stride-32 features and the landmark part of the output."""
         mid, top = self.backbone(x)
+        return self.forward_branches(mid, F.adaptive_avg_pool2d(top, 1).flatten(1))
+
+    def forward_branches(self, mid: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  FashionNetOutput]:
+        """Everything after the backbone, from its stride-16 map and its globally pooled stride-32 map.
+
+        The cached-feature trainer enters here: the backbone runs once per image and view, the branches learn.
+        """
         coords, vis_logits, heatmaps = self.landmark_branch(mid)
-        pooled = F.adaptive_avg_pool2d(top, 1).flatten(1)
-        parts = [self.global_branch(pooled)]
+        global_in = torch.cat([pooled, mid.mean(dim=(2, 3))], dim=1) if self.global_mid else pooled
+        parts = [self.global_branch(global_in)]
         if self.local_branch is not None:
             # The paper gates each landmark's pooled features by its predicted visibility.
             gate = vis_logits.detach().softmax(dim=-1)[..., VIS_VISIBLE]
@@ -78,15 +97,22 @@ class FashionNet(nn.Module):
 
     def forward_head(self, fused: torch.Tensor, pooled: torch.Tensor, partial: FashionNetOutput) -> FashionNetOutput:
         embedding = self.embedding_head(fused)
+        if self.embedding_neck is not None:
+            embedding = self.embedding_neck(embedding)
         if self.embedding_skip is not None:
             embedding = embedding + F.normalize(pooled, dim=-1) @ self.embedding_skip.T
         partial.embedding = F.normalize(embedding, dim=-1)
-        partial.category_logits = self.category_head(fused)
-        partial.attribute_logits = self.attribute_head(fused)
+        dropped = self.head_dropout(fused)
+        partial.category_logits = self.category_head(dropped)
+        partial.attribute_logits = self.attribute_head(dropped)
         return partial
 
     def forward(self, x: torch.Tensor) -> FashionNetOutput:
         return self.forward_head(*self.forward_features(x))
+
+    def forward_trunk(self, mid: torch.Tensor, pooled: torch.Tensor) -> FashionNetOutput:
+        """The whole output from cached backbone features (same result as `forward` on the image)."""
+        return self.forward_head(*self.forward_branches(mid, pooled))
 
 
 class BackboneEmbedder(nn.Module):

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from shared.data.synth import generate
 from shared.training.evaluate import IMAGENET, evaluate, print_report, write_json
-from shared.training.train import cpu_budget_config, train
+from shared.training.train import demo_config, train
 
 BENCHMARK = "consumer2shop"
 
@@ -27,19 +27,24 @@ def ensure_benchmark(root: Path, benchmark: str, items: int, *, seed: int = 0,
     return root
 
 
-def ensure_checkpoint(root: Path, run: Path, *, input_size: int, epochs: int, console: Console) -> Path:
-    """`run/model.pt`, trained on `root` with the CPU-budget configuration unless it already exists."""
+def ensure_checkpoint(root: Path, run: Path, *, input_size: int, console: Console,
+                      cache_dir: Path | None = None) -> Path:
+    """`run/model.pt`, trained on `root` with the default recipe unless it already exists."""
     checkpoint = run / "model.pt"
     if checkpoint.exists():
         console.print(f"using the trained checkpoint {checkpoint}")
         return checkpoint
-    console.rule("training FashionNet (landmarks first, then the heads; see cpu_budget_config)")
-    return train(cpu_budget_config(root, run, input_size=input_size, epochs=epochs))
+    console.rule("training FashionNet: backbone features cached once, then every head trained on them")
+    config = demo_config(root, run, input_size=input_size)
+    if cache_dir is not None:
+        config.cache_dir = cache_dir
+    return train(config)
 
 
-def run_quickstart(data: Path, run: Path, *, items: int, epochs: int, input_size: int, console: Console) -> dict:
+def run_quickstart(data: Path, run: Path, *, items: int, input_size: int, console: Console) -> dict:
     root = ensure_benchmark(data / BENCHMARK, BENCHMARK, items, console=console)
-    checkpoint = ensure_checkpoint(root, run, input_size=input_size, epochs=epochs, console=console)
+    checkpoint = ensure_checkpoint(root, run, input_size=input_size, console=console,
+                                   cache_dir=data / "trunk-cache")
     console.rule("evaluating on held-out consumer photos")
     results = {}
     for name, ckpt in (("ImageNet baseline", IMAGENET), ("FashionNet", checkpoint)):

@@ -1,27 +1,42 @@
-"""`fashion train`: the paper's schedule (landmarks first, then all tasks jointly), resumable.
+"""`fashion train`: FashionNet on a frozen, cached backbone, then (optionally) its last stage fine-tuned.
 
-A run directory holds `last.pt` (model, optimiser, position in the schedule) written every
-`checkpoint_every` steps and at each epoch end, and `model.pt`, the serving checkpoint, at the end.
-Restarting with the same directory resumes from `last.pt` instead of starting over.
+Phase 1 (trunk_cache.py) runs the frozen ImageNet backbone once per training image and augmented view and
+stores its stride-16 map and pooled stride-32 features. Phase 2 trains every head on that cache for many
+epochs, in the paper's order: landmarks and visibility first, then all tasks jointly (landmark pooling reads
+the landmark branch's own predictions on the cached stride-16 maps, so it stays the paper's local branch).
+Optional phase 3 also trains the backbone's last stage (on the cached stride-16 maps) at a small learning rate.
+
+Why this recipe (docs/RESULTS.md has the measurements): training end to end on 2 CPU cores affords a few
+epochs of few identities, and BatchNorm drift plus a high backbone learning rate made FashionNet rank worse
+than the ImageNet features it started from. On the cache, an epoch of the heads takes seconds, so the
+metric loss sees many identities per batch (P x K, cross-domain: shopper and shop photos of each item) for
+many epochs.
+
+A run directory holds `last.pt` (model, optimiser, metric-loss state, epoch) written after every epoch, and
+`model.pt`, the serving checkpoint, at the end. Rerunning with the same directory resumes from `last.pt`;
+phase 1 resumes by itself, since only missing cache entries are computed.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from shared.data.dataset import FashionDataset, ItemBatchSampler, build_item_index, collate
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import Benchmark, ImageRecord
+from shared.data.records import NUM_LANDMARKS, VIS_ABSENT, Benchmark, ImageRecord
 from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import (
     ModelMetadata,
@@ -31,7 +46,11 @@ from shared.fashionnet.checkpoint import (
     save_checkpoint,
 )
 from shared.fashionnet.losses import LossWeights, Targets, attribute_pos_weight, total_loss
-from shared.fashionnet.preprocess import normalize
+from shared.fashionnet.registry import backbone_of
+from shared.training.metric_losses import METRIC_LOSSES, MetricLoss, make_metric_loss
+from shared.training.sampler import CrossDomainBatchSampler
+from shared.training.trunk_cache import DEFAULT_CACHE_DIR, CachedImage, TrunkCache, build_cache, cache_key
+from shared.training.views import transform_landmarks, view_params
 
 log = logging.getLogger(__name__)
 
@@ -45,47 +64,54 @@ class TrainConfig:
     benchmark: str | None = None
     architecture: str = "fashionnet_efficientnet_lite0"
     landmark_pooling: bool = True
-    embedding_skip: bool = True
+    embedding_skip: bool = False
+    embedding_neck: bool = True
+    global_mid: bool = False
     input_size: int = 224
     embedding_dim: int = 256
-    landmark_epochs: int = 1
-    epochs: int = 3
-    items_per_batch: int = 8
+    views: int = 4  # cached views per image: the clean one plus views - 1 augmented ones
+    landmark_epochs: int = 5
+    epochs: int = 40
+    finetune_epochs: int = 0  # phase 3: the backbone's last stage too (for GPUs and long runs)
+    items_per_batch: int = 32
     images_per_item: int = 4
     lr: float = 1e-3
-    backbone_lr_scale: float = 0.1
-    weight_decay: float = 1e-4
-    margin: float | None = 0.2  # None = soft margin
+    finetune_lr: float = 1e-4
+    weight_decay: float = 5e-4
+    feature_dropout: float = 0.0  # dropout on the cached features themselves: an augmentation against overfitting
+    metric_loss: str = "triplet"  # one of METRIC_LOSSES
+    margin: float | None = 0.2  # batch-hard triplet; None = soft margin
+    temperature: float = 0.05  # softmax and supcon
+    max_steps_per_epoch: int | None = None  # quick runs and tests
     seed: int = 0
     device: str = "auto"
     workers: int = 1
-    max_steps_per_epoch: int | None = None
-    checkpoint_every: int = 50
+    cache_dir: Path = DEFAULT_CACHE_DIR
     init_checkpoint: Path | None = None
     version: str | None = None
     domains: tuple[str, ...] | None = None  # e.g. ("shop",): train without consumer photos
     weights: LossWeights = field(default_factory=LossWeights)
 
+    def __post_init__(self) -> None:
+        if self.metric_loss not in METRIC_LOSSES:
+            raise InvalidInput(f"expected a metric loss among {', '.join(METRIC_LOSSES)}, got {self.metric_loss!r}")
+        if self.views < 1:
+            raise InvalidInput(f"expected views >= 1, got {self.views}")
+
     @property
     def batch_size(self) -> int:
         return self.items_per_batch * self.images_per_item
 
-    def schedule(self) -> list[str]:
-        """One stage name per epoch: landmark epochs first, then joint epochs (the paper's order)."""
-        return ["landmarks"] * self.landmark_epochs + ["all"] * self.epochs
+    def schedule(self, has_landmarks: bool) -> list[str]:
+        """One stage per epoch: landmarks first (when the data has them), then all tasks, then fine-tuning."""
+        first = ["landmarks"] * self.landmark_epochs if has_landmarks else []
+        return first + ["all"] * self.epochs + ["finetune"] * self.finetune_epochs
 
 
-def cpu_budget_config(data: Path, out: Path, *, input_size: int = 160, epochs: int = 2,
-                      benchmark: str = "consumer2shop") -> TrainConfig:
-    """What the demo and quickstart train in a few CPU minutes: landmark, category and attribute heads on a
-    frozen ImageNet backbone, the embedding left at its fixed ImageNet projection (embedding_skip).
-
-    Measured (docs/RESULTS.md, "Short runs"): in runs this short the batch-hard triplet loss sits on its
-    collapse plateau and any embedding training lowered held-out retrieval (0.418 -> 0.265 top-1), so the
-    embedding is learned later, from clicks (`fashion retrain`) or by a long `fashion train` on a GPU.
-    """
-    return TrainConfig(data=data, out=out, benchmark=benchmark, input_size=input_size, landmark_epochs=1,
-                       epochs=epochs, backbone_lr_scale=0.0, weights=LossWeights(triplet=0.0))
+def demo_config(data: Path, out: Path, *, input_size: int = 160, benchmark: str = "consumer2shop",
+                cache_dir: Path = DEFAULT_CACHE_DIR) -> TrainConfig:
+    """What `make demo` and `fashion quickstart` train: the default recipe at the demo's input size."""
+    return TrainConfig(data=data, out=out, benchmark=benchmark, input_size=input_size, cache_dir=cache_dir)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,34 +120,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> Targets:
-    return Targets(
-        landmarks=batch["landmarks"].to(device), visibility=batch["visibility"].to(device),
-        category=batch["category"].to(device), attributes=batch["attributes"].to(device),
-        attributes_known=batch["attributes_known"].to(device), item=batch["item"].to(device),
-    )
-
-
-def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
-    """Train mode, except a frozen backbone (backbone_lr_scale 0): no gradients and BatchNorm in eval mode.
-
-    A backbone at lr 0 still drifts in train mode, because BatchNorm keeps updating its running statistics
-    from the training batches; measured on synthetic consumer-to-shop that alone dropped the untouched
-    ImageNet embedding's retrieval (see docs/RESULTS.md). Frozen also skips the backbone's backward pass.
-    """
-    model.train()
-    if config.backbone_lr_scale == 0:
-        model.backbone.eval()
-        model.backbone.requires_grad_(False)
-
-
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    return torch.optim.AdamW(
-        [{"params": backbone, "lr": config.lr * config.backbone_lr_scale}, {"params": heads, "lr": config.lr}],
-        weight_decay=config.weight_decay,
-    )
+# ------------------------------------------------------------------------------------------ the data
 
 
 def _training_records(bench: Benchmark, domains: tuple[str, ...] | None) -> list[ImageRecord]:
@@ -132,108 +131,306 @@ def _training_records(bench: Benchmark, domains: tuple[str, ...] | None) -> list
     return records
 
 
+@dataclass
+class CachedSet:
+    """Phase 2's whole training set in memory: cached features plus every label, per image and view."""
+
+    mid: torch.Tensor  # (N, V, C, h, w) float16
+    pooled: torch.Tensor  # (N, V, C') float16
+    landmarks: torch.Tensor  # (N, V, 8, 2) fractions of the view
+    visibility: torch.Tensor  # (N, V, 8)
+    category: torch.Tensor  # (N,)
+    attributes: torch.Tensor  # (N, A)
+    attributes_known: torch.Tensor  # (N,)
+    item: torch.Tensor  # (N,) -1 = no item
+
+    def targets(self, index: torch.Tensor, view: torch.Tensor, device: torch.device) -> Targets:
+        return Targets(landmarks=self.landmarks[index, view].to(device),
+                       visibility=self.visibility[index, view].to(device),
+                       category=self.category[index].to(device), attributes=self.attributes[index].to(device),
+                       attributes_known=self.attributes_known[index].to(device), item=self.item[index].to(device))
+
+
+def _labels(records: list[ImageRecord], entries: list[CachedImage], views: int, digests: list[str],
+            num_attributes: int, item_index: dict[str, int]) -> dict[str, torch.Tensor]:
+    n = len(records)
+    landmarks = np.zeros((n, views, NUM_LANDMARKS, 2), np.float32)
+    visibility = np.full((n, views, NUM_LANDMARKS), VIS_ABSENT, np.int64)
+    for i, (record, entry) in enumerate(zip(records, entries, strict=True)):
+        if record.landmarks is None or record.visibility is None:
+            continue
+        fractions = record.landmarks.astype(np.float32) / np.array(entry.size, np.float32)
+        for v in range(views):
+            landmarks[i, v], visibility[i, v] = transform_landmarks(fractions, record.visibility.astype(np.int64),
+                                                                    view_params(digests[i], v))
+    attributes = np.zeros((n, num_attributes), np.float32)
+    for i, record in enumerate(records):
+        if record.attributes is not None and num_attributes:
+            attributes[i] = record.attributes
+    return {
+        "landmarks": torch.from_numpy(landmarks), "visibility": torch.from_numpy(visibility),
+        "category": torch.tensor([-1 if r.category is None else r.category for r in records]),
+        "attributes": torch.from_numpy(attributes),
+        "attributes_known": torch.tensor([r.attributes is not None and num_attributes > 0 for r in records]),
+        "item": torch.tensor([item_index.get(r.item_id, -1) if r.item_id else -1 for r in records]),
+    }
+
+
+def load_cached_set(bench: Benchmark, records: list[ImageRecord], model: torch.nn.Module, metadata: ModelMetadata,
+                    config: TrainConfig, item_index: dict[str, int], *, progress: bool) -> tuple[CachedSet, str]:
+    """Phase 1: every record's cached features (computed where missing) and labels; plus the cache summary."""
+    backbone_name = backbone_of(metadata.architecture)
+    key = cache_key(model.backbone, backbone_name, metadata.input_size, config.views)
+    cache = TrunkCache(config.cache_dir, key)
+    entries, digests = build_cache(bench, records, model.backbone, cache=cache, views=config.views,
+                                   input_size=metadata.input_size, mean=metadata.mean, std=metadata.std,
+                                   workers=config.workers, progress=progress)
+    labels = _labels(records, entries, config.views, digests, len(metadata.attributes), item_index)
+    mid = torch.from_numpy(np.stack([e.mid for e in entries]))
+    pooled = torch.from_numpy(np.stack([e.pooled for e in entries]))
+    summary = f"trunk cache {cache.dir}: {cache.stats.describe()}"
+    return CachedSet(mid=mid, pooled=pooled, **labels), summary
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
 def _new_metadata(config: TrainConfig, bench: Benchmark) -> ModelMetadata:
-    if not bench.categories or not bench.attributes:
-        raise InvalidInput(f"expected category and attribute vocabularies in {bench.root}/Anno "
-                           "(list_category_cloth.txt, list_attr_cloth.txt) to build the model's heads")
+    missing = [f for f, vocab in (("Anno/list_category_cloth.txt + Anno/list_category_img.txt", bench.categories),
+                                  ("Anno/list_attr_cloth.txt + Anno/list_attr_img.txt", bench.attributes))
+               if not vocab]
+    if missing:
+        raise InvalidInput(f"expected {' and '.join(missing)} in {bench.root} to build the category and attribute "
+                           "heads; to train on item groupings alone, pass --init-checkpoint with a trained "
+                           "FashionNet (e.g. var/demo/runs/demo/model.pt) whose heads are kept")
     version = config.version or "fn-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     return default_metadata(config.architecture, bench.categories, bench.attributes, version=version,
                             embedding_dim=config.embedding_dim, input_size=config.input_size,
-                            landmark_pooling=config.landmark_pooling, embedding_skip=config.embedding_skip)
+                            landmark_pooling=config.landmark_pooling, embedding_skip=config.embedding_skip,
+                            embedding_neck=config.embedding_neck, global_mid=config.global_mid)
 
 
-def _batches(stage: str, dataset: FashionDataset, config: TrainConfig, epoch: int, skip: int) -> list[list[int]]:
-    """The epoch's batches as index lists, deterministic per (seed, epoch), minus those already trained."""
-    items = [dataset.item_index.get(r.item_id, -1) if r.item_id else -1 for r in dataset.records]
-    sampler = ItemBatchSampler(items, config.items_per_batch, config.images_per_item, seed=config.seed)
-    if stage == "all" and len(sampler) > 0:
-        sampler.set_epoch(epoch)
-        batches = list(sampler)
-    else:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+def _init_from_checkpoint(config: TrainConfig, bench: Benchmark) -> tuple[torch.nn.Module, ModelMetadata]:
+    """A fine-tuning start: the parent's architecture, vocabularies and weights; a version of its own."""
+    blob = read_checkpoint(config.init_checkpoint)
+    parent = ModelMetadata.from_dict(blob["metadata"])
+    version = config.version or "fn-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    metadata = dataclasses.replace(parent, version=version, parent_version=parent.version, notes={},
+                                   created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    for vocab, parent_vocab, what in ((bench.categories, parent.categories, "categories"),
+                                      (bench.attributes, parent.attributes, "attributes")):
+        if vocab and vocab != parent_vocab:
+            raise InvalidInput(f"expected the data's {what} to match the init checkpoint's ({len(parent_vocab)} "
+                               f"{what}), got {len(vocab)} different ones in {bench.root}")
+    model = build_model(metadata, pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    return model, metadata
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """Which heads keep their initial weights because the data has no labels for them."""
+
+    landmarks: bool
+    category: bool
+    attributes: bool
+
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(p for p, frozen in (("landmark_branch.", self.landmarks), ("category_head.", self.category),
+                                         ("attribute_head.", self.attributes)) if frozen)
+
+
+def _frozen_heads(bench: Benchmark, records: list[ImageRecord], fine_tuning: bool) -> Frozen:
+    if not fine_tuning:
+        return Frozen(False, False, False)
+    return Frozen(landmarks=not any(r.landmarks is not None for r in records),
+                  category=not any(r.category is not None for r in records),
+                  attributes=not any(r.attributes is not None for r in records))
+
+
+def _configure(model: torch.nn.Module, frozen: Frozen, stage: str) -> list[torch.nn.Parameter]:
+    """Train mode for what learns this stage, eval mode + no gradients for the rest; returns the learners.
+
+    The backbone stays in eval mode throughout: its BatchNorm statistics are ImageNet's and the cache was
+    computed with them. In phase 3 its last stage learns weights, still with frozen statistics.
+    """
+    model.train()
+    model.backbone.eval()
+    model.backbone.requires_grad_(False)
+    if stage == "finetune":
+        model.backbone.top.requires_grad_(True)
+    for prefix in frozen.prefixes():
+        module = model.get_submodule(prefix.rstrip("."))
+        module.eval()
+        module.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _optimizer(model: torch.nn.Module, metric: MetricLoss, config: TrainConfig) -> torch.optim.Optimizer:
+    heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    return torch.optim.AdamW(
+        [{"params": heads, "lr": config.lr, "name": "heads"},
+         {"params": list(model.backbone.top.parameters()), "lr": config.finetune_lr, "name": "backbone.top"},
+         {"params": list(metric.parameters()), "lr": config.lr, "name": "metric"}],
+        weight_decay=config.weight_decay,
+    )
+
+
+def _learning_rate_scale(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero over the phase."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _distillation(out, teacher_out, frozen: Frozen) -> torch.Tensor:
+    """Keeps frozen classification heads' outputs where the init model put them while shared layers move."""
+    loss = out.embedding.sum() * 0.0
+    if frozen.category and out.category_logits is not None and out.category_logits.shape[1]:
+        loss = loss + F.kl_div(out.category_logits.log_softmax(-1), teacher_out.category_logits.log_softmax(-1),
+                               log_target=True, reduction="batchmean")
+    if frozen.attributes and out.attribute_logits is not None and out.attribute_logits.shape[1]:
+        loss = loss + F.binary_cross_entropy_with_logits(out.attribute_logits, teacher_out.attribute_logits.sigmoid())
+    return loss
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def _epoch_batches(stage: str, data: CachedSet, sampler: CrossDomainBatchSampler, config: TrainConfig,
+                   epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The epoch's (image index, view) batches, deterministic per (seed, epoch)."""
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    views = data.mid.shape[1]
+    if stage == "landmarks":
+        order = rng.permutation(data.mid.shape[0])
         bs = config.batch_size
-        batches = [order[i:i + bs].tolist() for i in range(0, len(order) - bs + 1, bs)] or [order.tolist()]
-    if config.max_steps_per_epoch is not None:
-        batches = batches[:config.max_steps_per_epoch]
-    return batches[skip:]
+        chunks = [order[i:i + bs] for i in range(0, len(order), bs)]
+    else:
+        sampler.set_epoch(epoch)
+        chunks = [np.asarray(b) for b in sampler]
+    chunks = [c for c in chunks if len(c)][:config.max_steps_per_epoch]
+    return [(torch.from_numpy(c.astype(np.int64)), torch.from_numpy(rng.integers(0, views, len(c)).astype(np.int64)))
+            for c in chunks]
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Run (or resume) training; returns the path of the serving checkpoint `model.pt`."""
-    torch.manual_seed(config.seed)
+    started = time.monotonic()
     torch.set_num_threads(os.cpu_count() or 1)
     device = resolve_device(config.device)
     bench = load_benchmark(config.data, config.benchmark)
     records = _training_records(bench, config.domains)
-    dataset = FashionDataset(bench, records, config.input_size, train=True, seed=config.seed,
-                             item_index=build_item_index(records))
+    item_index = {item: i for i, item in enumerate(sorted({r.item_id for r in records if r.item_id}))}
 
-    last = config.out / "last.pt"
-    start_epoch, start_step, history = 0, 0, []
-    if last.exists():
-        blob = read_checkpoint(last)
-        metadata = ModelMetadata.from_dict(blob["metadata"])
-        model = build_model(metadata, pretrained=False)
-        model.load_state_dict(blob["state_dict"])
-        start_epoch, start_step, history = blob["epoch"], blob["step"], blob.get("history", [])
-        log.info("resuming %s at epoch %d step %d", last, start_epoch, start_step)
-    elif config.init_checkpoint is not None:
-        blob = read_checkpoint(config.init_checkpoint)
-        parent = ModelMetadata.from_dict(blob["metadata"])
-        metadata = dataclasses.replace(_new_metadata(config, bench), categories=parent.categories,
-                                       attributes=parent.attributes, architecture=parent.architecture,
-                                       embedding_dim=parent.embedding_dim, input_size=parent.input_size,
-                                       landmark_pooling=parent.landmark_pooling, embedding_skip=parent.embedding_skip,
-                                       parent_version=parent.version)
-        model = build_model(metadata, pretrained=False)
-        model.load_state_dict(blob["state_dict"])
-        blob = None
+    torch.manual_seed(config.seed)  # the heads' initial weights
+    fine_tuning = config.init_checkpoint is not None
+    if fine_tuning:
+        model, metadata = _init_from_checkpoint(config, bench)
     else:
         metadata = _new_metadata(config, bench)
         model = build_model(metadata, pretrained=True)
-        blob = None
-    set_train_mode(model.to(device), config)
-    optimizer = _optimizer(model, config)
-    if blob is not None and "optimizer" in blob:
-        optimizer.load_state_dict(blob["optimizer"])
+    metric = make_metric_loss(config.metric_loss, num_items=len(item_index), dim=metadata.embedding_dim,
+                              margin=config.margin, temperature=config.temperature, seed=config.seed)
+    frozen = _frozen_heads(bench, records, fine_tuning)
+    # Shared layers (branches, fusion) learn from the embedding loss alone; distillation keeps the heads they
+    # feed, for which the data has no labels, predicting what the init model predicted.
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if frozen.category or frozen.attributes else None
 
-    positives = torch.tensor(sum(r.attributes for r in records if r.attributes is not None)
-                             if any(r.attributes is not None for r in records) else [0] * len(bench.attributes),
-                             dtype=torch.float32)
-    pos_weight = attribute_pos_weight(positives, len(records)).to(device)
-    schedule = config.schedule()
+    last = config.out / "last.pt"
+    start_epoch, history = 0, []
+    resume = read_checkpoint(last) if last.exists() else None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        metric.load_state_dict(resume["metric_state"])
+        metadata = ModelMetadata.from_dict(resume["metadata"])
+        start_epoch, history = resume["epoch"], resume.get("history", [])
+        log.info("resuming %s at epoch %d", last, start_epoch)
 
-    def snapshot(epoch: int, step: int) -> None:
-        save_checkpoint(last, model, metadata, optimizer=optimizer.state_dict(), epoch=epoch, step=step,
-                        history=history, config=json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    phase1_start = time.monotonic()
+    data, cache_summary = load_cached_set(bench, records, model, metadata, config, item_index, progress=progress)
+    phase1_s = time.monotonic() - phase1_start
+    if progress:
+        tqdm.write(cache_summary)
 
+    model.to(device)
+    metric.to(device)
+    has_landmarks = not frozen.landmarks and bool((data.visibility != VIS_ABSENT).any())
+    schedule = config.schedule(has_landmarks)
+    sampler = CrossDomainBatchSampler(data.item.tolist(), [r.domain for r in records], config.items_per_batch,
+                                      config.images_per_item, seed=config.seed)
+    if len(sampler) == 0 and any(s != "landmarks" for s in schedule):
+        raise InvalidInput(f"expected at least {config.items_per_batch} training items with two or more images "
+                           f"each in {bench.root}, found {len(sampler.usable)}; lower --items-per-batch")
+    optimizer = _optimizer(model, metric, config)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+    positives = data.attributes[data.attributes_known].sum(dim=0)
+    pos_weight = attribute_pos_weight(positives, int(data.attributes_known.sum())).to(device)
+    steps_of = {s: len(_epoch_batches(s, data, sampler, config, 0)) for s in set(schedule)}
+
+    def snapshot(epoch: int) -> None:
+        save_checkpoint(last, model, metadata, optimizer=optimizer.state_dict(), metric_state=metric.state_dict(),
+                        epoch=epoch, history=history, config=_config_dict(config))
+
+    total_steps = sum(steps_of[s] for s in schedule)
+    done_steps = sum(steps_of[s] for s in schedule[:start_epoch])
+    bar = tqdm(total=total_steps, initial=done_steps, disable=not progress, unit="step",
+               desc="phase 2: training the heads on the cache")
+    phase2_start = time.monotonic()
     for epoch in range(start_epoch, len(schedule)):
         stage = schedule[epoch]
-        dataset.epoch = epoch
-        skip = start_step if epoch == start_epoch else 0
-        batches = _batches(stage, dataset, config, epoch, skip)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=config.workers)
-        bar = tqdm(loader, total=len(batches) + skip, initial=skip, disable=not progress,
-                   desc=f"epoch {epoch + 1}/{len(schedule)} [{stage}]", unit="batch")
+        learners = _configure(model, frozen, stage)
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: replays identically after a resume
+        batches = _epoch_batches(stage, data, sampler, config, epoch)
+        stage_start = schedule.index(stage)
+        stage_steps = steps_of[stage] * schedule.count(stage)
         sums: dict[str, float] = {}
-        count = 0
-        for step, batch in enumerate(bar, start=skip):
-            images = normalize(batch["image"].numpy(), metadata.mean, metadata.std).to(device)
-            out = model(images)
-            losses = total_loss(out, to_targets(batch, device), config.weights, stage=stage,
-                                pos_weight=pos_weight, margin=config.margin)
+        for step, (index, view) in enumerate(batches):
+            scale = _learning_rate_scale((epoch - stage_start) * steps_of[stage] + step, stage_steps,
+                                         warmup=steps_of[stage])
+            for group in optimizer.param_groups:
+                base = config.finetune_lr if group["name"] == "backbone.top" else config.lr
+                group["lr"] = base * scale if group["name"] != "backbone.top" or stage == "finetune" else 0.0
+            mid = data.mid[index, view].to(device).float()
+            if stage == "finetune":
+                pooled = F.adaptive_avg_pool2d(model.backbone.top(mid), 1).flatten(1)
+            else:
+                pooled = data.pooled[index, view].to(device).float()
+            if config.feature_dropout and stage != "landmarks":
+                mid = F.dropout(mid, config.feature_dropout)
+                pooled = F.dropout(pooled, config.feature_dropout)
+            out = model.forward_trunk(mid, pooled)
+            targets = data.targets(index, view, device)
+            losses = total_loss(out, targets, config.weights, stage="landmarks" if stage == "landmarks" else "all",
+                                pos_weight=pos_weight, margin=config.margin, metric=metric)
+            if teacher is not None and stage != "landmarks":
+                with torch.no_grad():
+                    teacher_out = teacher.forward_trunk(mid, pooled)
+                losses["distill"] = _distillation(out, teacher_out, frozen)
+                losses["total"] = losses["total"] + losses["distill"]
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(learners, 5.0)
             optimizer.step()
-            count += 1
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
-            bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-                snapshot(epoch, step + 1)
-        history.append({"epoch": epoch + 1, "stage": stage, **{k: v / max(count, 1) for k, v in sums.items()}})
-        snapshot(epoch + 1, 0)
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{len(schedule)} [{stage}] "
+                                + " ".join(f"{k} {v / (step + 1):.3f}" for k, v in sums.items()))
+        history.append({"epoch": epoch + 1, "stage": stage, **{k: v / max(len(batches), 1) for k, v in sums.items()}})
+        snapshot(epoch + 1)
+    bar.close()
 
+    model = model.cpu().eval()
     metadata.notes = {"history": history, "benchmark": bench.name, "train_images": len(records),
-                      "config": json.loads(json.dumps(dataclasses.asdict(config), default=str))}
-    return save_checkpoint(config.out / "model.pt", model.cpu().eval(), metadata)
+                      "train_items": len(item_index), "frozen_heads": list(frozen.prefixes()),
+                      "cache": cache_summary, "phase1_seconds": round(phase1_s, 1),
+                      "phase2_seconds": round(time.monotonic() - phase2_start, 1),
+                      "seconds": round(time.monotonic() - started, 1), "config": _config_dict(config)}
+    return save_checkpoint(config.out / "model.pt", model, metadata)
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

@@ -52,7 +52,7 @@ def test_forward_shapes_finite_and_one_backward_step(name: str, landmark_pooling
     assert all(torch.isfinite(t).all() for t in out.as_tuple())
 
     losses = total_loss(out, _targets(4), LossWeights(), stage="all")
-    assert set(losses) == {"landmarks", "visibility", "category", "attributes", "triplet", "total"}
+    assert set(losses) == {"landmarks", "visibility", "category", "attributes", "metric", "total"}
     assert torch.isfinite(losses["total"])
     losses["total"].backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -145,3 +145,19 @@ def test_fashionnet_backbone_carries_the_imagenet_weights() -> None:
     model = create_model("fashionnet_efficientnet_lite0", num_categories=2, num_attributes=2)
     assert torch.equal(model.backbone.mid[0].weight, reference.conv_stem.weight)
     assert torch.equal(model.backbone.top[-1].weight, reference.bn2.weight)
+
+
+@pytest.mark.parametrize(("landmark_pooling", "embedding_neck"), [(True, True), (False, True), (True, False)])
+def test_forward_trunk_on_backbone_features_equals_forward_on_the_image(landmark_pooling: bool,
+                                                                         embedding_neck: bool) -> None:
+    """The cached-feature trainer feeds forward_trunk what the backbone computed once: same outputs."""
+    torch.manual_seed(0)
+    model = create_model("fashionnet_efficientnet_lite0", pretrained=False, num_categories=5, num_attributes=7,
+                         embedding_dim=16, landmark_pooling=landmark_pooling, embedding_neck=embedding_neck).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        mid, top = model.backbone(x)
+        cached = model.forward_trunk(mid.half().float(), top.mean(dim=(2, 3)))
+        direct = model(x)
+    for name in ("embedding", "landmarks", "category_logits", "attribute_logits"):
+        torch.testing.assert_close(getattr(cached, name), getattr(direct, name), atol=2e-2, rtol=2e-2, msg=name)

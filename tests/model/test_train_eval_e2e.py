@@ -27,8 +27,9 @@ def c2s(tmp_path_factory):
 
 
 def _config(c2s, out, **kw) -> TrainConfig:
-    return TrainConfig(data=c2s, out=out, benchmark="consumer2shop", input_size=64, embedding_dim=32,
-                       items_per_batch=4, images_per_item=2, max_steps_per_epoch=2, workers=0, **kw)
+    return TrainConfig(data=c2s, out=out, benchmark="consumer2shop", input_size=64, embedding_dim=32, views=2,
+                       items_per_batch=4, images_per_item=2, max_steps_per_epoch=2, workers=0,
+                       cache_dir=out.parent / "cache", **kw)
 
 
 def test_train_resume_then_evaluate(c2s, tmp_path) -> None:
@@ -43,7 +44,7 @@ def test_train_resume_then_evaluate(c2s, tmp_path) -> None:
     model, meta = load_checkpoint(path)
     stages = [h["stage"] for h in meta.notes["history"]]
     assert stages == ["landmarks", "all"]
-    assert {"triplet", "category", "attributes"} <= set(meta.notes["history"][1])
+    assert {"metric", "category", "attributes"} <= set(meta.notes["history"][1])
     assert meta.input_size == 64 and meta.embedding_dim == 32 and len(meta.categories) >= 8
 
     result = evaluate("consumer2shop", c2s, path, progress=False)

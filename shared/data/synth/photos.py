@@ -114,7 +114,7 @@ def render_photo(
     points = geo.apply(h, layer.garment.landmarks)
     if consumer:
         _occlude(photo, occluder, points, item, layer, h, rng)
-        photo = _consumer_camera(photo, rng)
+        photo = consumer_camera(photo, rng)
         quality = int(rng.integers(25, 71))
     else:
         quality = int(rng.integers(88, 96))
@@ -366,7 +366,7 @@ def _occlude(
                 d.polygon(poly, fill=fill)
 
 
-def _consumer_camera(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+def consumer_camera(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Lighting gradient, colour cast, exposure/contrast, sensor noise and blur."""
     size = photo.size[0]
     arr = np.asarray(photo, np.float32)
