@@ -29,6 +29,24 @@ top + distill 1.0      1e-4    0.036  0.241   0.61    0.97
 =====================  ======  =====  ======  ======  ==========================================
 
 (``fusion``, on a smaller log of 133 / 33 pairs: top-20 unchanged at 0.303, categories unchanged 0.79.)
+The s/step column was measured when every step ran the whole model on the pixels; see below for today's.
+
+Training runs on cached backbone features (``services/retrain/features.py``). No level trains the backbone's
+stride-16 stage, and ``embedding`` / ``fusion`` none of it, so the backbone's output for an image never changes
+during a run: it now runs once per distinct image the run may draw (plain and mirrored, as batches mirror rows
+at random), before the first step; the features are kept in memory and in ``RUNS_DIR/trunk-cache`` (keyed by
+backbone weights and input size, named by a hash of the pixels, float16), so a resumed run and the next run on
+the same serving model read them back instead of recomputing. Every step runs ``model.forward_trunk(mid,
+pooled)`` (``top``: the last stage itself on the cached stride-16 map), the teacher too; the rows and random
+draws are the same as before, the outputs equal up to float16 rounding. The evaluation gate still embeds full
+images. Measured with ``OMP_NUM_THREADS=1 .venv/bin/python scripts/retrain_step_time.py --threads 1 --unfreeze
+LEVEL [--distill 0]`` (40 synthetic items at 96 px, 63 click pairs, 3 epochs of 4 steps on 64 images; the
+"before" numbers with the same script on the previous commit; 1 thread, because this machine's 2 cores were
+shared with another job, which made 2-thread timings vary 5-fold from run to run), median s/step before ->
+after: ``embedding`` 0.18-0.23 -> 0.016, ``fusion`` + distill 0.39-0.40 -> 0.059, ``top`` 0.35-0.38 -> 0.23,
+``top`` + distill 0.51-0.57 -> 0.24 (``top`` keeps its last stage's forward and backward). The one-off feature
+pass (133 images x 2 renderings) adds about 0.9 s before the first step; the whole ``finetune`` went from
+2.5-3.0 s to 1.4 s (``embedding``) and from 6.6-7.4 s to 4.3-4.4 s (``top`` + distill).
 
 Why the embedding projection by default: it wins about 80% of the top-20 gain of unfreezing the last backbone
 stage (+14 vs +18 points) at half the cost per step, and leaves every other head bit-identical. The fused
@@ -66,6 +84,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 from tqdm.auto import tqdm
 
+from services.retrain.features import TrunkFeatures, uses_cached_features
 from shared.db import repository
 from shared.db.models import ModelState, RunState, TrainingRun, utcnow
 from shared.db.repository import ClickPair
@@ -313,7 +332,9 @@ def fail_run(sessions: sessionmaker[Session], run_id: str, message: str) -> None
 class ImageBank:
     """Decoded images as uint8 arrays at the model's input size, by product (shop images) or by photo bytes.
 
-    Bounded LRU: a large click log is read from disk again rather than held in memory.
+    Every image has a key: ``photo:<sha256>`` for a shopper's photo, ``uri:<uri>`` for a shop image; the
+    cached-feature path (``features.TrunkFeatures``) names images by the same keys. Bounded LRU: a large click
+    log is read from disk again rather than held in memory.
     """
 
     def __init__(self, sessions: sessionmaker[Session], input_size: int, limits: ImageLimits) -> None:
@@ -322,6 +343,7 @@ class ImageBank:
         self.limits = limits
         self.uris: dict[str, list[str]] = {}
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._photos: dict[str, ClickPair] = {}
 
     def load_products(self, product_ids: Sequence[str]) -> None:
         wanted = [p for p in dict.fromkeys(product_ids) if p not in self.uris]
@@ -347,18 +369,37 @@ class ImageBank:
     def uri(self, uri: str) -> np.ndarray | None:
         return self._cached("uri:" + uri, lambda: read_uri(uri, self.limits), uri)
 
+    def photo_key(self, pair: ClickPair) -> str:
+        key = "photo:" + _photo(pair)
+        self._photos.setdefault(key, pair)
+        return key
+
     def photo(self, pair: ClickPair) -> np.ndarray | None:
-        return self._cached("photo:" + _photo(pair), lambda: pair.query_image, f"query photo {pair.query_id}")
+        return self.array(self.photo_key(pair))
+
+    def array(self, key: str) -> np.ndarray | None:
+        """The image behind a key (a ``photo:`` key once its pair went through ``photo_key``)."""
+        if key.startswith("uri:"):
+            return self.uri(key.removeprefix("uri:"))
+        pair = self._photos[key]
+        return self._cached(key, lambda: pair.query_image, f"query photo {pair.query_id}")
+
+    def readable(self, key: str) -> bool:
+        return self.array(key) is not None
+
+    def product_keys(self, product_id: str) -> list[str]:
+        return ["uri:" + uri for uri in self.uris.get(product_id, [])]
+
+    def pick(self, product_id: str, rng: np.random.Generator, readable: Callable[[str], bool]) -> str | None:
+        """The key of one readable image of the product, picked at random (None when it has none)."""
+        keys = self.product_keys(product_id)
+        rng.shuffle(keys)
+        return next((key for key in keys if readable(key)), None)
 
     def product(self, product_id: str, rng: np.random.Generator) -> np.ndarray | None:
         """One readable image of the product, picked at random (None when it has none)."""
-        uris = list(self.uris.get(product_id, []))
-        rng.shuffle(uris)
-        for uri in uris:
-            array = self.uri(uri)
-            if array is not None:
-                return array
-        return None
+        key = self.pick(product_id, rng, self.readable)
+        return None if key is None else self.array(key)
 
 
 def usable_pairs(pairs: Sequence[ClickPair], bank: ImageBank) -> list[ClickPair]:
@@ -420,30 +461,57 @@ def epoch_batches(num_pairs: int, config: RetrainConfig, epoch: int) -> list[lis
     return batches
 
 
-def triplet_batch(pairs: Sequence[ClickPair], bank: ImageBank, config: RetrainConfig,
-                  rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
-    """Rows (anchor photos, a positive image each, hard negatives) and their product labels.
+Row = tuple[str, bool]  # (image key, mirrored)
+
+
+def triplet_rows(pairs: Sequence[ClickPair], bank: ImageBank, config: RetrainConfig, rng: np.random.Generator,
+                 readable: Callable[[str], bool]) -> tuple[list[Row], torch.Tensor]:
+    """Rows (anchor photos, a positive image each, hard negatives) as (image key, mirrored), and their labels.
 
     Anchors and positives of one product share a label; batch-hard mining then takes, per anchor, its
     positive and the closest image of any other product in the batch (skipped ones and in-batch ones).
+    ``readable`` says which images decode (the bank's pixels, or the prepared features): the rows, and the
+    random numbers drawn, are the same either way.
     """
     labels: dict[str, int] = {}
-    rows: list[np.ndarray] = []
+    rows: list[Row] = []
     row_labels: list[int] = []
 
-    def add(array: np.ndarray | None, product_id: str, flip: bool) -> None:
-        if array is None:
+    def add(key: str | None, product_id: str, flip: bool) -> None:
+        if key is None or not readable(key):
             return
-        rows.append(array[:, ::-1] if flip else array)
+        rows.append((key, flip))
         row_labels.append(labels.setdefault(product_id, len(labels)))
 
     for pair in pairs:
-        add(bank.photo(pair), pair.positive_product_id, rng.random() < 0.5)
-        add(bank.product(pair.positive_product_id, rng), pair.positive_product_id, rng.random() < 0.5)
-        negatives = [n for n in pair.negative_product_ids if bank.uris.get(n)][:config.negatives_per_pair]
-        for negative in negatives:
-            add(bank.product(negative, rng), negative, rng.random() < 0.5)
-    return np.ascontiguousarray(np.stack(rows)), torch.tensor(row_labels)
+        add(bank.photo_key(pair), pair.positive_product_id, rng.random() < 0.5)
+        add(bank.pick(pair.positive_product_id, rng, readable), pair.positive_product_id, rng.random() < 0.5)
+        for negative in _negatives(pair, bank, config):
+            add(bank.pick(negative, rng, readable), negative, rng.random() < 0.5)
+    return rows, torch.tensor(row_labels)
+
+
+def _negatives(pair: ClickPair, bank: ImageBank, config: RetrainConfig) -> list[str]:
+    return [n for n in pair.negative_product_ids if bank.uris.get(n)][:config.negatives_per_pair]
+
+
+def triplet_batch(pairs: Sequence[ClickPair], bank: ImageBank, config: RetrainConfig,
+                  rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`triplet_rows` as pixels: (N, H, W, 3) uint8, mirrored rows flipped left to right."""
+    rows, labels = triplet_rows(pairs, bank, config, rng, bank.readable)
+    pixels = [bank.array(key) for key, _ in rows]
+    mirrored = [array[:, ::-1] if flip else array for array, (_, flip) in zip(pixels, rows, strict=True)]
+    return np.ascontiguousarray(np.stack(mirrored)), labels
+
+
+def images_to_prepare(pairs: Sequence[ClickPair], bank: ImageBank, config: RetrainConfig) -> list[str]:
+    """Every image :func:`triplet_rows` may draw for these pairs: photos, and all images of their clicked and
+    skipped products."""
+    keys = [bank.photo_key(pair) for pair in pairs]
+    for pair in pairs:
+        for product_id in (pair.positive_product_id, *_negatives(pair, bank, config)):
+            keys.extend(bank.product_keys(product_id))
+    return list(dict.fromkeys(keys))
 
 
 def distillation_loss(student: FashionNetOutput, teacher: FashionNetOutput) -> torch.Tensor:
@@ -491,6 +559,43 @@ def _resume(last: Path, run_id: str, base_version: str, model: nn.Module,
     return int(blob["epoch"]), list(blob.get("history", []))
 
 
+def prepare_features(model: nn.Module, metadata: ModelMetadata, pairs: Sequence[ClickPair], bank: ImageBank,
+                     config: RetrainConfig, *, cache_dir: Path, device: torch.device, desc: str = "backbone features",
+                     progress_bar: bool = True, tick: Callable[[], None] | None = None) -> TrunkFeatures:
+    """The backbone's features of every image the run may draw (read from ``cache_dir`` or computed there)."""
+    features = TrunkFeatures.for_model(model, metadata, cache_dir=cache_dir, device=device)
+    features.prepare(images_to_prepare(pairs, bank, config), bank.array, desc=desc, progress_bar=progress_bar,
+                     tick=tick)
+    return features
+
+
+def batch_outputs(model: nn.Module, teacher: nn.Module | None, pairs: Sequence[ClickPair], bank: ImageBank,
+                  config: RetrainConfig, metadata: ModelMetadata, rng: np.random.Generator,
+                  features: TrunkFeatures | None, device: torch.device,
+                  ) -> tuple[FashionNetOutput, torch.Tensor, FashionNetOutput | None]:
+    """One step's rows through the model and the teacher: (output, labels, teacher's output or None).
+
+    On the cached backbone features when given (``TrunkFeatures.forward``), else the whole model on the
+    pixels; the same rows either way, and the same result up to the cache's float16 rounding.
+    """
+    if features is not None:
+        keys, labels = triplet_rows(pairs, bank, config, rng, features.readable)
+        out, kept = features.forward(model, teacher, keys)
+        return out, labels, kept
+    rows, labels = triplet_batch(pairs, bank, config, rng)
+    x = normalize(rows, metadata.mean, metadata.std).to(device)
+    out = model(x)
+    with torch.no_grad():
+        kept = teacher(x) if teacher is not None else None
+    return out, labels, kept
+
+
+def metric_loss(out: FashionNetOutput, labels: torch.Tensor, config: RetrainConfig) -> torch.Tensor:
+    if config.loss == "supcon":
+        return supervised_contrastive_loss(out.embedding, labels, config.temperature)
+    return batch_hard_triplet_loss(out.embedding, labels, config.margin)
+
+
 def finetune(
     run_id: str,
     *,
@@ -505,13 +610,31 @@ def finetune(
     device: torch.device,
     progress_cb: ProgressCallback | None = None,
     progress_bar: bool = True,
+    cache_dir: Path | None = None,
+    cached_features: bool = True,
 ) -> list[dict]:
-    """Fine-tune ``model`` in place; resumes from ``run_dir/last.pt``. Returns per-epoch history."""
+    """Fine-tune ``model`` in place; resumes from ``run_dir/last.pt``. Returns per-epoch history.
+
+    Trains on the frozen backbone's features, computed once per image into ``cache_dir`` (default
+    ``run_dir/trunk-cache``; :func:`run_training` shares one across runs), whenever the unfreeze level leaves
+    the stride-16 stage frozen (every level today). ``cached_features=False`` runs the whole model on the
+    pixels of every row instead (the path before the cache, kept for measurements and comparisons).
+    """
     torch.manual_seed(config.seed)
     groups = prepare_for_finetuning(model, config)
     model.to(device).eval()
     teacher = _teacher(model, config)  # before resuming: it must hold the serving weights
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    features = None
+    if cached_features and uses_cached_features(model):
+        # Before resuming too: the features (and their cache key) are the serving backbone's.
+        tick = (lambda: progress_cb(Progress(run_id, 0, config.epochs, 0, 0, float("nan")))
+                ) if progress_cb is not None else None
+        features = prepare_features(model, metadata, pairs, bank, config,
+                                    cache_dir=cache_dir or run_dir / "trunk-cache", device=device,
+                                    desc=f"retrain {run_id[:8]} backbone features", progress_bar=progress_bar,
+                                    tick=tick)
+        log.info("training run %s: %s", run_id, features.describe())
     last = run_dir / "last.pt"
     start_epoch, history = _resume(last, run_id, base_version, model, optimizer)
     if start_epoch > 0:
@@ -528,16 +651,10 @@ def finetune(
                    disable=not progress_bar)
         for step, indices in enumerate(bar):
             rng = np.random.default_rng([config.seed, epoch, step])
-            rows, labels = triplet_batch([pairs[i] for i in indices], bank, config, rng)
-            x = normalize(rows, metadata.mean, metadata.std).to(device)
-            out = model(x)
-            if config.loss == "supcon":
-                loss = supervised_contrastive_loss(out.embedding, labels.to(device), config.temperature)
-            else:
-                loss = batch_hard_triplet_loss(out.embedding, labels.to(device), config.margin)
-            if teacher is not None:
-                with torch.no_grad():
-                    kept = teacher(x)
+            out, labels, kept = batch_outputs(model, teacher, [pairs[i] for i in indices], bank, config, metadata,
+                                              rng, features, device)
+            loss = metric_loss(out, labels.to(device), config)
+            if kept is not None:
                 distill = distillation_loss(out, kept)
                 drift += distill.item()
                 loss = loss + config.distill * distill
@@ -730,12 +847,15 @@ def run_training(
     limits: ImageLimits | None = None,
     progress_cb: ProgressCallback | None = None,
     progress_bar: bool = True,
+    cache_dir: Path | None = None,
 ) -> RunState:
     """Train, evaluate and judge one run; returns its state afterwards (idempotent on ``run_id``).
 
     A run already past training returns its state untouched. Data problems (too few pairs, no serving model,
     a broken checkpoint) mark the run ``failed`` with the error's message; :class:`Unavailable` and
     database/Redis errors propagate untouched for the caller to retry (the run resumes from ``last.pt``).
+    Backbone features are cached in ``cache_dir`` (default ``runs_dir/trunk-cache``), shared by every run:
+    the next run on the same serving model reads its catalogue images' features from there.
     """
     limits = limits or ImageLimits()
     state, config, base_version, base_path = _start(sessions, run_id)
@@ -745,7 +865,8 @@ def run_training(
         return _train_and_judge(run_id, sessions=sessions, config=config, base_version=base_version,
                                 base_path=base_path, run_dir=Path(runs_dir).resolve() / run_id,
                                 device=resolve_device(device), limits=limits, progress_cb=progress_cb,
-                                progress_bar=progress_bar)
+                                progress_bar=progress_bar,
+                                cache_dir=Path(cache_dir or Path(runs_dir) / "trunk-cache").resolve())
     except Unavailable:
         raise
     except FashionError as exc:
@@ -756,7 +877,7 @@ def run_training(
 
 def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: RetrainConfig, base_version: str,
                      base_path: str, run_dir: Path, device: torch.device, limits: ImageLimits,
-                     progress_cb: ProgressCallback | None, progress_bar: bool) -> RunState:
+                     progress_cb: ProgressCallback | None, progress_bar: bool, cache_dir: Path) -> RunState:
     with sessions() as session:
         split = build_pairs(session, holdout_fraction=config.holdout_fraction, min_pairs=config.min_pairs)
     model, metadata = load_checkpoint(base_path)
@@ -767,7 +888,7 @@ def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: Re
                            f"{len(split.train)}: check the catalogue images' uris")
     history = finetune(run_id, sessions=sessions, model=model, metadata=metadata, base_version=base_version,
                        pairs=train_pairs, bank=bank, config=config, run_dir=run_dir, device=device,
-                       progress_cb=progress_cb, progress_bar=progress_bar)
+                       progress_cb=progress_cb, progress_bar=progress_bar, cache_dir=cache_dir)
 
     with sessions.begin() as session:
         repository.update_run(session, run_id, state=RunState.EVALUATING, eta_seconds=None, heartbeat=True)
@@ -821,6 +942,7 @@ def _record_outcome(run_id: str, *, sessions: sessionmaker[Session], model: nn.M
 __all__ = [
     "DEFAULT_KEY", "UNFREEZE", "Encoder", "GateDecision", "ImageBank", "PairSplit", "Progress", "RetrainConfig",
     "RunStatus", "build_pairs", "epoch_batches", "evaluate", "fail_run", "finetune", "gate", "heartbeat",
-    "needs_training", "prepare_for_finetuning", "product_embeddings", "retrieval_scores", "run_status",
-    "run_training", "split_pairs", "too_few_pairs_message", "trigger_run", "when_locked",
+    "batch_outputs", "images_to_prepare", "metric_loss", "needs_training", "prepare_features",
+    "prepare_for_finetuning", "product_embeddings", "retrieval_scores", "run_status", "run_training", "split_pairs",
+    "too_few_pairs_message", "trigger_run", "triplet_batch", "triplet_rows", "uses_cached_features", "when_locked",
 ]

@@ -219,6 +219,11 @@ def test_accepted_run_reaches_reindexing_with_a_registered_candidate(harness: Ha
     _, meta = load_checkpoint(candidate.checkpoint_path)  # a normal serving checkpoint
     assert (meta.version, meta.parent_version, meta.notes["run_id"]) == (run.candidate_version, SERVING, run_id)
     assert (h.tmp / "runs" / run_id / "last.pt").is_file()
+    # Trained on the frozen backbone's features, computed once per image into the cache every run shares.
+    computed = re.search(rf"training run {run_id}: backbone features (\S+): (\d+) images, 0 cached before "
+                         r"\(0% hit rate\), (\d+) computed", h.log("w1"))
+    assert computed and computed[2] == computed[3] and Path(computed[1]).parent == h.tmp / "runs" / "trunk-cache"
+    assert len(list(Path(computed[1]).glob("*/*.npz"))) == int(computed[3])
     assert h.app.AsyncResult(h.task_ids[0]).get(timeout=10) == "reindexing"
 
     # Delivered again (a duplicate or a replay): nothing is trained twice.
@@ -268,6 +273,9 @@ def test_killed_worker_is_redelivered_and_resumes_from_its_last_epoch(harness: H
     resumed = run.params["resumed_from_epoch"]
     assert killed_at.epoch <= resumed < 8
     assert f"resuming training run {run_id} from epoch {resumed} of 8" in h.log("w2")
+    # The second worker read every backbone feature the first one computed; it ran the backbone on none.
+    assert re.search(rf"training run {run_id}: backbone features \S+: (\d+) images, \1 cached before "
+                     r"\(100% hit rate\), 0 computed", h.log("w2")), h.log("w2")
     assert run.epoch == 8
 
 

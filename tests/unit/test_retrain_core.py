@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,3 +256,137 @@ def test_admin_metrics_flatten_nested_numbers() -> None:
 
     nested = {"candidate": {"top1": 0.5, "top20": 0.9}, "gate": {"accepted": True, "on": "audit"}, "x": 1}
     assert _numbers(nested) == {"candidate.top1": 0.5, "candidate.top20": 0.9, "x": 1.0}
+
+
+# ------------------------------------------------------------------------------------------------ cached features
+
+
+def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[core.ImageBank, list[ClickPair]]:
+    """A bank of noise JPEGs (two per product, one of them unreadable for product 0) and click pairs on them."""
+    import hashlib
+
+    from PIL import Image
+
+    from shared.imaging import ImageLimits
+
+    rng = np.random.default_rng(0)
+
+    def jpeg(path) -> bytes:
+        Image.fromarray(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)).save(path, quality=90)
+        return path.read_bytes()
+
+    bank = core.ImageBank(None, 64, ImageLimits())  # type: ignore[arg-type]  # products set below, not from a DB
+    for p in range(products):
+        bank.uris[f"p{p}"] = [str(tmp_path / f"p{p}-{i}.jpg") for i in range(2)]
+        for uri in bank.uris[f"p{p}"]:
+            jpeg(Path(uri))
+    (tmp_path / "p0-0.jpg").write_bytes(b"not a jpeg")
+    pairs = []
+    for n in range(photos):
+        data = jpeg(tmp_path / f"q{n}.jpg")
+        pairs.append(ClickPair(query_id=f"q{n}", query_image=data, query_image_sha256=hashlib.sha256(data).hexdigest(),
+                               created_at=T0, model_version="tiny-1", positive_product_id=f"p{n % products}",
+                               negative_product_ids=tuple(f"p{(n + k) % products}" for k in (1, 2, 3))))
+    return bank, pairs
+
+
+@pytest.mark.parametrize("unfreeze", ["embedding", "fusion", "top"])
+def test_cached_features_give_the_full_forwards_loss_and_embeddings(tmp_path, tiny_checkpoint, unfreeze) -> None:
+    import torch
+
+    from shared.fashionnet.checkpoint import load_checkpoint
+
+    bank, pairs = _clicks(tmp_path)
+    model, meta = load_checkpoint(tiny_checkpoint)
+    config = RetrainConfig(unfreeze=unfreeze, batch_pairs=8, distill=1.0)
+    core.prepare_for_finetuning(model, config)
+    model.eval()
+    teacher = core._teacher(model, config)
+    assert core.uses_cached_features(model)
+    features = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+                                     device=torch.device("cpu"), progress_bar=False)
+    assert not features.readable("uri:" + str(tmp_path / "p0-0.jpg")) and features.readable(bank.photo_key(pairs[0]))
+
+    results = []
+    for source in (None, features):
+        model.zero_grad()
+        out, labels, kept = core.batch_outputs(model, teacher, pairs, bank, config, meta, np.random.default_rng(3),
+                                               source, torch.device("cpu"))
+        loss = core.metric_loss(out, labels, config)
+        if kept is not None:
+            loss = loss + core.distillation_loss(out, kept)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out, labels, kept, loss.item(), grads))
+    (full, full_labels, full_kept, full_loss, full_grads), (cached, labels, kept, loss, grads) = results
+
+    assert torch.equal(labels, full_labels) and len(labels) > 2 * len(pairs)  # the same rows, in the same order
+    torch.testing.assert_close(cached.embedding, full.embedding, atol=2e-3, rtol=0)
+    torch.testing.assert_close(cached.category_logits, full.category_logits, atol=2e-3, rtol=2e-3)
+    assert loss == pytest.approx(full_loss, rel=2e-3)
+    assert (kept is None) == (full_kept is None) == (unfreeze == "embedding")
+    if kept is not None:
+        torch.testing.assert_close(kept.attribute_logits, full_kept.attribute_logits, atol=2e-3, rtol=2e-3)
+    assert grads.keys() == full_grads.keys() and any(n.startswith("backbone.top.") for n in grads) == (
+        unfreeze == "top")
+    for name, grad in grads.items():  # float16 inputs: single elements move near ReLU kinks, the direction holds
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), full_grads[name].flatten(), dim=0)
+        assert cosine > 0.999, name
+
+
+def test_cached_features_are_read_back_not_recomputed(tmp_path, tiny_checkpoint, monkeypatch) -> None:
+    import torch
+
+    from services.retrain import features as features_module
+    from shared.fashionnet.checkpoint import load_checkpoint
+
+    bank, pairs = _clicks(tmp_path)
+    model, meta = load_checkpoint(tiny_checkpoint)
+    config = RetrainConfig()
+    first = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+                                  device=torch.device("cpu"), progress_bar=False)
+    keys = core.images_to_prepare(pairs, bank, config)
+    assert first.cache.stats.misses == len(keys) - 1 and first.cache.stats.hits == 0  # one image is unreadable
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("expected every feature from the disk cache")
+
+    monkeypatch.setattr(features_module, "backbone_features", refuse)
+    again = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+                                  device=torch.device("cpu"), progress_bar=False)
+    assert again.cache.stats.hits == len(keys) - 1 and again.cache.stats.misses == 0
+    rows = [(k, flip) for k in keys if first.readable(k) for flip in (False, True)]
+    for a, b in zip(first.batch(rows), again.batch(rows), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_finetune_on_cached_features_is_deterministic_and_resumes_without_recomputing(
+        tmp_path, tiny_checkpoint, sessions, monkeypatch) -> None:
+    import torch
+
+    from services.retrain import features as features_module
+    from shared.fashionnet.checkpoint import load_checkpoint
+
+    bank, pairs = _clicks(tmp_path)
+    config = RetrainConfig(epochs=2, batch_pairs=4, unfreeze="top", lr=1e-3)
+    with sessions.begin() as s:
+        run_id = repository.create_or_get_active_run(s, "k", epochs=2, params=config.to_params(),
+                                                     base_version="tiny-1")[0].run_id
+
+    def train(run_dir: str, epochs: int) -> dict:
+        model, meta = load_checkpoint(tiny_checkpoint)
+        core.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="tiny-1", pairs=pairs,
+                      bank=bank, config=dataclasses.replace(config, epochs=epochs), run_dir=tmp_path / run_dir,
+                      device=torch.device("cpu"), progress_bar=False, cache_dir=tmp_path / "cache")
+        return model.state_dict()
+
+    whole = train("whole", 2)
+    train("killed", 1)
+    monkeypatch.setattr(features_module, "backbone_features", lambda *a, **k: pytest.fail("recomputed features"))
+    resumed = train("killed", 2)  # picks up last.pt after epoch 1, features from the cache
+    again = train("whole-again", 2)
+    for name, tensor in whole.items():
+        assert torch.equal(resumed[name], tensor) and torch.equal(again[name], tensor), name
+    base = load_checkpoint(tiny_checkpoint)[0].state_dict()
+    moved = {n for n, t in whole.items() if not torch.equal(t, base[n])}
+    assert any(n.startswith("backbone.top.") for n in moved) and not any(n.startswith("backbone.mid.") for n in moved)
