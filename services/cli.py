@@ -52,7 +52,10 @@ def train(
     epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 2: all tasks jointly")] = 40,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="phase 3: also the backbone's last stage")] = 0,
     metric_loss: Annotated[str, typer.Option(help="triplet (batch-hard), softmax (normalised, over item ids) "
-                                                  "or supcon")] = "triplet",
+                                                  "or supcon")] = "softmax",
+    category_weight: Annotated[float, typer.Option(min=0.0, help="0 = no category loss (ablation)")] = 1.0,
+    attribute_weight: Annotated[float, typer.Option(min=0.0, help="0 = no attribute loss (ablation)")] = 1.0,
+    feature_dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="dropout on cached features")] = 0.3,
     input_size: Annotated[int, typer.Option(min=32)] = 224,
     embedding_dim: Annotated[int, typer.Option(min=8)] = 256,
     items_per_batch: Annotated[int, typer.Option(min=2, help="P: items per batch")] = 32,
@@ -69,6 +72,7 @@ def train(
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
 ) -> None:
     """Train FashionNet: cache the frozen backbone's features, then train every head on them; rerun to resume."""
+    from shared.fashionnet.losses import LossWeights
     from shared.training.train import TrainConfig
     from shared.training.train import train as run_training
 
@@ -76,6 +80,8 @@ def train(
                          landmark_pooling=landmark_pooling, embedding_neck=embedding_neck,
                          embedding_skip=embedding_skip, views=views, landmark_epochs=landmark_epochs, epochs=epochs,
                          finetune_epochs=finetune_epochs, metric_loss=metric_loss, input_size=input_size,
+                         weights=LossWeights(category=category_weight, attributes=attribute_weight),
+                         feature_dropout=feature_dropout,
                          embedding_dim=embedding_dim, items_per_batch=items_per_batch,
                          images_per_item=images_per_item, lr=lr, finetune_lr=finetune_lr,
                          max_steps_per_epoch=max_steps_per_epoch, cache_dir=cache_dir, device=device,
@@ -126,6 +132,20 @@ def bench_model_cmd(
     from shared.bench.model_bench import bench_model, print_table
 
     print_table(bench_model(checkpoint, seconds=seconds, input_size=input_size))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    workdir: Annotated[Path, typer.Option(help="where the synthetic catalogue goes")] = Path("var/bench-train"),
+    items: Annotated[int, typer.Option(min=10)] = 100,
+    views: Annotated[int, typer.Option(min=1)] = 4,
+    input_size: Annotated[int, typer.Option(min=32)] = 224,
+    workers: Annotated[int, typer.Option(min=0, help="image-decoding processes beside the backbone")] = 1,
+) -> None:
+    """Phase 1 of `fashion train` (caching backbone features) as a ratio to the bare backbone forward."""
+    from shared.bench.train_bench import bench_train, print_result
+
+    print_result(bench_train(workdir, items=items, views=views, input_size=input_size, workers=workers))
 
 
 @bench_app.command("ingest")

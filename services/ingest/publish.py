@@ -26,6 +26,7 @@ from services.ingest.events import (
     event_to_json,
 )
 from shared.data.deepfashion import PARTITION, load_benchmark
+from shared.data.folder import has_product_folders
 from shared.data.records import Benchmark, ImageRecord
 from shared.errors import InvalidInput
 
@@ -99,6 +100,10 @@ def events_from_folder(path: str | Path, *, revision: str = "",
         raise InvalidInput(f"{root}: expected a folder (a DeepFashion benchmark or images)")
     if (root / PARTITION).is_file():
         yield from _benchmark_events(load_benchmark(root), revision, limits)
+    elif has_product_folders(root) and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                                for p in root.iterdir()):
+        # ROOT/PRODUCT_ID/*.jpg: one product per folder, its shop photos (consumer photos are left out).
+        yield from _benchmark_events(load_benchmark(root, "folder"), revision, limits)
     else:
         yield from _image_folder_events(root, revision, limits)
 

@@ -60,12 +60,16 @@ class LandmarkPooling(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_landmarks: int, out_dim: int, channels: int = 64,
-                 pool_size: int = 3, box_fraction: float = 0.25) -> None:
+                 pool_size: int = 3, box_fraction: float = 0.25, garment_box: bool = False) -> None:
         super().__init__()
         self.proj = conv_bn_relu(in_channels, channels, kernel=1)
         self.pool_size = pool_size
         self.box_fraction = box_fraction
-        self.fc = nn.Sequential(nn.Linear(num_landmarks * channels * pool_size * pool_size, out_dim),
+        # garment_box: one more region, the box the visible landmarks span (plus a margin), so the garment as a
+        # whole is described without the clutter around it that the global average takes in.
+        self.garment_box = garment_box
+        regions = num_landmarks + (1 if garment_box else 0)
+        self.fc = nn.Sequential(nn.Linear(regions * channels * pool_size * pool_size, out_dim),
                                 nn.ReLU(inplace=True))
 
     def forward(self, mid: torch.Tensor, coords: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -80,7 +84,26 @@ class LandmarkPooling(nn.Module):
         pooled = roi_align(feats, torch.cat([index, boxes], dim=1), output_size=self.pool_size,
                            spatial_scale=1.0, sampling_ratio=2, aligned=True)
         pooled = pooled.reshape(b, k, -1) * gate.unsqueeze(-1)
+        if self.garment_box:
+            pooled = torch.cat([pooled, self._garment(feats, coords.detach(), gate.detach())], dim=1)
         return self.fc(pooled.flatten(1))
+
+    def _garment(self, feats: torch.Tensor, coords: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """(B, 1, C * pool^2): features pooled over the box spanned by landmarks predicted visible."""
+        b = coords.shape[0]
+        h, w = feats.shape[-2:]
+        scale = torch.tensor([w, h], device=coords.device, dtype=coords.dtype)
+        seen = (gate > 0.5).unsqueeze(-1)
+        none = ~seen.any(dim=1, keepdim=True)
+        seen = seen | none  # no landmark predicted visible: span all of them
+        low = coords.masked_fill(~seen, float("inf")).amin(dim=1)
+        high = coords.masked_fill(~seen, float("-inf")).amax(dim=1)
+        margin = self.box_fraction / 2
+        boxes = torch.cat([(low - margin).clamp(0, 1) * scale, (high + margin).clamp(0, 1) * scale], dim=-1)
+        index = torch.arange(b, device=coords.device, dtype=coords.dtype).unsqueeze(1)
+        pooled = roi_align(feats, torch.cat([index, boxes], dim=1), output_size=self.pool_size,
+                           spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        return pooled.reshape(b, 1, -1)
 
 
 class GlobalBranch(nn.Module):

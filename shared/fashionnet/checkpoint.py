@@ -38,6 +38,7 @@ class ModelMetadata:
     embedding_skip: bool = False  # checkpoints from before the option had none
     embedding_neck: bool = False  # BN-neck before the L2 normalisation; older checkpoints have none
     global_mid: bool = False  # the global branch also reads the pooled stride-16 map
+    garment_box: bool = False  # landmark pooling also pools the box the visible landmarks span
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     parent_version: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -46,7 +47,7 @@ class ModelMetadata:
         return {"num_categories": len(self.categories), "num_attributes": len(self.attributes),
                 "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling,
                 "embedding_skip": self.embedding_skip, "embedding_neck": self.embedding_neck,
-                "global_mid": self.global_mid}
+                "global_mid": self.global_mid, "garment_box": self.garment_box}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -66,12 +67,13 @@ class ModelMetadata:
 def default_metadata(architecture: str, categories: list[Category], attributes: list[Attribute], *,
                      version: str, embedding_dim: int = 256, input_size: int = 224,
                      landmark_pooling: bool = True, embedding_skip: bool = False,
-                     embedding_neck: bool = False, global_mid: bool = False) -> ModelMetadata:
+                     embedding_neck: bool = False, global_mid: bool = False,
+                     garment_box: bool = False) -> ModelMetadata:
     spec = get_backbone_spec(backbone_of(architecture))
     return ModelMetadata(architecture=architecture, version=version, embedding_dim=embedding_dim,
                          input_size=input_size, mean=spec.mean, std=spec.std, categories=categories,
                          attributes=attributes, landmark_pooling=landmark_pooling, embedding_skip=embedding_skip,
-                         embedding_neck=embedding_neck, global_mid=global_mid)
+                         embedding_neck=embedding_neck, global_mid=global_mid, garment_box=garment_box)
 
 
 def build_model(metadata: ModelMetadata, *, pretrained: bool = True, **kwargs) -> nn.Module:
@@ -134,7 +136,7 @@ def imagenet_baseline_checkpoint(trained: str | Path, out: str | Path) -> Path:
     parent = ModelMetadata.from_dict(blob["metadata"])
     width = get_backbone_spec(backbone_of(parent.architecture)).build(None).top_channels
     metadata = dataclasses.replace(parent, version=f"{parent.version}-imagenet", embedding_dim=width,
-                                   embedding_skip=True, embedding_neck=False, global_mid=False,
+                                   embedding_skip=True, embedding_neck=False,
                                    parent_version=parent.version,
                                    notes={"baseline": "ImageNet features, global average pooling"})
     model = build_model(metadata, pretrained=True)

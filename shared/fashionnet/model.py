@@ -33,7 +33,7 @@ class FashionNet(nn.Module):
     def __init__(self, backbone: Backbone, *, num_categories: int, num_attributes: int, embedding_dim: int = 256,
                  landmark_pooling: bool = True, num_landmarks: int = NUM_LANDMARKS, fusion_dim: int = 512,
                  dropout: float = 0.2, embedding_skip: bool = False, embedding_neck: bool = False,
-                 global_mid: bool = False) -> None:
+                 global_mid: bool = False, garment_box: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.landmark_pooling = landmark_pooling
@@ -44,7 +44,8 @@ class FashionNet(nn.Module):
         self.global_branch = GlobalBranch(backbone.top_channels + (backbone.mid_channels if global_mid else 0),
                                           fusion_dim)
         self.local_branch = (
-            LandmarkPooling(backbone.mid_channels, num_landmarks, fusion_dim) if landmark_pooling else None
+            LandmarkPooling(backbone.mid_channels, num_landmarks, fusion_dim, garment_box=garment_box)
+            if landmark_pooling else None
         )
         fused_in = fusion_dim * (2 if landmark_pooling else 1)
         self.fusion = nn.Sequential(nn.Linear(fused_in, fusion_dim), nn.ReLU(inplace=True))

@@ -3,7 +3,8 @@
 - ``triplet``: batch-hard triplet (Hermans et al. 2017) over P items x K images per batch;
 - ``softmax``: normalised softmax over the training item ids (cosine logits / temperature, one learned proxy
   per item, as in NormFace / proxy-based retrieval); the proxies are thrown away after training;
-- ``supcon``: supervised contrastive (Khosla et al. 2020) over the batch.
+- ``supcon``: supervised contrastive (Khosla et al. 2020) over the batch;
+- ``softmax+triplet``: the sum, as re-identification's "bag of tricks" baseline trains (Luo et al. 2019).
 
 docs/RESULTS.md compares them under the cached-feature recipe; the default is the one that measured best.
 """
@@ -16,7 +17,7 @@ from torch import nn
 
 from shared.fashionnet.losses import batch_hard_triplet_loss, supervised_contrastive_loss
 
-METRIC_LOSSES: tuple[str, ...] = ("triplet", "softmax", "supcon")
+METRIC_LOSSES: tuple[str, ...] = ("triplet", "softmax", "supcon", "softmax+triplet")
 
 
 class MetricLoss(nn.Module):
@@ -56,6 +57,15 @@ class NormalizedSoftmaxLoss(MetricLoss):
         return F.cross_entropy(logits, item[known])
 
 
+class SumLoss(MetricLoss):
+    def __init__(self, *losses: MetricLoss) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, embedding: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return sum(loss(embedding, item) for loss in self.losses)
+
+
 def make_metric_loss(name: str, *, num_items: int, dim: int, margin: float | None, temperature: float,
                      seed: int) -> MetricLoss:
     if name == "triplet":
@@ -64,4 +74,6 @@ def make_metric_loss(name: str, *, num_items: int, dim: int, margin: float | Non
         return SupConLoss(temperature)
     if name == "softmax":
         return NormalizedSoftmaxLoss(num_items, dim, temperature, seed)
+    if name == "softmax+triplet":
+        return SumLoss(NormalizedSoftmaxLoss(num_items, dim, temperature, seed), TripletLoss(margin))
     raise ValueError(f"expected a metric loss among {', '.join(METRIC_LOSSES)}, got {name!r}")

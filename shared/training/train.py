@@ -67,6 +67,7 @@ class TrainConfig:
     embedding_skip: bool = False
     embedding_neck: bool = True
     global_mid: bool = False
+    garment_box: bool = False
     input_size: int = 224
     embedding_dim: int = 256
     views: int = 4  # cached views per image: the clean one plus views - 1 augmented ones
@@ -78,8 +79,8 @@ class TrainConfig:
     lr: float = 1e-3
     finetune_lr: float = 1e-4
     weight_decay: float = 5e-4
-    feature_dropout: float = 0.0  # dropout on the cached features themselves: an augmentation against overfitting
-    metric_loss: str = "triplet"  # one of METRIC_LOSSES
+    feature_dropout: float = 0.3  # dropout on the cached features themselves: an augmentation against overfitting
+    metric_loss: str = "softmax"  # one of METRIC_LOSSES
     margin: float | None = 0.2  # batch-hard triplet; None = soft margin
     temperature: float = 0.05  # softmax and supcon
     max_steps_per_epoch: int | None = None  # quick runs and tests
@@ -207,7 +208,8 @@ def _new_metadata(config: TrainConfig, bench: Benchmark) -> ModelMetadata:
     return default_metadata(config.architecture, bench.categories, bench.attributes, version=version,
                             embedding_dim=config.embedding_dim, input_size=config.input_size,
                             landmark_pooling=config.landmark_pooling, embedding_skip=config.embedding_skip,
-                            embedding_neck=config.embedding_neck, global_mid=config.global_mid)
+                            embedding_neck=config.embedding_neck, global_mid=config.global_mid,
+                            garment_box=config.garment_box)
 
 
 def _init_from_checkpoint(config: TrainConfig, bench: Benchmark) -> tuple[torch.nn.Module, ModelMetadata]:

@@ -174,3 +174,15 @@ def test_resume_after_sigkill_in_phase_1_and_in_phase_2(c2s, tmp_path) -> None:
     assert len(meta.notes["history"]) == 31
     assert "100% hit rate" in meta.notes["cache"]  # the third start computed nothing
     assert kept >= 10
+
+
+def test_imagenet_baseline_checkpoint_ranks_as_the_pooled_imagenet_features(tiny_checkpoint, tmp_path) -> None:
+    from shared.fashionnet.checkpoint import imagenet_baseline_checkpoint
+
+    baseline, meta = load_checkpoint(imagenet_baseline_checkpoint(tiny_checkpoint, tmp_path / "base.pt"))
+    reference = create_model("imagenet_efficientnet_lite0").eval()
+    x = torch.randn(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = baseline(x).embedding, reference(x).embedding
+    torch.testing.assert_close(ours @ ours.T, theirs @ theirs.T, atol=1e-4, rtol=1e-4)
+    assert meta.embedding_dim == 1280 and meta.parent_version == "tiny-1"

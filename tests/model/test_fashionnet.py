@@ -147,13 +147,15 @@ def test_fashionnet_backbone_carries_the_imagenet_weights() -> None:
     assert torch.equal(model.backbone.top[-1].weight, reference.bn2.weight)
 
 
-@pytest.mark.parametrize(("landmark_pooling", "embedding_neck"), [(True, True), (False, True), (True, False)])
-def test_forward_trunk_on_backbone_features_equals_forward_on_the_image(landmark_pooling: bool,
-                                                                         embedding_neck: bool) -> None:
+@pytest.mark.parametrize(("landmark_pooling", "embedding_neck", "garment_box"),
+                         [(True, True, False), (False, True, False), (True, False, False), (True, True, True)])
+def test_forward_trunk_on_backbone_features_equals_forward_on_the_image(landmark_pooling: bool, embedding_neck: bool,
+                                                                         garment_box: bool) -> None:
     """The cached-feature trainer feeds forward_trunk what the backbone computed once: same outputs."""
     torch.manual_seed(0)
     model = create_model("fashionnet_efficientnet_lite0", pretrained=False, num_categories=5, num_attributes=7,
-                         embedding_dim=16, landmark_pooling=landmark_pooling, embedding_neck=embedding_neck).eval()
+                         embedding_dim=16, landmark_pooling=landmark_pooling, embedding_neck=embedding_neck,
+                         garment_box=garment_box).eval()
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         mid, top = model.backbone(x)

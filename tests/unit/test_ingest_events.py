@@ -164,3 +164,14 @@ def test_folder_without_images_is_refused(tmp_path: Path) -> None:
         list(events_from_folder(tmp_path))
     with pytest.raises(InvalidInput, match="expected a folder"):
         list(events_from_folder(tmp_path / "missing"))
+
+
+def test_product_folders_give_one_product_per_folder_with_its_shop_photos(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for relative in ("P2/front.jpg", "P2/back.jpg", "P2/consumer_1.jpg", "P1/a.png", "P1/consumer/x.jpg"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / relative)
+    events = list(events_from_folder(tmp_path))
+    assert [e.product.product_id for e in events] == ["P1", "P2"]
+    assert [[Path(i.uri).name for i in e.images] for e in events] == [["a.png"], ["back.jpg", "front.jpg"]]
