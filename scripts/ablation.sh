@@ -7,7 +7,7 @@ set -euo pipefail
 FASHION=${FASHION:-.venv/bin/fashion}
 ITEMS=${ITEMS:-300}
 SEEDS=${SEEDS:-"1 2 3"}
-INPUT=${INPUT:-160}
+INPUT=${INPUT:-224}
 DATA=${DATA:-var/ablation/data}
 RUNS=${RUNS:-var/ablation/runs}
 OUT=${OUT_DIR:-var/ablation/results}

@@ -49,10 +49,10 @@ def train(
                                                       "embedding (not in the paper)")] = False,
     views: Annotated[int, typer.Option(min=1, help="cached views per image: the clean one + augmented ones")] = 4,
     landmark_epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 1: landmarks + visibility only")] = 5,
-    epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 2: all tasks jointly")] = 40,
+    epochs: Annotated[int, typer.Option(min=0, help="phase 2, stage 2: all tasks jointly")] = 80,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="phase 3: also the backbone's last stage")] = 0,
-    metric_loss: Annotated[str, typer.Option(help="triplet (batch-hard), softmax (normalised, over item ids) "
-                                                  "or supcon")] = "softmax",
+    metric_loss: Annotated[str, typer.Option(help="triplet (batch-hard), softmax (normalised, over item ids)"
+                                                  ", supcon or softmax+triplet")] = "softmax+triplet",
     category_weight: Annotated[float, typer.Option(min=0.0, help="0 = no category loss (ablation)")] = 1.0,
     attribute_weight: Annotated[float, typer.Option(min=0.0, help="0 = no attribute loss (ablation)")] = 1.0,
     feature_dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="dropout on cached features")] = 0.3,
@@ -179,7 +179,7 @@ def quickstart(
     data: Annotated[Path, typer.Option(help="where the synthetic benchmark goes")] = Path("var/synth"),
     run: Annotated[Path, typer.Option(help="training run folder")] = Path("var/runs/quickstart"),
     items: Annotated[int, typer.Option(min=20)] = 300,
-    input_size: Annotated[int, typer.Option(min=64)] = 160,
+    input_size: Annotated[int, typer.Option(min=64)] = 224,
 ) -> None:
     """The model alone: synthesise consumer-to-shop data, train, evaluate against the ImageNet baseline."""
     from shared.training.quickstart import run_quickstart

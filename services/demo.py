@@ -98,7 +98,7 @@ def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, con
     return {"top1": top1 / n, "top20": top20 / n, "queries": n, "products": len(events)}
 
 
-def run_demo(workdir: Path, *, items: int = 300, input_size: int = 160, checkpoint: Path | None = None,
+def run_demo(workdir: Path, *, items: int = 300, input_size: int = 224, checkpoint: Path | None = None,
              console: Console | None = None) -> dict:
     """Train (unless a checkpoint is given), then measure the trained model and the ImageNet baseline through
     the live system on the same catalogue; print them side by side and write `results.json`."""

@@ -72,7 +72,7 @@ class TrainConfig:
     embedding_dim: int = 256
     views: int = 4  # cached views per image: the clean one plus views - 1 augmented ones
     landmark_epochs: int = 5
-    epochs: int = 40
+    epochs: int = 80
     finetune_epochs: int = 0  # phase 3: the backbone's last stage too (for GPUs and long runs)
     items_per_batch: int = 32
     images_per_item: int = 4
@@ -80,7 +80,7 @@ class TrainConfig:
     finetune_lr: float = 1e-4
     weight_decay: float = 5e-4
     feature_dropout: float = 0.3  # dropout on the cached features themselves: an augmentation against overfitting
-    metric_loss: str = "softmax"  # one of METRIC_LOSSES
+    metric_loss: str = "softmax+triplet"  # one of METRIC_LOSSES
     margin: float | None = 0.2  # batch-hard triplet; None = soft margin
     temperature: float = 0.05  # softmax and supcon
     max_steps_per_epoch: int | None = None  # quick runs and tests
@@ -109,7 +109,7 @@ class TrainConfig:
         return first + ["all"] * self.epochs + ["finetune"] * self.finetune_epochs
 
 
-def demo_config(data: Path, out: Path, *, input_size: int = 160, benchmark: str = "consumer2shop",
+def demo_config(data: Path, out: Path, *, input_size: int = 224, benchmark: str = "consumer2shop",
                 cache_dir: Path = DEFAULT_CACHE_DIR) -> TrainConfig:
     """What `make demo` and `fashion quickstart` train: the default recipe at the demo's input size."""
     return TrainConfig(data=data, out=out, benchmark=benchmark, input_size=input_size, cache_dir=cache_dir)
