@@ -72,12 +72,12 @@ class TrainConfig:
     embedding_dim: int = 256
     views: int = 4  # cached views per image: the clean one plus views - 1 augmented ones
     landmark_epochs: int = 5
-    epochs: int = 80
-    finetune_epochs: int = 0  # phase 3: the backbone's last stage too (for GPUs and long runs)
+    epochs: int = 60
+    finetune_epochs: int = 10  # phase 3: the backbone's last stage too, on the cached stride-16 maps
     items_per_batch: int = 32
     images_per_item: int = 4
     lr: float = 1e-3
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 1e-3
     weight_decay: float = 5e-4
     feature_dropout: float = 0.3  # dropout on the cached features themselves: an augmentation against overfitting
     metric_loss: str = "softmax+triplet"  # one of METRIC_LOSSES

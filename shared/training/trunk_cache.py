@@ -131,13 +131,14 @@ def _collate(samples):
     return samples
 
 
-@torch.inference_mode()
 def build_cache(bench: Benchmark, records: Sequence[ImageRecord], backbone: Backbone, *, cache: TrunkCache,
                 views: int, input_size: int, mean: tuple, std: tuple, batch_views: int = 64,
                 workers: int = 1, progress: bool = True, desc: str = "phase 1: caching backbone features",
                 ) -> tuple[list[CachedImage], list[str]]:
     """Features of every record's views, in record order (read from the cache or computed and stored), and
     the content hash of each record's image."""
+    # Outside inference mode: parameters converted inside it would become inference tensors, which phase 3
+    # (fine-tuning the last stage) could then not train.
     backbone = backbone.eval().to(memory_format=torch.channels_last)
     paths = [bench.path(r) for r in records]
     digests = [content_hash(p) for p in paths]
@@ -154,7 +155,8 @@ def build_cache(bench: Benchmark, records: Sequence[ImageRecord], backbone: Back
         for batch in loader:
             pixels = np.concatenate([p for _, p, _ in batch])
             x = normalize(pixels, mean, std).contiguous(memory_format=torch.channels_last)
-            mid, top = backbone(x)
+            with torch.inference_mode():
+                mid, top = backbone(x)
             mid = mid.float().numpy().astype(np.float16)
             pooled = top.mean(dim=(2, 3)).float().numpy().astype(np.float16)
             for j, (local, _, size) in enumerate(batch):

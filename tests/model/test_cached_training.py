@@ -37,7 +37,8 @@ def c2s(tmp_path_factory) -> Path:
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=data, out=out, input_size=SIZE, embedding_dim=32, views=2, items_per_batch=6,
-                images_per_item=2, landmark_epochs=1, epochs=4, workers=0, cache_dir=out.parent / "cache")
+                images_per_item=2, landmark_epochs=1, epochs=4, finetune_epochs=0, workers=0,
+                cache_dir=out.parent / "cache")
     return TrainConfig(**{**base, **kw})
 
 
@@ -117,6 +118,18 @@ def test_a_tiny_run_learns_and_is_deterministic(c2s, tmp_path) -> None:
         torch.testing.assert_close(first[name], second[name], msg=name)
 
 
+def test_phase_3_fine_tunes_the_last_backbone_stage_only(c2s, tmp_path) -> None:
+    path = train(_config(c2s, tmp_path / "p3", epochs=1, finetune_epochs=1), progress=False)
+    trained, _ = load_checkpoint(path)
+    fresh = create_model("fashionnet_efficientnet_lite0", num_categories=2, num_attributes=2)
+    for prefix, module in (("mid", fresh.backbone.mid), ("top", fresh.backbone.top)):
+        mine = getattr(trained.backbone, prefix).state_dict()
+        moved = any(not torch.equal(v, mine[k]) for k, v in module.state_dict().items())
+        assert moved == (prefix == "top"), prefix
+    _, meta = load_checkpoint(path)
+    assert [h["stage"] for h in meta.notes["history"]] == ["landmarks", "all", "finetune"]
+
+
 def _groupings_only(c2s: Path, dest: Path) -> Path:
     """The same catalogue with only what a shop has: item groupings and bounding boxes."""
     shutil.copytree(c2s, dest)
@@ -162,7 +175,8 @@ def test_resume_after_sigkill_in_phase_1_and_in_phase_2(c2s, tmp_path) -> None:
     run, cache = tmp_path / "run", tmp_path / "cache"
     cmd = [sys.executable, "-m", "services.cli", "train", "--data", str(c2s), "--out", str(run), "--cache-dir",
            str(cache), "--input-size", str(SIZE), "--embedding-dim", "32", "--views", "2", "--items-per-batch", "6",
-           "--images-per-item", "2", "--landmark-epochs", "1", "--epochs", "30", "--workers", "0"]
+           "--images-per-item", "2", "--landmark-epochs", "1", "--epochs", "30", "--finetune-epochs", "0",
+           "--workers", "0"]
     _kill_when(cmd, lambda: len(list(cache.rglob("*.npz"))) >= 10)  # phase 1, part-way through the images
     kept = len(list(cache.rglob("*.npz")))
     _kill_when(cmd, lambda: (run / "last.pt").exists())  # phase 2, after its first epoch

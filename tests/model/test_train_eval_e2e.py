@@ -28,7 +28,7 @@ def c2s(tmp_path_factory):
 
 def _config(c2s, out, **kw) -> TrainConfig:
     return TrainConfig(data=c2s, out=out, benchmark="consumer2shop", input_size=64, embedding_dim=32, views=2,
-                       items_per_batch=4, images_per_item=2, max_steps_per_epoch=2, workers=0,
+                       items_per_batch=4, images_per_item=2, max_steps_per_epoch=2, workers=0, finetune_epochs=0,
                        cache_dir=out.parent / "cache", **kw)
 
 
