@@ -320,7 +320,8 @@ def _epoch_batches(stage: str, data: CachedSet, sampler: CrossDomainBatchSampler
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Run (or resume) training; returns the path of the serving checkpoint `model.pt`."""
     started = time.monotonic()
-    torch.set_num_threads(os.cpu_count() or 1)
+    if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins (jobs sharing a machine)
+        torch.set_num_threads(os.cpu_count() or 1)
     device = resolve_device(config.device)
     bench = load_benchmark(config.data, config.benchmark)
     records = _training_records(bench, config.domains)
