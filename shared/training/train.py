@@ -312,7 +312,8 @@ def _epoch_batches(stage: str, data: CachedSet, sampler: CrossDomainBatchSampler
     else:
         sampler.set_epoch(epoch)
         chunks = [np.asarray(b) for b in sampler]
-    chunks = [c for c in chunks if len(c)][:config.max_steps_per_epoch]
+    # A one-image batch is dropped: BatchNorm (the BN-neck, the branches) needs two samples to train.
+    chunks = [c for c in chunks if len(c) >= 2][:config.max_steps_per_epoch]
     return [(torch.from_numpy(c.astype(np.int64)), torch.from_numpy(rng.integers(0, views, len(c)).astype(np.int64)))
             for c in chunks]
 

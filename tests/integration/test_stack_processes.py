@@ -33,8 +33,8 @@ def catalogue(tmp_path_factory) -> tuple[Path, Path]:
     generate("consumer2shop", root, ITEMS, seed=11, image_size=96, workers=1, progress=False)
     run = tmp_path_factory.mktemp("run")
     checkpoint = train(TrainConfig(data=root, out=run, benchmark="consumer2shop", input_size=64, embedding_dim=64,
-                                   items_per_batch=4, images_per_item=2, landmark_epochs=1, epochs=2, views=2, finetune_epochs=0,
-                                   max_steps_per_epoch=3, workers=0, cache_dir=run / "cache"), progress=False)
+                                   items_per_batch=4, images_per_item=2, landmark_epochs=1, epochs=40, views=2,
+                                   finetune_epochs=0, workers=0, cache_dir=run / "cache"), progress=False)
     return root, checkpoint
 
 

@@ -104,7 +104,7 @@ def _train_retrieval(checkpoint: Path | str, data: Path) -> float:
 
 
 def test_a_tiny_run_learns_and_is_deterministic(c2s, tmp_path) -> None:
-    path = train(_config(c2s, tmp_path / "a", epochs=15), progress=False)
+    path = train(_config(c2s, tmp_path / "a", epochs=40), progress=False)
     trained = _train_retrieval(path, c2s)
     untrained = _train_retrieval("imagenet", c2s)
     assert trained > untrained + 0.1, (trained, untrained)
@@ -112,7 +112,7 @@ def test_a_tiny_run_learns_and_is_deterministic(c2s, tmp_path) -> None:
     assert [h["stage"] for h in meta.notes["history"]][:2] == ["landmarks", "all"]
     assert "hit rate" in meta.notes["cache"]
 
-    again = train(_config(c2s, tmp_path / "b", epochs=15), progress=False)
+    again = train(_config(c2s, tmp_path / "b", epochs=40), progress=False)
     first, second = read_checkpoint(path)["state_dict"], read_checkpoint(again)["state_dict"]
     for name in first:
         torch.testing.assert_close(first[name], second[name], msg=name)
