@@ -5,7 +5,7 @@
 # (= `fashion train` defaults). Every knob is an environment variable; the defaults are the published table's.
 set -euo pipefail
 FASHION=${FASHION:-.venv/bin/fashion}
-ITEMS=${ITEMS:-200}
+ITEMS=${ITEMS:-150}
 SEEDS=${SEEDS:-"1 2 3"}
 INPUT=${INPUT:-224}
 DATA=${DATA:-var/ablation/data}
