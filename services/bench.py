@@ -19,11 +19,12 @@ from rich.table import Table
 from fashion.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 from services.demo import wait_until_indexed
 from services.ingest.publish import events_from_folder, publish
-from services.stack import Stack, StackSettings, fresh_stores
+from services.stack import Stack, StackSettings
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.data.records import Attribute, Category, ClothesType
 from shared.data.synth import ATTRIBUTES, CATEGORIES
+from shared.db.session import fresh_stores
 from shared.fashionnet import default_metadata, save_checkpoint
 from shared.fashionnet.checkpoint import build_model
 from shared.fashionnet.preprocess import image_to_array, normalize

@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 from services.ingest.publish import events_from_folder, publish
 from services.search.client import write_html
-from services.stack import Stack, StackSettings, fresh_stores
+from services.stack import Stack, StackSettings
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.db import repository
+from shared.db.session import fresh_stores
 from shared.errors import FashionError
 from shared.fashionnet.checkpoint import imagenet_baseline_checkpoint
 from shared.training.quickstart import ensure_benchmark, ensure_checkpoint

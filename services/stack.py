@@ -27,7 +27,8 @@ import grpc
 from services.admin.settings import AdminSettings
 from services.ingest.settings import IngestSettings
 from services.search.settings import SearchSettings
-from shared.config import DEFAULT_POSTGRES_URL, GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
+from shared.config import GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
+from shared.db.session import resolve_database_url
 from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.imaging import ImageLimits
 
@@ -60,32 +61,6 @@ def parse_targets(target: str) -> tuple[str, ...]:
     if unknown:
         raise InvalidInput(f"expected targets among all, {', '.join(TARGETS)}; got {', '.join(unknown)}")
     return names
-
-
-def resolve_database_url(stores: StoreSettings) -> str:
-    """The configured URL, else the machine's Postgres when it answers, else SQLite under data_dir."""
-    from shared.db.session import create_database_if_missing, database_url_or_fallback
-
-    url = stores.database_url or database_url_or_fallback(DEFAULT_POSTGRES_URL, stores.data_dir / "fashion.db")
-    if url.startswith("postgresql"):
-        create_database_if_missing(url)
-    return url
-
-
-def fresh_stores(state: Path, postgres_database: str) -> StoreSettings:
-    """Empty stores of a tool's own (demo, benchmarks): its Postgres database (or SQLite file) and Qdrant
-    folder are recreated, so every run measures the same thing from scratch. Never the user's stores."""
-    import shutil
-
-    from shared.db.session import database_url_or_fallback, drop_database
-
-    shutil.rmtree(state, ignore_errors=True)
-    state.mkdir(parents=True)
-    url = database_url_or_fallback(DEFAULT_POSTGRES_URL.rsplit("/", 1)[0] + f"/{postgres_database}",
-                                   state / "fashion.db")
-    if url.startswith("postgresql"):
-        drop_database(url)
-    return StoreSettings(data_dir=state, database_url=url)
 
 
 def read_state(data_dir: Path) -> dict:

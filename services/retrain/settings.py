@@ -94,6 +94,6 @@ class RetrainSettings(StoreSettings):
 
     def database(self) -> str:
         """The database URL: configured, else the machine's Postgres when it answers, else SQLite."""
-        from services.stack import resolve_database_url
+        from shared.db.session import resolve_database_url
 
         return resolve_database_url(self)

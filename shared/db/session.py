@@ -11,6 +11,7 @@ Sessions are opened at the edge, one per RPC / message / task, never shared acro
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from shared.config import DEFAULT_POSTGRES_URL, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +207,23 @@ def current_revision(engine: Engine) -> str | None:
     """The revision a database is at, or None when it was never migrated."""
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def resolve_database_url(stores: StoreSettings) -> str:
+    """The configured URL, else the machine's Postgres when it answers, else SQLite under data_dir."""
+    url = stores.database_url or database_url_or_fallback(DEFAULT_POSTGRES_URL, stores.data_dir / "fashion.db")
+    if url.startswith("postgresql"):
+        create_database_if_missing(url)
+    return url
+
+
+def fresh_stores(state: Path, postgres_database: str) -> StoreSettings:
+    """Empty stores of a tool's own (demo, benchmarks): its Postgres database (or SQLite file) and Qdrant
+    folder are recreated, so every run measures the same thing from scratch. Never the user's stores."""
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    url = database_url_or_fallback(DEFAULT_POSTGRES_URL.rsplit("/", 1)[0] + f"/{postgres_database}",
+                                   state / "fashion.db")
+    if url.startswith("postgresql"):
+        drop_database(url)
+    return StoreSettings(data_dir=state, database_url=url)
