@@ -19,6 +19,7 @@ from rich.table import Table
 from fashion.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 from services.demo import wait_until_indexed
 from services.ingest.publish import events_from_folder, publish
+from services.resources import ResourceSettings
 from services.stack import Stack, StackSettings
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
@@ -62,8 +63,9 @@ def forward_throughput(stack: Stack, images: list[Image.Image], batch: int = 32,
 
 def _start(workdir: Path, checkpoint: Path | None, name: str) -> Stack:
     checkpoint = checkpoint or default_checkpoint(workdir / "bench-model" / "model.pt")
-    settings = StackSettings(grpc=GrpcServerSettings(port=0), stores=fresh_stores(workdir / name, f"fashion_{name}"),
-                             model=ModelSettings(checkpoint=checkpoint))
+    settings = StackSettings(grpc=GrpcServerSettings(port=0),
+                             resources=ResourceSettings(stores=fresh_stores(workdir / name, f"fashion_{name}"),
+                                                        model=ModelSettings(checkpoint=checkpoint)))
     return Stack(settings).start()
 
 

@@ -210,30 +210,24 @@ def _stack_state() -> dict:
 @app.command()
 def up(
     target: Annotated[str, typer.Option(help="all, or a comma list of landmark, attributes, embedding, analysis, "
-                                             "search, ingest")] = "all",
+                                             "search, ingest, admin")] = "all",
     port: Annotated[int | None, typer.Option(help="gRPC port (default FASHION_PORT or 50051)")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="serving model.pt (registered on start-up)")] = None,
 ) -> None:
     """Run the services: by default all of them in this process, with a local Kafka broker if none is set."""
-    import signal
-    import threading
-
+    from services.resources import ResourceSettings
     from services.stack import Stack, StackSettings, parse_targets
     from shared.config import GrpcServerSettings, ModelSettings
 
     overrides_grpc = {"port": port} if port is not None else {}
     overrides_model = {"checkpoint": checkpoint} if checkpoint is not None else {}
-    settings = StackSettings(grpc=GrpcServerSettings(**overrides_grpc), model=ModelSettings(**overrides_model))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    settings = StackSettings(grpc=GrpcServerSettings(**overrides_grpc),
+                             resources=ResourceSettings(model=ModelSettings(**overrides_model)))
     stack = Stack(settings, parse_targets(target)).start()
     console.print(f"[bold green]serving[/] {', '.join(stack.targets)} on {stack.address}"
                   + (f"  kafka {stack.bootstrap}" if stack.bootstrap else "")
                   + (f"  db {stack.database_url}" if stack.database_url else "") + "  (Ctrl-C to stop)")
-    stop.wait()
-    console.print("stopping: draining in-flight requests")
-    stack.stop()
+    stack.serve()  # until SIGTERM/SIGINT, then drain and stop in reverse
     console.print("stopped cleanly")
 
 

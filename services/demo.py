@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 from services.ingest.publish import events_from_folder, publish
+from services.resources import ResourceSettings
 from services.search.client import write_html
 from services.stack import Stack, StackSettings
 from shared.config import GrpcServerSettings, ModelSettings
@@ -43,8 +44,8 @@ def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 
             bar.update(done - bar.n)
             if done >= expected_products:
                 return done
-            if stack.ingest_worker.error is not None:
-                raise FashionError(f"ingest worker failed: {stack.ingest_worker.error}")
+            if stack.error is not None:
+                raise FashionError(f"ingest failed: {stack.error}")
             if time.monotonic() > deadline:
                 raise FashionError(f"expected {expected_products} products indexed within {timeout_s:.0f}s, "
                                    f"got {done}")
@@ -77,8 +78,8 @@ def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, con
     held-out consumer photo through FindSimilar, stop; top-1/top-20 as the storefront sees them."""
     console.rule(f"{label}: every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
     settings = StackSettings(grpc=GrpcServerSettings(port=0),
-                             stores=fresh_stores(workdir / "stack", "fashion_demo"),
-                             model=ModelSettings(checkpoint=checkpoint))
+                             resources=ResourceSettings(stores=fresh_stores(workdir / "stack", "fashion_demo"),
+                                                        model=ModelSettings(checkpoint=checkpoint)))
     stack = Stack(settings).start()
     try:
         console.print(f"serving on {stack.address}; kafka {stack.bootstrap}; db {stack.database_url}")

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.imaging import ImageLimits
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/fashion"
 
 
@@ -34,6 +36,10 @@ class ModelSettings(FashionSettings):
     max_batch: int = Field(32, ge=1, description="dynamic batching: most images per forward pass")
     max_wait_ms: float = Field(0.0, ge=0, description="dynamic batching: longest wait to fill a batch (0 = greedy: "
                                                        "a batch is whatever queued while the model was busy)")
+    analysis_address: str | None = Field(None, description="host:port of AnalysisService for search, ingest and "
+                                                           "re-index; default: the models in this process")
+    watch_interval_s: float = Field(5.0, gt=0, description="how often a process with models checks the model "
+                                                           "registry for promotions")
 
 
 class StoreSettings(FashionSettings):
@@ -45,11 +51,12 @@ class StoreSettings(FashionSettings):
 
 class KafkaSettings(FashionSettings):
     kafka_bootstrap: str | None = Field(None, description="bootstrap servers; default: start a local broker")
-    kafka_partitions: int = Field(3, ge=1)
-    ingest_group: str = "fashion-ingest"
-    ingest_batch: int = Field(32, ge=1, description="records per ingest batch")
+    kafka_partitions: int = Field(3, ge=1, description="partitions of the topics a service creates")
 
 
 class ImageSettings(FashionSettings):
     image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     image_max_pixels: int = Field(40_000_000, ge=1024)
+
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.image_max_bytes, max_pixels=self.image_max_pixels)

@@ -10,8 +10,9 @@ from shared.config import FashionSettings
 class AdminSettings(FashionSettings):
     admin_token: SecretStr | None = Field(
         None, description="bearer token every AdminService call must carry; unset = admin API disabled")
-    watch_interval_s: float = Field(5.0, gt=0, description="how often a serving process checks the model registry")
     promotion_batch: int = Field(64, ge=1, le=1024, description="images per analyze call while re-indexing")
+    promotion_analyze_timeout_s: float = Field(60.0, gt=0, description="deadline of one batched analysis while "
+                                                                       "re-indexing")
     promotion_poll_s: float = Field(5.0, gt=0, description="how often the promotion worker looks for runs to promote")
     preload_wait_s: float = Field(120.0, ge=0, description="longest wait for a remote model service to load a "
                                                            "version before it is promoted")

@@ -1,4 +1,5 @@
-"""Ingest worker settings: the shared groups plus the worker's own knobs, read once from FASHION_* variables."""
+"""The ingest worker's own knobs, read once from FASHION_* variables (the shared groups, Kafka, stores, images and
+models, are read by the process: services/resources.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC, EventLimits
-from shared.config import ImageSettings, KafkaSettings, ModelSettings, StoreSettings
-from shared.imaging import ImageLimits
+from shared.config import FashionSettings
 
 if TYPE_CHECKING:
     from services.ingest.consumer import WorkerConfig
 
 
-class IngestSettings(KafkaSettings, StoreSettings, ImageSettings, ModelSettings):
+class IngestSettings(FashionSettings):
     uploads_topic: str = UPLOADS_TOPIC
     dlq_topic: str = UPLOADS_DLQ_TOPIC
     indexed_topic: str = INDEXED_TOPIC
+    ingest_group: str = "fashion-ingest"
+    ingest_batch: int = Field(32, ge=1, description="records per ingest batch")
     ingest_poll_timeout_ms: int = Field(500, ge=10, description="longest wait for records per poll")
     ingest_max_poll_interval_ms: int = Field(
         30_000, ge=10_000, le=30_000, description="a batch must be handled within this (Tansu joins stall above 30 s)")
@@ -27,19 +29,15 @@ class IngestSettings(KafkaSettings, StoreSettings, ImageSettings, ModelSettings)
     ingest_attribute_threshold: float = Field(0.5, ge=0.0, le=1.0,
                                               description="attribute score kept as a product attribute")
     ingest_analyze_timeout_s: float = Field(60.0, gt=0, description="deadline of one batched analysis")
-    analysis_address: str | None = Field(None, description="host:port of AnalysisService; default in-process")
-
-    def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.image_max_bytes, max_pixels=self.image_max_pixels)
 
     def event_limits(self) -> EventLimits:
         return EventLimits(max_images=self.ingest_max_images_per_event,
                            max_inline_bytes=self.ingest_max_inline_image_bytes)
 
-    def worker_config(self) -> WorkerConfig:
+    def worker_config(self, partitions: int) -> WorkerConfig:
         from services.ingest.consumer import WorkerConfig
 
         return WorkerConfig(topic=self.uploads_topic, dlq_topic=self.dlq_topic, indexed_topic=self.indexed_topic,
-                            group_id=self.ingest_group, partitions=self.kafka_partitions,
+                            group_id=self.ingest_group, partitions=partitions,
                             max_records=self.ingest_batch, poll_timeout_ms=self.ingest_poll_timeout_ms,
                             max_poll_interval_ms=self.ingest_max_poll_interval_ms)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import (
     FashionSettings,
-    GrpcServerSettings,
-    ImageSettings,
-    KafkaSettings,
-    ModelSettings,
-    StoreSettings,
 )
-from shared.imaging import ImageLimits
 from shared.vectorstore import MAX_TOP_K
 
 CLICKS_TOPIC = "search.clicks"
@@ -37,23 +29,3 @@ class SearchSettings(FashionSettings):
                                  "FindSimilar pushes back with UNAVAILABLE")
     client_address: str = Field("127.0.0.1:50051", description="where `fashion search` sends FindSimilar")
     client_timeout_s: float = Field(60.0, gt=0, description="deadline of `fashion search`'s call")
-
-
-@dataclass(frozen=True)
-class SearchServiceSettings:
-    """Everything the search deployable reads at start-up, read once and passed down."""
-
-    grpc: GrpcServerSettings
-    stores: StoreSettings
-    kafka: KafkaSettings
-    images: ImageSettings
-    model: ModelSettings
-    search: SearchSettings
-
-    @classmethod
-    def from_env(cls) -> SearchServiceSettings:
-        return cls(GrpcServerSettings(), StoreSettings(), KafkaSettings(), ImageSettings(), ModelSettings(),
-                   SearchSettings())
-
-    def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.images.image_max_bytes, max_pixels=self.images.image_max_pixels)

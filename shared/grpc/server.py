@@ -33,11 +33,14 @@ from shared.grpc.metrics import ObservabilityInterceptor, start_metrics_server
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "AddServicerFn",
+    "GrpcServer",
     "create_server",
+    "drain",
     "health_servicer",
     "serve",
     "service_name_of",
     "start_metrics_server",
+    "stop_on_signals",
 ]
 
 log = logging.getLogger("fashion.grpc")
@@ -133,8 +136,14 @@ def serve(
     afterwards, so a second Ctrl-C during the drain forces the exit.
     """
     stop = stop_event if stop_event is not None else threading.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         stop.wait()
+    drain(server, health, grace, drain_delay=drain_delay)
+
+
+def drain(server: grpc.Server, health: grpc_health.HealthServicer, grace: float, *, drain_delay: float = 0.0) -> None:
+    """Health NOT_SERVING for every service, wait `drain_delay`, then refuse new RPCs and give in-flight ones
+    `grace` seconds."""
     log.info("shutting down: health NOT_SERVING, draining", extra={"grace_s": grace, "drain_delay_s": drain_delay})
     health.enter_graceful_shutdown()
     if drain_delay > 0:
@@ -143,8 +152,37 @@ def serve(
     log.info("grpc server stopped")
 
 
+class GrpcServer:
+    """The gRPC server as a host component: `start()` builds, binds and starts it (create_server); `stop()`
+    drains it gracefully (drain). `health` is created up front so other components can report into it."""
+
+    def __init__(self, servicers: Sequence[tuple[AddServicerFn, object]], address: str, *, max_workers: int = 16,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, grace: float = 10.0) -> None:
+        self.servicers = list(servicers)
+        self.address = address
+        self.max_workers = max_workers
+        self.max_message_bytes = max_message_bytes
+        self.grace = grace
+        self.health = health_servicer()
+        self.server: grpc.Server | None = None
+        self.port: int | None = None
+
+    def start(self) -> GrpcServer:
+        self.server, self.port = create_server(self.servicers, self.address, max_workers=self.max_workers,
+                                               max_message_bytes=self.max_message_bytes, health=self.health)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            drain(self.server, self.health, self.grace)
+            self.server = None
+
+    def not_serving(self) -> None:
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """Set ``stop`` on SIGTERM/SIGINT while inside the block (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
