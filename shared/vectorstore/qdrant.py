@@ -19,16 +19,11 @@ qdrant-client 1.20.0:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
-import re
-import sqlite3
 import threading
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,154 +31,24 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from shared.errors import InvalidInput, NotFound
+from shared.vectorstore.client import is_local, tune_local_persistence
+from shared.vectorstore.points import (
+    COLLECTION_PREFIX,
+    MAX_TOP_K,
+    PAYLOAD_INDEXES,
+    SERVING_ALIAS,
+    Hit,
+    SearchFilters,
+    VectorPoint,
+    build_filter,
+    collection_name,
+    payload_matches,
+    point_id,
+)
 
 log = logging.getLogger(__name__)
 
-SERVING_ALIAS = "products"
-COLLECTION_PREFIX = "products_"
-MAX_TOP_K = 1000
 OVERFETCH = 4
-_POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/vectorstore/points")
-_NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-# Payload fields the search filters use, with the index type the server should build for them.
-PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
-    "product_id": qm.PayloadSchemaType.KEYWORD,
-    "image_id": qm.PayloadSchemaType.KEYWORD,
-    "category": qm.PayloadSchemaType.KEYWORD,
-    "attributes": qm.PayloadSchemaType.KEYWORD,  # an array of keywords; MatchValue matches any element
-    "price": qm.PayloadSchemaType.FLOAT,
-    "in_stock": qm.PayloadSchemaType.BOOL,
-    "deleted": qm.PayloadSchemaType.BOOL,  # soft delete: points with deleted=true never come back from search
-}
-
-
-@dataclass(frozen=True, slots=True)
-class VectorPoint:
-    """One catalogue image's embedding. `payload` carries category, attributes, price, in_stock, ..."""
-
-    product_id: str
-    image_id: str
-    vector: Sequence[float] | np.ndarray
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFilters:
-    """Storefront filters; empty/None fields do not filter. `attributes_all`: every one must be present."""
-
-    categories: Sequence[str] = ()
-    attributes_all: Sequence[str] = ()
-    min_price: float | None = None
-    max_price: float | None = None
-    in_stock_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One product in a result list, represented by its best-scoring image."""
-
-    product_id: str
-    image_id: str
-    score: float
-    payload: dict[str, Any]
-
-
-def open_client(location: str, *, api_key: str | None = None, timeout_s: float = 10.0) -> QdrantClient:
-    """`http(s)://host:port` -> server client; `:memory:` -> in-process store; anything else -> local store path."""
-    if location.startswith(("http://", "https://")):
-        return QdrantClient(url=location, api_key=api_key, timeout=int(timeout_s))
-    if location == ":memory:":
-        return QdrantClient(location=":memory:")
-    # Our own lock serialises every call on a local client, so SQLite's same-thread check only gets in the way.
-    return QdrantClient(path=location, force_disable_check_same_thread=True)
-
-
-def tune_local_persistence(client: QdrantClient, name: str) -> bool:
-    """Put a local-mode collection's SQLite file in WAL mode with synchronous=NORMAL; False if not applicable.
-
-    Local mode persists every point in its own SQLite transaction, and in SQLite's default rollback-journal
-    mode each of those commits creates, fsyncs and deletes a journal file: 1.18 ms of wall time and 0.62 ms
-    of CPU per point, the largest non-model cost of ingestion (profiled). WAL + NORMAL commits without an
-    fsync (0.16 / 0.15 ms per point); it stays consistent after a crash of the process and may lose the last
-    writes only on a power cut, which re-publishing or re-indexing from Postgres repairs. qdrant-client has
-    no option for this, so this reaches its (pinned) internals and does nothing if they change.
-    """
-    collections = getattr(getattr(client, "_client", None), "collections", None)
-    collection = collections.get(name) if isinstance(collections, dict) else None
-    connection = getattr(getattr(collection, "storage", None), "storage", None)
-    if not isinstance(connection, sqlite3.Connection):
-        return False
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    return True
-
-
-def is_local(client: QdrantClient) -> bool:
-    """True for qdrant-client's local mode (no server behind it)."""
-    from qdrant_client.local.qdrant_local import QdrantLocal
-
-    return isinstance(getattr(client, "_client", None), QdrantLocal)
-
-
-def collection_name(model_version: str) -> str:
-    """`products_<version>`; characters Qdrant or URLs dislike become `_`, plus a short hash so names stay unique."""
-    if not model_version or not model_version.strip():
-        raise InvalidInput("expected a non-empty model version")
-    safe = _NAME_SAFE.sub("_", model_version)
-    if safe != model_version:
-        safe = f"{safe}_{hashlib.sha1(model_version.encode()).hexdigest()[:8]}"
-    return f"{COLLECTION_PREFIX}{safe}"
-
-
-def point_id(product_id: str, image_id: str, model_version: str) -> str:
-    """Deterministic point id (uuid5), so re-indexing the same image upserts instead of duplicating."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{model_version}\x1f{product_id}\x1f{image_id}"))
-
-
-def build_filter(filters: SearchFilters | None, exclude_product_id: str | None = None) -> qm.Filter:
-    """The Qdrant filter for `filters`; soft-deleted points are always excluded."""
-    must: list[qm.Condition] = []
-    must_not: list[qm.Condition] = [qm.FieldCondition(key="deleted", match=qm.MatchValue(value=True))]
-    if filters is not None:
-        if filters.categories:
-            must.append(qm.FieldCondition(key="category", match=qm.MatchAny(any=list(filters.categories))))
-        for attribute in dict.fromkeys(filters.attributes_all):
-            must.append(qm.FieldCondition(key="attributes", match=qm.MatchValue(value=attribute)))
-        if filters.min_price is not None or filters.max_price is not None:
-            if (
-                filters.min_price is not None
-                and filters.max_price is not None
-                and filters.min_price > filters.max_price
-            ):
-                raise InvalidInput(f"expected min_price <= max_price, got {filters.min_price} > {filters.max_price}")
-            must.append(qm.FieldCondition(key="price", range=qm.Range(gte=filters.min_price, lte=filters.max_price)))
-        if filters.in_stock_only:
-            must.append(qm.FieldCondition(key="in_stock", match=qm.MatchValue(value=True)))
-    if exclude_product_id is not None:
-        must_not.append(qm.FieldCondition(key="product_id", match=qm.MatchValue(value=exclude_product_id)))
-    return qm.Filter(must=must or None, must_not=must_not)
-
-
-def payload_matches(payload: dict, filters: SearchFilters | None, exclude_product_id: str | None = None) -> bool:
-    """The same predicate as `build_filter`, on one payload (local mode filters its candidates in Python)."""
-    if payload.get("deleted") is True or (exclude_product_id is not None
-                                          and payload.get("product_id") == exclude_product_id):
-        return False
-    if filters is None:
-        return True
-    if filters.categories and payload.get("category") not in filters.categories:
-        return False
-    if filters.attributes_all and not set(filters.attributes_all) <= set(payload.get("attributes") or ()):
-        return False
-    price = payload.get("price")
-    if filters.min_price is not None and (price is None or price < filters.min_price):
-        return False
-    if filters.max_price is not None and (price is None or price > filters.max_price):
-        return False
-    return not (filters.in_stock_only and payload.get("in_stock") is not True)
-
-
 # What local-mode candidates carry (see `_search_overfetch`): the grouping key and the soft-delete flag, or,
 # when the query filters, every field the filters read (the indexed ones).
 _CANDIDATE_FIELDS = ["product_id", "image_id", "deleted"]

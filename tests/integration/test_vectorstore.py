@@ -20,7 +20,7 @@ from shared.vectorstore import (
     open_client,
     point_id,
 )
-from shared.vectorstore.qdrant import tune_local_persistence
+from shared.vectorstore.client import tune_local_persistence
 
 DIM = 8
 
