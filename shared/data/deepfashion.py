@@ -17,14 +17,13 @@ consumer-to-shop folder holding just the item groupings (partition, item list, b
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from shared.data.folder import has_product_folders, load_folder
+from shared.data.listfile import Row, read_list, require_file
 from shared.data.records import (
     ATTRIBUTE_GROUPS,
     LANDMARK_SLOTS,
@@ -86,109 +85,28 @@ _SIGNATURES: dict[str, tuple[str, ...]] = {
     "landmarks": (LANDMARKS,),
 }
 
-_INTEGER = re.compile(r"-?[0-9]+")
-_MAX_GOT = 80  # longer offending lines (an attribute line is ~3000 characters) are cut in messages
-
-
-class _Row(NamedTuple):
-    """One data line, carrying where it came from so every check can say file and line."""
-
-    file: Path
-    line: int
-    text: str  # the line without its line ending and outer spaces
-    tokens: list[str]
-
-    def error(self, expected: str, got: str | None = None) -> DataFormatError:
-        if got is None:
-            got = self.text if len(self.text) <= _MAX_GOT else self.text[:_MAX_GOT] + "..."
-        return DataFormatError(self.file, self.line, expected, got)
-
-    def expect_columns(self, count: int, columns: str) -> None:
-        if len(self.tokens) != count:
-            raise self.error(f"{count} columns ({columns})", f"{len(self.tokens)} columns")
-
-    def integer(self, index: int, expected: str, allowed: range | tuple[int, ...] | None = None) -> int:
-        token = self.tokens[index]
-        if not _INTEGER.fullmatch(token) or (allowed is not None and int(token) not in allowed):
-            raise self.error(expected, token)
-        return int(token)
-
-
-def _read_list(path: Path, header: tuple[str, ...] | None, *, header_optional: bool = False) -> Iterator[_Row]:
-    """Yield the data lines of a DeepFashion list file, checking its count line and header on the way.
-
-    Streams line by line because list_attr_img.txt is close to a gigabyte. ``header`` holds the leading column
-    names the second line must start with (a missing header would otherwise silently eat a data line);
-    ``header_optional`` is for list_item_inshop.txt, released without one. Trailing empty lines are allowed,
-    empty lines between entries are not, and the count on line 1 must equal the number of data lines.
-    """
-    found, blank_at = 0, None
-    try:
-        with path.open(encoding="utf-8") as handle:  # universal newlines: CRLF files read like LF ones
-            lines = enumerate(handle, start=1)
-            count = _read_count(path, next(lines, (1, "")))
-            for line_no, raw in lines:
-                text = raw.strip()
-                tokens = text.split()
-                if line_no == 2 and header is not None and _is_header(path, tokens, header, header_optional):
-                    continue
-                if not tokens:
-                    blank_at = blank_at or line_no
-                    continue
-                if blank_at is not None:
-                    raise DataFormatError(path, blank_at, "a data line (no empty lines between entries)", "")
-                found += 1
-                yield _Row(path, line_no, text, tokens)
-    except UnicodeDecodeError as error:
-        raise DataFormatError(path, None, "UTF-8 (in practice ASCII) text", str(error)) from None
-    if found != count:
-        raise DataFormatError(path, 1, f"{count} data lines, as the count on line 1 says", f"{found} data lines")
-
-
-def _read_count(path: Path, first: tuple[int, str]) -> int:
-    text = first[1].strip()
-    if not _INTEGER.fullmatch(text) or int(text) < 0:
-        raise DataFormatError(path, 1, "the number of data lines as a non-negative integer", text)
-    return int(text)
-
-
-def _is_header(path: Path, tokens: list[str], header: tuple[str, ...], optional: bool) -> bool:
-    if tuple(tokens[: len(header)]) == header:
-        return True
-    if optional:
-        return False
-    raise DataFormatError(path, 2, f"the column names line starting with '{' '.join(header)}'", " ".join(tokens))
-
-
-def _require(root: Path, relative: str, benchmark: str) -> Path:
-    path = root / relative
-    if not path.is_file():
-        raise DataFormatError(path, None, f"the file {relative}, which the {benchmark} benchmark needs", "missing")
-    return path
-
-
-def _lookup(row: _Row, records: dict[str, ImageRecord]) -> ImageRecord:
+def _lookup(row: Row, records: dict[str, ImageRecord]) -> ImageRecord:
     record = records.get(row.tokens[0])
     if record is None:
         raise row.error(f"an image listed in {PARTITION}", row.tokens[0])
     return record
 
 
-def _split(row: _Row, allowed: tuple[str, ...]) -> str:
+def _split(row: Row, allowed: tuple[str, ...]) -> str:
     status = row.tokens[-1]
     if status not in allowed:
         raise row.error(f"evaluation_status {'/'.join(allowed)}", status)
     return status
 
 
-def _clothes_type(row: _Row, index: int) -> ClothesType:
+def _clothes_type(row: Row, index: int) -> ClothesType:
     return ClothesType(row.integer(index, "clothes_type 1 (upper), 2 (lower) or 3 (full body)", (1, 2, 3)))
 
 
 # --------------------------------------------------------------------------------------------- partitions
 
 
-def _check_item(row: _Row, item_id: str, item_ids: tuple[str, set[str]] | None) -> None:
+def _check_item(row: Row, item_id: str, item_ids: tuple[str, set[str]] | None) -> None:
     """``item_ids`` is (the item list's relative path, its ids), or None when the folder has no item list."""
     if item_ids is not None and item_id not in item_ids[1]:
         raise row.error(f"an item_id listed in {item_ids[0]}", item_id)
@@ -203,7 +121,7 @@ def _read_partition(
     """
     records: dict[str, ImageRecord] = {}
     with_item = len(columns) == 3
-    for row in _read_list(path, columns):
+    for row in read_list(path, columns):
         row.expect_columns(len(columns), " ".join(columns))
         image = row.tokens[0]
         if image in records:
@@ -226,7 +144,7 @@ def _read_pairs(
     columns = ("image_pair_name_1", "image_pair_name_2", "item_id", "evaluation_status")
     records: dict[str, ImageRecord] = {}
     pairs: list[tuple[str, str, str, str]] = []
-    for row in _read_list(path, columns):
+    for row in read_list(path, columns):
         row.expect_columns(4, " ".join(columns))
         consumer, shop, item_id = row.tokens[:3]
         _check_item(row, item_id, item_ids)
@@ -245,7 +163,7 @@ def _read_item_ids(root: Path, relative: str) -> tuple[str, set[str]] | None:
     if not path.is_file():
         return None
     item_ids: set[str] = set()
-    for row in _read_list(path, ("item_id",), header_optional=True):
+    for row in read_list(path, ("item_id",), header_optional=True):
         row.expect_columns(1, "item_id")
         item_ids.add(row.tokens[0])
     return relative, item_ids
@@ -256,7 +174,7 @@ def _read_item_ids(root: Path, relative: str) -> tuple[str, set[str]] | None:
 
 def _apply_bboxes(path: Path, records: dict[str, ImageRecord], columns: tuple[str, ...]) -> None:
     """Bounding boxes are the last four columns; in-shop/consumer-to-shop files also give clothes and source type."""
-    for row in _read_list(path, columns):
+    for row in read_list(path, columns):
         row.expect_columns(len(columns), " ".join(columns))
         record = _lookup(row, records)
         if "clothes_type" in columns:
@@ -275,14 +193,14 @@ def _apply_landmarks(path: Path, records: dict[str, ImageRecord], *, always_eigh
 
     ``always_eight``: the Landmark Detection benchmark pads every line to 8 triples whatever the clothes type.
     """
-    for row in _read_list(path, _LANDMARK_COLUMNS):
+    for row in read_list(path, _LANDMARK_COLUMNS):
         if len(row.tokens) < 3:
             raise row.error("image_name clothes_type variation_type and landmark triples")
         record = _lookup(row, records)
         record.clothes_type, record.landmarks, record.visibility = _parse_landmarks(row, always_eight)
 
 
-def _parse_landmarks(row: _Row, always_eight: bool) -> tuple[ClothesType, np.ndarray, np.ndarray]:
+def _parse_landmarks(row: Row, always_eight: bool) -> tuple[ClothesType, np.ndarray, np.ndarray]:
     clothes_type = _clothes_type(row, 1)
     row.integer(2, "an integer variation_type")
     slots = LANDMARK_SLOTS[clothes_type]
@@ -311,7 +229,7 @@ def _parse_landmarks(row: _Row, always_eight: bool) -> tuple[ClothesType, np.nda
 # ------------------------------------------------------------------------------- categories and attributes
 
 
-def _name_and_type(row: _Row, columns: str) -> tuple[str, int]:
+def _name_and_type(row: Row, columns: str) -> tuple[str, int]:
     """Split ``name  type`` where the name may hold spaces (``abstract print  1``): the type is the last token.
 
     Returns the name (spaces inside kept as written) and the index of the type token.
@@ -323,7 +241,7 @@ def _name_and_type(row: _Row, columns: str) -> tuple[str, int]:
 
 def _read_categories(path: Path) -> list[Category]:
     categories = []
-    for row in _read_list(path, ("category_name", "category_type")):
+    for row in read_list(path, ("category_name", "category_type")):
         name, index = _name_and_type(row, "category_name category_type")
         clothes_type = ClothesType(row.integer(index, "category_type 1 (upper), 2 (lower) or 3 (full)", (1, 2, 3)))
         categories.append(Category(name, clothes_type))
@@ -333,7 +251,7 @@ def _read_categories(path: Path) -> list[Category]:
 def _read_attributes(path: Path) -> list[Attribute]:
     attributes = []
     expected = "attribute_type 1..5 (" + ", ".join(ATTRIBUTE_GROUPS) + ")"
-    for row in _read_list(path, ("attribute_name", "attribute_type")):
+    for row in read_list(path, ("attribute_name", "attribute_type")):
         name, index = _name_and_type(row, "attribute_name attribute_type")
         group = ATTRIBUTE_GROUPS[row.integer(index, expected, range(1, len(ATTRIBUTE_GROUPS) + 1)) - 1]
         attributes.append(Attribute(name, group))
@@ -342,7 +260,7 @@ def _read_attributes(path: Path) -> list[Attribute]:
 
 def _apply_category_labels(path: Path, records: dict[str, ImageRecord], categories: list[Category]) -> None:
     expected = f"an integer category label between 1 and {len(categories)}"
-    for row in _read_list(path, ("image_name", "category_label")):
+    for row in read_list(path, ("image_name", "category_label")):
         row.expect_columns(2, "image_name category_label")
         record = _lookup(row, records)
         record.category = row.integer(1, expected, range(1, len(categories) + 1)) - 1
@@ -350,7 +268,7 @@ def _apply_category_labels(path: Path, records: dict[str, ImageRecord], categori
 
 def _apply_attribute_labels(path: Path, records: dict[str, ImageRecord], num_attributes: int) -> None:
     """Multi-hot attributes: the files say -1 (negative), 0 (unknown) or 1 (positive); only 1 counts."""
-    for row in _read_list(path, ("image_name", "attribute_labels")):
+    for row in read_list(path, ("image_name", "attribute_labels")):
         if len(row.tokens) - 1 != num_attributes:
             raise row.error(f"{num_attributes} attribute values after the image name", f"{len(row.tokens) - 1}")
         record = _lookup(row, records)
@@ -389,8 +307,8 @@ def _pair_present(root: Path, vocabulary: str, labels: str, benchmark: str, requ
     """A vocabulary file is useless without its label file and vice versa: both or neither."""
     if not required and not (root / vocabulary).is_file() and not (root / labels).is_file():
         return False
-    _require(root, vocabulary, benchmark)
-    _require(root, labels, benchmark)
+    require_file(root, vocabulary, benchmark)
+    require_file(root, labels, benchmark)
     return True
 
 
@@ -407,7 +325,7 @@ def load_inshop(root: str | Path) -> Benchmark:
     root = Path(root)
     item_ids = _read_item_ids(root, ITEM_INSHOP)
     columns = ("image_name", "item_id", "evaluation_status")
-    records = _read_partition(_require(root, PARTITION, "inshop"), columns, _RETRIEVAL_SPLITS, item_ids)
+    records = _read_partition(require_file(root, PARTITION, "inshop"), columns, _RETRIEVAL_SPLITS, item_ids)
     for record in records.values():
         record.domain = "shop"
     _apply_optional(root, BBOX_INSHOP, lambda p: _apply_bboxes(p, records, _INSHOP_BBOX_COLUMNS))
@@ -424,7 +342,7 @@ def load_consumer2shop(root: str | Path) -> PairBenchmark:
     """
     root = Path(root)
     item_ids = _read_item_ids(root, ITEM_C2S)
-    records, pairs = _read_pairs(_require(root, PARTITION, "consumer2shop"), item_ids)
+    records, pairs = _read_pairs(require_file(root, PARTITION, "consumer2shop"), item_ids)
     _apply_optional(root, BBOX_C2S, lambda p: _apply_bboxes(p, records, _C2S_BBOX_COLUMNS))
     _apply_optional(root, LANDMARKS_C2S, lambda p: _apply_landmarks(p, records, always_eight=False))
     categories, attributes = _load_vocabularies(root, records, "consumer2shop", required=False)
@@ -435,7 +353,7 @@ def load_attributes(root: str | Path) -> Benchmark:
     """Category and Attribute Prediction: 50 categories, 1000 attributes, bbox and landmarks per image."""
     root = Path(root)
     columns = ("image_name", "evaluation_status")
-    records = _read_partition(_require(root, PARTITION, "attributes"), columns, _TRAIN_VAL_TEST)
+    records = _read_partition(require_file(root, PARTITION, "attributes"), columns, _TRAIN_VAL_TEST)
     _apply_optional(root, BBOX, lambda p: _apply_bboxes(p, records, _PLAIN_BBOX_COLUMNS))
     _apply_optional(root, LANDMARKS, lambda p: _apply_landmarks(p, records, always_eight=False))
     categories, attributes = _load_vocabularies(root, records, "attributes", required=True)
@@ -446,8 +364,8 @@ def load_landmarks(root: str | Path) -> Benchmark:
     """Fashion Landmark Detection: landmarks (8 triples per line) and bounding boxes."""
     root = Path(root)
     columns = ("image_name", "evaluation_status")
-    records = _read_partition(_require(root, PARTITION, "landmarks"), columns, _TRAIN_VAL_TEST)
-    _apply_landmarks(_require(root, LANDMARKS, "landmarks"), records, always_eight=True)
+    records = _read_partition(require_file(root, PARTITION, "landmarks"), columns, _TRAIN_VAL_TEST)
+    _apply_landmarks(require_file(root, LANDMARKS, "landmarks"), records, always_eight=True)
     _apply_optional(root, BBOX, lambda p: _apply_bboxes(p, records, _PLAIN_BBOX_COLUMNS))
     return Benchmark("landmarks", root, list(records.values()))
 
