@@ -1,19 +1,23 @@
 """Kafka messaging: a local Tansu broker for development and tests, and the at-least-once consumer toolkit."""
 
 from shared.messaging.broker import BrokerStartError, LocalBroker, free_port, metadata_ok
-from shared.messaging.kafka import (
+from shared.messaging.dlq import (
     HEADER_ERROR_REASON,
     HEADER_ERROR_TIMESTAMP,
     HEADER_ERROR_TYPE,
     HEADER_ORIGINAL_OFFSET,
     HEADER_ORIGINAL_PARTITION,
     HEADER_ORIGINAL_TOPIC,
+    HEADER_TRUNCATED,
+    send_to_dlq,
+)
+from shared.messaging.kafka import (
+    MAX_RECORD_BYTES,
     BatchConsumer,
     Record,
     consumer_lag,
     ensure_topics,
     make_producer,
-    send_to_dlq,
 )
 
 __all__ = [
@@ -23,6 +27,8 @@ __all__ = [
     "HEADER_ORIGINAL_OFFSET",
     "HEADER_ORIGINAL_PARTITION",
     "HEADER_ORIGINAL_TOPIC",
+    "HEADER_TRUNCATED",
+    "MAX_RECORD_BYTES",
     "BatchConsumer",
     "BrokerStartError",
     "LocalBroker",

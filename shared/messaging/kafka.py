@@ -6,8 +6,9 @@ At-least-once by construction (the house style's "Kafka" rules):
   inside the handler's own try/except, never inside the client (which would retry it forever);
 * offsets are committed by hand, `offset + 1` per partition, only after the handler returned, i.e. after the
   sinks were written; a handler that raises gets the same batch again after a backoff (seek back);
-* a poison record is the handler's business: it sends it to the DLQ with `send_to_dlq` (original bytes, the
-  error in headers) and returns normally, so the partition moves on.
+* a poison record is the handler's business: it sends it to the DLQ with `send_to_dlq` (shared/messaging/dlq.py:
+  original bytes, the error in headers) and returns normally, so the partition moves on; one it did not
+  foresee is isolated by `run(on_poison=...)` (shared/messaging/isolation.py).
 
 Clients are never module-level (one producer per process, one consumer per thread, both created at the edge
 and passed down); the Prometheus metric objects are, since they live in prometheus' global registry anyway.
@@ -28,6 +29,8 @@ from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Gauge
 
+from shared.messaging.isolation import handle_isolating_poison
+
 log = logging.getLogger(__name__)
 
 # kafka-python's default max_poll_interval_ms (300000) stalls the group join against Tansu; 10-30 s joins.
@@ -37,18 +40,12 @@ DEFAULT_MAX_POLL_INTERVAL_MS = 15_000
 DEFAULT_SESSION_TIMEOUT_MS = 6_000
 DEFAULT_HEARTBEAT_INTERVAL_MS = 1_000
 
-# DLQ headers: the original coordinates and the error, all UTF-8 strings.
-HEADER_ORIGINAL_TOPIC = "original.topic"
-HEADER_ORIGINAL_PARTITION = "original.partition"
-HEADER_ORIGINAL_OFFSET = "original.offset"
-HEADER_ERROR_REASON = "error.reason"
-HEADER_ERROR_TYPE = "error.type"
-HEADER_ERROR_TIMESTAMP = "error.timestamp_ms"
-MAX_REASON_BYTES = 4096
+# The largest record our producers send and our topics accept (kafka-python's default is 1 MiB, below what an
+# event with an inline image may weigh, so a DLQ copy of one could not be produced and its partition stalled).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 RECORDS_CONSUMED = Counter("fashion_kafka_records_consumed_total", "Records returned by poll.", ["topic"])
 RECORDS_COMMITTED = Counter("fashion_kafka_records_committed_total", "Records whose offsets were committed.", ["topic"])
-RECORDS_DLQ = Counter("fashion_kafka_records_dlq_total", "Records sent to a dead-letter topic.", ["topic"])
 HANDLER_FAILURES = Counter(
     "fashion_kafka_handler_failures_total", "Batches whose handler raised (batch retried).", ["topic"]
 )
@@ -94,7 +91,8 @@ def ensure_topics(bootstrap: str, topics: Mapping[str, int], *, timeout_s: float
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics([NewTopic(name, partitions, 1,
+                                              topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)})])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass
@@ -121,6 +119,7 @@ def make_producer(
         "client_id": client_id,
         "acks": "all",
         "linger_ms": linger_ms,
+        "max_request_size": MAX_RECORD_BYTES,
         "key_serializer": None,
         "value_serializer": None,
     }
@@ -262,13 +261,17 @@ class BatchConsumer:
         backoff_s: float = 0.5,
         max_backoff_s: float = 5.0,
         lag_interval_s: float = 5.0,
+        on_poison: Callable[[Record, Exception], object] | None = None,
     ) -> None:
         """Poll, hand each non-empty batch to `handler`, commit after it returns, until `stop` is set.
 
-        When `handler` raises, nothing is committed: the consumer seeks back to the batch start and retries after
-        an exponential backoff (so a failing sink loses nothing). Handlers must therefore be idempotent, and must
-        send poison records to the DLQ themselves instead of raising for them. A handler must also return well
-        within `max_poll_interval_ms`, or the group considers this member dead and hands its partitions away.
+        When `handler` raises, what it did not finish is not committed: the consumer seeks back and retries after
+        an exponential backoff (so a failing sink loses nothing). Handlers must therefore be idempotent, and send
+        the poison they recognise to the DLQ themselves instead of raising for it. With `on_poison` (which
+        dead-letters), a record the handler raises on while the records behind it succeed is isolated and
+        handed to it, so one unforeseen bad record cannot stall its partition (shared/messaging/isolation.py).
+        A handler must return well within `max_poll_interval_ms`; while isolating, the consumer keeps its
+        group membership alive between handler calls.
         """
         # Sleeping longer than max_poll_interval_ms between polls would get us thrown out of the group.
         max_backoff_s = min(max_backoff_s, self.max_poll_interval_ms / 2000)
@@ -277,32 +280,58 @@ class BatchConsumer:
         while not stop.is_set():
             batch = self.poll_batch(max_records=max_records, timeout_ms=timeout_ms)
             if batch:
-                try:
-                    handler(batch)
-                except Exception:
+                done = self._handle(batch, handler, on_poison, stop)
+                if done:
+                    self._commit_quietly(batch[:done])
+                if done < len(batch):
                     HANDLER_FAILURES.labels(self.topic).inc()
-                    log.exception(
-                        "handler failed on %d records of %s; retrying the batch in %.1fs", len(batch), self.topic, delay
-                    )
-                    self.rewind(batch)
+                    log.warning("handler failed on %d of %d records of %s; retrying them in %.1fs",
+                                len(batch) - done, len(batch), self.topic, delay)
+                    self.rewind(batch[done:])
                     stop.wait(delay)
                     delay = min(delay * 2, max_backoff_s)
                     continue
                 delay = min(backoff_s, max_backoff_s)
-                try:
-                    self.commit(batch)
-                except CommitFailedError:
-                    # The group rebalanced under us: the new owner re-reads from the last commit (at-least-once).
-                    log.warning("commit of %d records on %s failed after a rebalance", len(batch), self.topic)
-                except KafkaError as exc:
-                    # Handled but not committed: they will be delivered again, and the sinks are idempotent.
-                    log.warning("commit of %d records on %s failed: %s", len(batch), self.topic, exc)
             if lag_interval_s > 0 and time.monotonic() >= next_lag:
                 next_lag = time.monotonic() + lag_interval_s
                 try:
                     self.lag()
                 except KafkaError as exc:
                     log.debug("lag refresh failed: %s", exc)
+
+    def _handle(self, batch: list[Record], handler: Callable[[list[Record]], None],
+                on_poison: Callable[[Record, Exception], object] | None, stop: Event) -> int:
+        """How many leading records of `batch` are done."""
+        if on_poison is not None:
+            return handle_isolating_poison(batch, handler, on_poison, stop=stop, before_call=self.keep_alive)
+        try:
+            handler(batch)
+            return len(batch)
+        except Exception:
+            log.exception("handler failed on %d records of %s", len(batch), self.topic)
+            return 0
+
+    def keep_alive(self) -> None:
+        """Poll with every partition paused: resets the max_poll_interval clock without taking records, so
+        long work on records in hand (isolating a poison) does not get this member thrown out of the group."""
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        self._consumer.pause(*assigned)
+        try:
+            self._consumer.poll(timeout_ms=0)
+        finally:
+            self._consumer.resume(*[tp for tp in assigned if tp in self._consumer.assignment()])
+
+    def _commit_quietly(self, records: Sequence[Record]) -> None:
+        try:
+            self.commit(records)
+        except CommitFailedError:
+            # The group rebalanced under us: the new owner re-reads from the last commit (at-least-once).
+            log.warning("commit of %d records on %s failed after a rebalance", len(records), self.topic)
+        except KafkaError as exc:
+            # Handled but not committed: they will be delivered again, and the sinks are idempotent.
+            log.warning("commit of %d records on %s failed: %s", len(records), self.topic, exc)
 
     def close(self) -> None:
         """Leave the group (a clean leave lets the others rebalance at once); never auto-commits."""
@@ -320,36 +349,3 @@ class BatchConsumer:
 def consumer_lag(consumer: BatchConsumer) -> dict[int, int]:
     """Per partition lag of `consumer` (call it from the consumer's own thread); also updates the gauge."""
     return consumer.lag()
-
-
-def send_to_dlq(
-    producer: KafkaProducer,
-    dlq_topic: str,
-    record: Record,
-    reason: str,
-    error_type: str,
-    *,
-    timeout_s: float = 10.0,
-) -> None:
-    """Write `record` to `dlq_topic` unchanged (key, value, its headers) plus the error and where it came from.
-
-    Blocks until the broker acknowledged, so the caller can commit the original offset right after.
-    """
-    encoded_reason = reason.encode("utf-8", errors="replace")[:MAX_REASON_BYTES]
-    headers = [
-        *[(k, v) for k, v in record.headers],
-        (HEADER_ORIGINAL_TOPIC, record.topic.encode()),
-        (HEADER_ORIGINAL_PARTITION, str(record.partition).encode()),
-        (HEADER_ORIGINAL_OFFSET, str(record.offset).encode()),
-        (HEADER_ERROR_REASON, encoded_reason),
-        (HEADER_ERROR_TYPE, error_type.encode("utf-8", errors="replace")),
-        (HEADER_ERROR_TIMESTAMP, str(int(time.time() * 1000)).encode()),
-    ]
-    # Kafka needs a key or a value; an original with neither is kept as an empty value.
-    value = record.value if record.value is not None or record.key is not None else b""
-    future = producer.send(dlq_topic, key=record.key, value=value, headers=headers)
-    future.get(timeout=timeout_s)
-    RECORDS_DLQ.labels(record.topic).inc()
-    log.warning(
-        "sent %s[%d]@%d to %s: %s (%s)", record.topic, record.partition, record.offset, dlq_topic, reason, error_type
-    )

@@ -21,6 +21,7 @@ from shared.messaging import (
     HEADER_ORIGINAL_OFFSET,
     HEADER_ORIGINAL_PARTITION,
     HEADER_ORIGINAL_TOPIC,
+    HEADER_TRUNCATED,
     BatchConsumer,
     BrokerStartError,
     LocalBroker,
@@ -176,6 +177,76 @@ def test_dlq_record_keeps_original_bytes_and_says_why(kafka_bootstrap: str) -> N
     assert record.header(HEADER_ERROR_REASON) == b"expected a JSON object, got invalid UTF-8"
     assert record.header(HEADER_ERROR_TYPE) == b"InvalidInput"
     assert record.header("error.timestamp_ms") is not None
+
+
+def test_a_record_over_a_mebibyte_is_dead_lettered_whole(kafka_bootstrap: str) -> None:
+    """A corrupt 1.9 MB inline image is under the event cap; its DLQ copy must not stall the partition."""
+    dlq = _name("big.dlq")
+    ensure_topics(kafka_bootstrap, {dlq: 1})
+    big = Record(topic="uploads", partition=0, offset=7, key=b"product-1", value=b"x" * 1_900_000)
+    producer = make_producer(kafka_bootstrap)
+    try:
+        send_to_dlq(producer, dlq, big, reason="undecodable image", error_type="InvalidInput")
+    finally:
+        producer.close()
+    with BatchConsumer(kafka_bootstrap, dlq, _name("dlq-reader")) as reader:
+        (record,) = _consume(reader, 1)
+    assert record.value == big.value and record.header(HEADER_TRUNCATED) is None
+
+
+def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value(kafka_bootstrap: str) -> None:
+    dlq = _name("huge.dlq")
+    ensure_topics(kafka_bootstrap, {dlq: 1})
+    huge = Record(topic="uploads", partition=1, offset=9, key=b"product-2", value=b"y" * 300_000)
+    producer = make_producer(kafka_bootstrap, max_request_size=100_000)  # stands in for a record over the cap
+    try:
+        send_to_dlq(producer, dlq, huge, reason="too large", error_type="TooLarge")
+    finally:
+        producer.close()
+    with BatchConsumer(kafka_bootstrap, dlq, _name("dlq-reader")) as reader:
+        (record,) = _consume(reader, 1)
+    assert record.value == b"" and record.key == b"product-2"
+    assert record.header(HEADER_TRUNCATED) == b"300009"
+    assert (record.header(HEADER_ORIGINAL_TOPIC), record.header(HEADER_ORIGINAL_OFFSET)) == (b"uploads", b"9")
+
+
+def test_an_unforeseen_poison_is_isolated_and_the_records_behind_it_flow(kafka_bootstrap: str) -> None:
+    """The handler raises on one record (a bug it did not foresee); the others are applied, in order, within
+    seconds, and the poison goes to the DLQ instead of being retried forever."""
+    topic, dlq, group = _name("iso"), _name("iso.dlq"), _name("group")
+    ensure_topics(kafka_bootstrap, {topic: 1, dlq: 1})
+    producer = make_producer(kafka_bootstrap)
+    applied: list[bytes] = []
+    stop = threading.Event()
+
+    def handler(batch: list[Record]) -> None:
+        if any(r.value == b"poison" for r in batch):
+            raise ValueError("unforeseen")
+        applied.extend(r.value for r in batch)
+        if len(applied) >= 6:
+            stop.set()
+
+    for value in (b"a", b"b", b"poison", b"c", b"d", b"e", b"f"):
+        producer.send(topic, key=b"k", value=value)
+    producer.flush(10)
+    consumer = BatchConsumer(kafka_bootstrap, topic, group)
+    worker = threading.Thread(target=consumer.run, args=(handler, stop), daemon=True,
+                              kwargs={"timeout_ms": 200, "on_poison": lambda record, exc: send_to_dlq(
+                                  producer, dlq, record, str(exc), type(exc).__name__)})
+    worker.start()
+    try:
+        worker.join(timeout=JOIN_TIMEOUT_S)
+        assert not worker.is_alive(), f"stalled: applied {applied}"
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+        consumer.close()
+    assert applied == [b"a", b"b", b"c", b"d", b"e", b"f"]
+    with BatchConsumer(kafka_bootstrap, dlq, _name("dlq-reader")) as reader:
+        (dead,) = _consume(reader, 1)
+    producer.close()
+    assert dead.value == b"poison" and dead.header(HEADER_ERROR_TYPE) == b"ValueError"
+    assert dead.header(HEADER_ORIGINAL_OFFSET) == b"2"
 
 
 def test_two_members_of_one_group_split_the_partitions(kafka_bootstrap: str) -> None:
