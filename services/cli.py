@@ -201,10 +201,10 @@ def demo(
 
 
 def _stack_state() -> dict:
-    from services.stack import read_state
+    from services.state_file import live_state
     from shared.config import StoreSettings
 
-    return read_state(StoreSettings().data_dir)
+    return live_state(StoreSettings().data_dir)
 
 
 @app.command()
@@ -240,11 +240,13 @@ def publish(
 ) -> None:
     """Turn a folder into catalogue upload events on Kafka (one per product, keyed by product id)."""
     from services.ingest.publish import publish_folder
-    from shared.config import KafkaSettings
+    from services.state_file import stale_state_error
+    from shared.config import KafkaSettings, StoreSettings
 
     bootstrap = bootstrap or KafkaSettings().kafka_bootstrap or _stack_state().get("kafka_bootstrap")
     if not bootstrap:
-        raise typer.BadParameter("no Kafka to publish to: start `fashion up` or pass --bootstrap HOST:PORT")
+        stale = stale_state_error(StoreSettings().data_dir)
+        raise typer.BadParameter(stale or "no Kafka to publish to: start `fashion up` or pass --bootstrap HOST:PORT")
     count = publish_folder(bootstrap, folder, revision=revision)
     console.print(f"published {count} catalogue events to {bootstrap}")
 

@@ -10,14 +10,13 @@ with its own build alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from services.resources import Resources, ResourceSettings
+from services.state_file import StateFile
 from shared.config import GrpcServerSettings, ImageSettings
 from shared.grpc import configure_logging, start_metrics_server
 from shared.grpc.server import GrpcServer
@@ -25,7 +24,6 @@ from shared.host import Components, Host
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "stack.json"
 # A service's build bound to its own settings: build(resources, images) -> Components.
 Build = Callable[[Resources, ImageSettings], Components]
 
@@ -37,25 +35,6 @@ class ProcessSettings:
     grpc: GrpcServerSettings = field(default_factory=GrpcServerSettings)
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
-
-
-def read_state(data_dir: Path) -> dict:
-    """What a running `fashion up` wrote about itself (gRPC address, Kafka bootstrap), for the other commands."""
-    path = data_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-class _StateFile:
-    """stack.json: where this process serves, for `fashion publish/search/...`; removed first on stop."""
-
-    def __init__(self, path: Path, describe: Callable[[], dict]) -> None:
-        self.path, self.describe = path, describe
-
-    def start(self) -> None:
-        self.path.write_text(json.dumps(self.describe(), indent=2) + "\n")
-
-    def stop(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 class Process:
@@ -73,6 +52,8 @@ class Process:
         self.host = Host()
 
     def start(self) -> Process:
+        state_file = StateFile(self.settings.resources.stores.data_dir, self._state)
+        state_file.claim()
         try:
             self.host.add("resources", self.resources)
             builds = [build(self.resources, self.settings.images) for build in self.builds.values()]
@@ -87,7 +68,7 @@ class Process:
                                  max_workers=g.max_workers, max_message_bytes=g.max_message_bytes,
                                  grace=g.grace_seconds)
         self.host.add("grpc", self.server)
-        self.host.add("state file", _StateFile(self.settings.resources.stores.data_dir / STATE_FILE, self._state))
+        self.host.add("state file", state_file)
         self.host.on_failure = self._failed
         self.host.start()
         start_metrics_server(g.metrics_port)
@@ -112,8 +93,8 @@ class Process:
             self.server.not_serving()
 
     def _state(self) -> dict:
-        return {"grpc": self.address, "kafka_bootstrap": self.bootstrap, "database_url": self.database_url,
-                "targets": self.targets}
+        return {"grpc": self.address, "kafka_bootstrap": self.bootstrap, "broker_pid": self.resources.broker_pid,
+                "database_url": self.database_url, "targets": self.targets}
 
     # -- what tools (demo, bench, `fashion up`) read --------------------------------------------------------
     @property

@@ -46,6 +46,7 @@ class Resources:
         self.settings = settings
         self._closers: list[tuple[str, Callable[[], object]]] = []
         self._bootstrap: str | None = None
+        self.broker_pid: int | None = None  # the local broker's, recorded in stack.json
         self._producer: KafkaProducer | None = None
         self._database_url: str | None = None
         self._sessions: sessionmaker[Session] | None = None
@@ -63,7 +64,7 @@ class Resources:
 
                 broker = LocalBroker(log_path=self.settings.stores.data_dir / "broker.log").start()
                 self._closers.append(("broker", broker.stop))
-                self._bootstrap = broker.bootstrap
+                self._bootstrap, self.broker_pid = broker.bootstrap, broker.pid
                 log.info("started a local Kafka-protocol broker (Tansu) at %s", self._bootstrap)
         return self._bootstrap
 

@@ -14,11 +14,11 @@ from functools import partial
 from services.admin.settings import AdminSettings
 from services.ingest.settings import IngestSettings
 from services.models import MODEL_TARGETS
-from services.process import Build, Process, ProcessSettings, read_state
+from services.process import Build, Process, ProcessSettings
 from services.search.settings import SearchSettings
 from shared.errors import InvalidInput
 
-__all__ = ["MODEL_TARGETS", "TARGETS", "Stack", "StackSettings", "parse_targets", "read_state"]
+__all__ = ["MODEL_TARGETS", "TARGETS", "Stack", "StackSettings", "parse_targets"]
 
 TARGETS = (*MODEL_TARGETS, "search", "ingest", "admin")
 

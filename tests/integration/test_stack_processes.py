@@ -120,3 +120,43 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_a_sigkilled_stack_leaves_no_orphan_broker_and_no_trusted_state(catalogue, postgres_url, tmp_path) -> None:
+    """SIGKILL `fashion up`: its broker dies with it, `fashion publish` refuses the stale stack.json instead of
+    "succeeding" into nothing, and the next `fashion up` clears the file and serves."""
+    root, checkpoint = catalogue
+    env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "2"}
+    state_file = tmp_path / "var" / "stack.json"
+    with (tmp_path / "up.log").open("w") as log:
+        first = subprocess.Popen([*FASHION, "up", "--target", "ingest", "--checkpoint", str(checkpoint)], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+        try:
+            _wait_for(state_file.exists, 120, "fashion up to start", first)
+            state = json.loads(state_file.read_text())
+            assert state["pid"] == first.pid and state["broker_pid"]
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+        _wait_for(lambda: not Path(f"/proc/{state['broker_pid']}").exists()
+                  or b"zombie" in Path(f"/proc/{state['broker_pid']}/status").read_bytes().lower(),
+                  10, "the broker to die with its parent")
+        assert state_file.exists()
+
+        published = subprocess.run([*FASHION, "publish", str(root)], env=env, capture_output=True, text=True,
+                                   timeout=120, check=False)
+        assert published.returncode != 0
+        assert f"(pid {first.pid}) is not running" in published.stderr + published.stdout
+
+        second = subprocess.Popen([*FASHION, "up", "--target", "ingest", "--checkpoint", str(checkpoint)], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+        try:
+            _wait_for(lambda: state_file.exists() and json.loads(state_file.read_text()).get("pid") == second.pid,
+                      120, "the second fashion up to replace the stale state", second)
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=60) == 0
+        finally:
+            if second.poll() is None:
+                second.kill()
+    assert "left by pid" in (tmp_path / "up.log").read_text()
