@@ -71,7 +71,7 @@ class Process:
         self.host.add("state file", state_file)
         self.host.on_failure = self._failed
         self.host.start()
-        start_metrics_server(g.metrics_port)
+        start_metrics_server(g.metrics_port, g.host)
         log.info("gRPC serving %s on %s", ", ".join(self.targets), self.address)
         return self
 

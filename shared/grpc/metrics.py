@@ -46,8 +46,9 @@ BATCH_PENDING = Gauge("fashion_batch_pending_items", "Items waiting in a dynamic
 _ERROR_CODES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int | None:
-    """Serve /metrics on ``port``; ``port`` 0 means metrics over HTTP are off. Returns the port or None."""
+def start_metrics_server(port: int, addr: str = "127.0.0.1") -> int | None:
+    """Serve /metrics on ``addr:port`` (the gRPC server's host, so a loopback-only process does not expose its
+    metrics to the network); ``port`` 0 means metrics over HTTP are off. Returns the port or None."""
     if port <= 0:
         return None
     start_http_server(port, addr)

@@ -389,3 +389,33 @@ def test_sigterm_drains_in_flight_request_and_exits_zero() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _outward_ipv4() -> str | None:
+    """This host's address on its default route (no packet is sent), or None without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_metrics_listen_only_where_the_grpc_server_does() -> None:
+    import socket
+    import urllib.request
+
+    from shared.grpc import start_metrics_server
+    from shared.messaging import free_port
+
+    port = free_port()
+    assert start_metrics_server(port, "127.0.0.1") == port
+    assert b"# TYPE" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    outward = _outward_ipv4()
+    if outward is None:
+        pytest.skip("no non-loopback address to check from")
+    with pytest.raises(OSError), socket.create_connection((outward, port), timeout=2):
+        pass
