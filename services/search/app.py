@@ -3,9 +3,12 @@ writes `search.clicks` into Postgres."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from services.resources import Resources
 from services.search.clicks import ClickConsumer, KafkaClickSink
 from services.search.core import SearchCore
+from services.search.photo_janitor import PhotoJanitor
 from services.search.query_log import QueryLog
 from services.search.server import search_servicers
 from services.search.settings import SearchSettings
@@ -24,6 +27,11 @@ def build(settings: SearchSettings, resources: Resources, images: ImageSettings)
     clicks = ClickConsumer(resources.bootstrap(), sessions, topic=settings.clicks_topic,
                            dlq_topic=settings.clicks_dlq_topic, group_id=settings.clicks_group,
                            dlq_producer=resources.producer(), partitions=resources.settings.kafka.kafka_partitions)
+    janitor = PhotoJanitor(sessions, unclicked_retention=timedelta(hours=settings.photo_unclicked_retention_h),
+                           clicked_retention=timedelta(days=settings.photo_retention_days),
+                           max_total_bytes=int(settings.photo_max_gib * 2**30),
+                           interval_s=settings.photo_janitor_interval_s)
     # Stopped in reverse: the consumer first, then the core stores the queries answered before the drain.
     return Components(servicers=list(search_servicers(core, default_top_k=settings.default_top_k)),
-                      parts=[Named("search core", Closing(core.close)), Named("click consumer", clicks)])
+                      parts=[Named("search core", Closing(core.close)), Named("click consumer", clicks),
+                             Named("photo janitor", janitor)])

@@ -27,5 +27,11 @@ class SearchSettings(FashionSettings):
                                  "into one transaction (a click on a queued query is written at once)")
     log_max_pending: int = Field(10_000, ge=1, description="queries answered but not yet stored before "
                                  "FindSimilar pushes back with UNAVAILABLE")
+    photo_unclicked_retention_h: float = Field(24.0, gt=0, description="stored shopper photos nobody clicked on "
+                                               "are dropped after this (they are no training data)")
+    photo_retention_days: float = Field(90.0, gt=0, description="clicked shopper photos (training data) are "
+                                        "dropped after this")
+    photo_max_gib: float = Field(20.0, gt=0, description="past this total, the oldest stored shopper photos go")
+    photo_janitor_interval_s: float = Field(600.0, gt=0, description="how often the retention above is applied")
     client_address: str = Field("127.0.0.1:50051", description="where `fashion search` sends FindSimilar")
     client_timeout_s: float = Field(60.0, gt=0, description="deadline of `fashion search`'s call")

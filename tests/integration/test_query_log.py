@@ -143,3 +143,43 @@ def test_close_writes_what_is_queued_then_refuses_more(sessions: FaultySessions)
     assert set(stored(sessions)) == {e.query_id for e in queued}
     with pytest.raises(Unavailable, match="shutting down"):
         log.submit(entry())
+
+
+def test_photo_retention_by_age_clicks_and_total_size(sessions: FaultySessions) -> None:
+    """Unclicked photos go after a day, clicked ones (training data) after 90; then the oldest go until the
+    total fits. Query rows, their sha256 and clicks stay, so click pairs stop only where the photo went."""
+    from datetime import timedelta
+
+    from services.search.photo_janitor import PhotoJanitor
+    from shared.db import repository
+    from shared.db.models import utcnow
+
+    now = utcnow()
+    ages = {"fresh": timedelta(hours=1), "day-old": timedelta(hours=30), "clicked-old": timedelta(days=30),
+            "clicked-ancient": timedelta(days=100), "clicked-new": timedelta(hours=2)}
+    ids = {name: str(uuid.uuid4()) for name in ages}
+    with sessions.real.begin() as session:
+        repository.record_queries(session, [
+            QueryLogEntry(ids[name], "v1", 3, [{"position": 0, "product_id": "p0", "image_id": "i0", "score": 1.0}],
+                          query_image=bytes(1000), created_at=now - age) for name, age in ages.items()])
+        for name in ("clicked-old", "clicked-ancient", "clicked-new"):
+            repository.record_click(session, click_id=str(uuid.uuid4()), query_id=ids[name], product_id="p0",
+                                    position=0)
+
+    def photos() -> set[str]:
+        with sessions.real() as session:
+            kept = set(session.scalars(sa.select(SearchQuery.query_id).where(SearchQuery.query_image.is_not(None))))
+        return {name for name, query_id in ids.items() if query_id in kept}
+
+    janitor = PhotoJanitor(sessions.real, unclicked_retention=timedelta(hours=24),
+                           clicked_retention=timedelta(days=90), max_total_bytes=10_000, interval_s=3600)
+    result = janitor.run_once()
+    assert photos() == {"fresh", "clicked-old", "clicked-new"}
+    assert (result.cleared, result.bytes_freed, result.bytes_kept) == (2, 2000, 3000)
+
+    janitor.max_total_bytes = 2000  # over the size budget: the oldest photo goes first
+    assert janitor.run_once().cleared == 1
+    assert photos() == {"fresh", "clicked-new"}
+    with sessions.real() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(SearchQuery)) == len(ages)
+        assert {p.query_id for p in repository.click_training_pairs(session)} == {ids["clicked-new"]}

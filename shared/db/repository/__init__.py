@@ -39,8 +39,10 @@ from shared.db.repository.registry import (
 from shared.db.repository.runs import active_run, create_or_get_active_run, get_run, list_runs, update_run
 from shared.db.repository.search_log import (
     ClickPair,
+    PhotoExpiry,
     QueryLogEntry,
     click_training_pairs,
+    expire_query_photos,
     get_query,
     query_impressions,
     record_click,
@@ -51,12 +53,14 @@ from shared.db.repository.search_log import (
 
 __all__ = [
     "ClickPair",
+    "PhotoExpiry",
     "QueryLogEntry",
     "active_run",
     "catalog_images_page",
     "claim_event",
     "claim_events",
     "click_training_pairs",
+    "expire_query_photos",
     "count_catalog_images",
     "delete_images_except",
     "create_or_get_active_run",

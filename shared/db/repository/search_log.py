@@ -207,3 +207,45 @@ def click_training_pairs(session: Session, since: datetime | None = None) -> lis
                                    negative_product_ids=negatives))
     pairs.sort(key=lambda pair: (pair.created_at, pair.query_id, pair.positive_product_id))
     return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoExpiry:
+    cleared: int
+    bytes_freed: int
+    bytes_kept: int
+
+
+def expire_query_photos(session: Session, *, unclicked_before: datetime, clicked_before: datetime,
+                        max_total_bytes: int) -> PhotoExpiry:
+    """Drop stored shopper photos by age and total size; the query rows (and their sha256) stay.
+
+    A photo nobody clicked on is no training data: it goes after `unclicked_before`. A clicked one is kept
+    until `clicked_before`. If what remains is still over `max_total_bytes`, the oldest go first.
+    """
+    size = sa.func.length(SearchQuery.query_image)
+    clicked = sa.select(Click.query_id).where(Click.query_id == SearchQuery.query_id).exists()
+    has_photo = SearchQuery.query_image.is_not(None)
+    expired = sa.or_(sa.and_(SearchQuery.created_at < unclicked_before, ~clicked),
+                     SearchQuery.created_at < clicked_before)
+    cleared, freed = session.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(size), 0))
+                                     .where(has_photo, expired)).one()
+    if cleared:
+        session.execute(sa.update(SearchQuery).where(has_photo, expired).values(query_image=None)
+                        .execution_options(synchronize_session=False))
+    kept = int(session.execute(sa.select(sa.func.coalesce(sa.func.sum(size), 0)).where(has_photo)).scalar_one())
+    if kept > max_total_bytes:
+        over, ids = kept - max_total_bytes, []
+        for query_id, nbytes in session.execute(sa.select(SearchQuery.query_id, size).where(has_photo)
+                                                .order_by(SearchQuery.created_at, SearchQuery.query_id)):
+            if over <= 0:
+                break
+            ids.append(query_id)
+            over -= int(nbytes)
+            freed += int(nbytes)
+        for batch in chunks(ids):
+            session.execute(sa.update(SearchQuery).where(SearchQuery.query_id.in_(batch)).values(query_image=None)
+                            .execution_options(synchronize_session=False))
+        cleared += len(ids)
+        kept = int(session.execute(sa.select(sa.func.coalesce(sa.func.sum(size), 0)).where(has_photo)).scalar_one())
+    return PhotoExpiry(int(cleared), int(freed), kept)
