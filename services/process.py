@@ -20,6 +20,7 @@ from services.state_file import StateFile
 from shared.config import GrpcServerSettings, ImageSettings
 from shared.grpc import configure_logging, start_metrics_server
 from shared.grpc.server import GrpcServer
+from shared.grpc.tls import server_credentials
 from shared.host import Components, Host
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Process:
         g = self.settings.grpc
         self.server = GrpcServer([s for b in builds for s in b.servicers], f"{g.host}:{g.port}",
                                  max_workers=g.max_workers, max_message_bytes=g.max_message_bytes,
-                                 grace=g.grace_seconds)
+                                 grace=g.grace_seconds, credentials=server_credentials(g))
         self.host.add("grpc", self.server)
         self.host.add("state file", state_file)
         self.host.on_failure = self._failed

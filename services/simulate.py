@@ -24,6 +24,7 @@ from shared.data.deepfashion import load_benchmark
 from shared.errors import InvalidInput
 from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
+from shared.grpc.tls import client_credentials
 
 DEFAULT_TOP_K = 20
 
@@ -99,7 +100,7 @@ def simulate_clicks(
     order = np.concatenate([rng.permutation(len(photos)) for _ in range(math.ceil(sessions / len(photos)))])
     queries = shown = clicks = true_clicks = 0
     start = time.monotonic()
-    with channel(address) as ch:
+    with channel(address, credentials=client_credentials()) as ch:
         stub = search_pb2_grpc.SearchServiceStub(ch)
         bar = tqdm(order[:sessions], desc="simulated shoppers", unit="query", disable=not progress)
         for index in bar:

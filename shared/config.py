@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.imaging import ImageLimits
@@ -27,6 +27,25 @@ class GrpcServerSettings(FashionSettings):
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(10.0, ge=0, description="SIGTERM drain time for in-flight RPCs")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+    tls_cert_file: Path | None = Field(None, description="PEM server certificate (chain); unset = plaintext gRPC")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA whose client certificates are required "
+                                                              "(mutual TLS); unset = any client")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> GrpcServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("expected FASHION_TLS_CERT_FILE and FASHION_TLS_KEY_FILE together, got only one")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("expected FASHION_TLS_CERT_FILE with FASHION_TLS_CLIENT_CA_FILE (mutual TLS needs TLS)")
+        return self
+
+
+class GrpcClientSettings(FashionSettings):
+    tls_ca_file: Path | None = Field(None, description="PEM CA that signs the servers' certificates; unset = "
+                                                       "plaintext channels")
+    tls_client_cert_file: Path | None = Field(None, description="PEM client certificate, for mutual TLS")
+    tls_client_key_file: Path | None = Field(None, description="PEM private key of tls_client_cert_file")
 
 
 class ModelSettings(FashionSettings):

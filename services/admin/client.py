@@ -20,6 +20,7 @@ from services.admin.server import bearer_metadata
 from shared.errors import FashionError, InvalidInput
 from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
+from shared.grpc.tls import client_credentials, warn_if_clear_text_secret
 
 DEFAULT_TIMEOUT_S = 600.0  # a promotion may re-index the catalogue before it answers
 TERMINAL_RUN_STATES = frozenset({"promoted", "rejected", "failed"})
@@ -28,7 +29,9 @@ TERMINAL_RUN_STATES = frozenset({"promoted", "rejected", "failed"})
 def _call(address: str, token: str | None, method: str, request: Any, timeout: float) -> Any:
     if not token:
         raise InvalidInput("expected an admin token: set FASHION_ADMIN_TOKEN (the server's admin token)")
-    with channel(address) as ch:
+    credentials = client_credentials()
+    warn_if_clear_text_secret(address, credentials, "the admin token")
+    with channel(address, credentials=credentials) as ch:
         stub = admin_pb2_grpc.AdminServiceStub(ch)
         try:
             return call_with_deadline(getattr(stub, method), request, timeout, metadata=bearer_metadata(token))

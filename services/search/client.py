@@ -24,6 +24,7 @@ from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES
+from shared.grpc.tls import client_credentials
 from shared.imaging import ImageLimits, decode_image, read_uri
 
 QUERY_PX = 360
@@ -57,7 +58,7 @@ def find_similar_cli(
         image=common_pb2.ImageInput(data=image_bytes, id=image_path.name), top_k=top_k,
         filters=search_pb2.Filters(categories=list(categories), attributes=list(attributes), min_price=min_price,
                                    max_price=max_price, in_stock_only=in_stock_only))
-    with channel(address, max_message_bytes) as ch:
+    with channel(address, max_message_bytes, credentials=client_credentials()) as ch:
         try:
             response = call_with_deadline(search_pb2_grpc.SearchServiceStub(ch).FindSimilar, request, timeout)
         except grpc.RpcError as err:

@@ -55,8 +55,10 @@ def channel(
     retries: bool = True,
     service_config: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.Channel:
-    """An insecure channel to ``address`` with matching message limits and the default retry policy.
+    """A channel to ``address`` with matching message limits and the default retry policy: TLS with
+    ``credentials`` (shared/grpc/tls.py), plaintext without.
 
     The per-call retry buffer is raised to the message limit: grpc's 256 KiB default would silently
     disable retries for any request carrying an image.
@@ -71,6 +73,8 @@ def channel(
             ("grpc.service_config", service_config or retry_service_config()),
             ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
         ]
+    if credentials is not None:
+        return grpc.secure_channel(address, credentials, options=[*opts, *options])
     return grpc.insecure_channel(address, options=[*opts, *options])
 
 

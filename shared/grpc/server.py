@@ -81,13 +81,15 @@ def create_server(
     health: grpc_health.HealthServicer | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     maximum_concurrent_rpcs: int | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build, bind and START a server with health, reflection, error mapping, metrics and access logs.
 
     ``service_names`` defaults to the names of the generated servicer classes; each is set SERVING in
     ``health`` (a fresh one when omitted; pass your own to hand it to ``serve``), as is "". Messages
     over ``max_message_bytes`` either way are rejected with RESOURCE_EXHAUSTED. Returns the server and
-    its bound port (useful with port 0). Extra ``interceptors`` run inside the error mapping.
+    its bound port (useful with port 0). Extra ``interceptors`` run inside the error mapping. With
+    ``credentials`` (shared/grpc/tls.py) the port serves TLS only.
     """
     # No servicers is allowed: a consumer-only process (ingest) still serves health and reflection.
     names = list(service_names) if service_names is not None else [service_name_of(s) for _, s in servicers]
@@ -111,7 +113,8 @@ def create_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
     except RuntimeError as exc:
         server.stop(None)
         raise RuntimeError(f"cannot bind gRPC server to {address}: expected a free host:port") from exc
@@ -157,8 +160,10 @@ class GrpcServer:
     drains it gracefully (drain). `health` is created up front so other components can report into it."""
 
     def __init__(self, servicers: Sequence[tuple[AddServicerFn, object]], address: str, *, max_workers: int = 16,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, grace: float = 10.0) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, grace: float = 10.0,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         self.servicers = list(servicers)
+        self.credentials = credentials
         self.address = address
         self.max_workers = max_workers
         self.max_message_bytes = max_message_bytes
@@ -169,7 +174,8 @@ class GrpcServer:
 
     def start(self) -> GrpcServer:
         self.server, self.port = create_server(self.servicers, self.address, max_workers=self.max_workers,
-                                               max_message_bytes=self.max_message_bytes, health=self.health)
+                                               max_message_bytes=self.max_message_bytes, health=self.health,
+                                               credentials=self.credentials)
         return self
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ from shared.errors import InvalidInput, Unavailable
 from shared.grpc.client import call_with_deadline
 from shared.grpc.client import channel as make_channel
 from shared.grpc.errors import error_from_rpc
+from shared.grpc.tls import client_credentials
 from shared.serving.convert import VISIBILITY_TO_PROTO
 from shared.serving.runtime import Analysis, LandmarkPrediction
 
@@ -85,7 +86,8 @@ class RemoteAnalyzer:
         if image_format.upper() not in ("PNG", "JPEG"):
             raise ValueError(f"expected image_format PNG or JPEG, got {image_format!r}")
         self._owns_channel = isinstance(channel_or_address, str)
-        self._channel = make_channel(channel_or_address) if isinstance(channel_or_address, str) else channel_or_address
+        self._channel = (make_channel(channel_or_address, credentials=client_credentials())
+                         if isinstance(channel_or_address, str) else channel_or_address)
         self._stub = analysis_pb2_grpc.AnalysisServiceStub(self._channel)
         self.timeout = timeout
         self.image_format = image_format.upper()
