@@ -30,7 +30,7 @@ from services.search.settings import SearchSettings
 from shared.config import GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
 from shared.db.session import resolve_database_url
 from shared.errors import FashionError, InvalidInput, Unavailable
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, ImageLimits
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class StackSettings:
 
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.images.image_max_bytes, max_pixels=self.images.image_max_pixels)
+
+    def image_intake(self) -> ImageIntake:
+        return ImageIntake(self.image_limits())  # the intake policy, once it has settings, is built here too
 
 
 def parse_targets(target: str) -> tuple[str, ...]:
@@ -217,7 +220,7 @@ class Stack:
         servicers = []
         model_targets = [t for t in self.targets if t in MODEL_TARGETS]
         if model_targets:
-            servicers += model_servicers(self.runtime, self.settings.image_limits(), model_targets)
+            servicers += model_servicers(self.runtime, self.settings.image_intake(), model_targets)
         if "search" in self.targets:
             from services.search.clicks import KafkaClickSink
             from services.search.core import SearchCore
@@ -225,7 +228,7 @@ class Stack:
             from services.search.server import search_servicers
 
             self.search_core = SearchCore(
-                self.analyzer, self.sessions, self.store, self.settings.image_limits(),
+                self.analyzer, self.sessions, self.store, self.settings.image_intake(),
                 click_sink=KafkaClickSink(self.producer, self.settings.search.clicks_topic),
                 max_top_k=self.settings.search.max_top_k,
                 query_log=QueryLog(self.sessions, max_pending=self.settings.search.log_max_pending,
@@ -250,7 +253,7 @@ class Stack:
         from services.ingest.core import IngestCore
 
         ing = self.settings.ingest
-        core = IngestCore(self.analyzer, self.sessions, self.store, self.settings.image_limits(),
+        core = IngestCore(self.analyzer, self.sessions, self.store, self.settings.image_intake(),
                           event_limits=ing.event_limits(), attribute_threshold=ing.ingest_attribute_threshold,
                           analyze_timeout_s=ing.ingest_analyze_timeout_s)
         self.ingest_worker = IngestWorker(core, self.bootstrap, ing.worker_config(), producer=self.producer).start()
@@ -271,7 +274,7 @@ class Stack:
 
             a = self.settings.admin
             self.promoter = Promoter(self.analyzer, self.sessions, self.store, batch_size=a.promotion_batch,
-                                     preload_wait_s=a.preload_wait_s, limits=self.settings.image_limits(),
+                                     preload_wait_s=a.preload_wait_s, intake=self.settings.image_intake(),
                                      analyze_timeout_s=self.settings.ingest.ingest_analyze_timeout_s)
         return self.promoter
 

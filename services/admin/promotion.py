@@ -47,7 +47,7 @@ from shared.db import repository
 from shared.db.models import Image as ImageRow
 from shared.db.models import ImageDomain, ModelState, ModelVersion, Product, RunState, TrainingRun, utcnow
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageIntake, ImageSource
 from shared.serving.analyzer import Analyzer
 from shared.vectorstore import VectorPoint, VectorStore, collection_name, point_id
 from shared.vectorstore.payload import product_payload
@@ -183,7 +183,7 @@ class Promoter:
     """
 
     def __init__(self, runtime: Analyzer, sessions: sessionmaker[Session], store: VectorStore, *,
-                 batch_size: int = 64, preload_wait_s: float = 120.0, limits: ImageLimits | None = None,
+                 batch_size: int = 64, preload_wait_s: float = 120.0, intake: ImageIntake | None = None,
                  analyze_timeout_s: float = 120.0, tail_recheck_after_s: float = TAIL_RECHECK_AFTER_S,
                  tail_margin_s: float = TAIL_MARGIN_S) -> None:
         if batch_size < 1:
@@ -193,7 +193,7 @@ class Promoter:
         self.store = store
         self.batch_size = batch_size
         self.preload_wait_s = preload_wait_s
-        self.limits = limits or ImageLimits()
+        self.intake = intake or ImageIntake()
         self.analyze_timeout_s = analyze_timeout_s
         self.tail_recheck_after_s = tail_recheck_after_s
         self.tail_margin = timedelta(seconds=tail_margin_s)
@@ -435,8 +435,8 @@ class Promoter:
                         image.image_id, image.product_id)
             return None
         try:
-            return decode_image(read_uri(image.uri, self.limits), self.limits, name=image.uri)
-        except (FashionError, OSError) as exc:
+            return self.intake.load(ImageSource(uri=image.uri)).image
+        except FashionError as exc:
             log.warning("cannot re-index image %s of product %s: %s", image.image_id, image.product_id, exc)
             return None
 

@@ -36,8 +36,9 @@ from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, 
 from shared.db import repository
 from shared.db.models import ProcessedEvent
 from shared.errors import FashionError, InvalidInput, TooLarge
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
+from shared.serving.inputs import image_source
 from shared.serving.runtime import Analysis
 from shared.vectorstore import VectorPoint, VectorStore
 from shared.vectorstore.payload import product_payload
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 _IMAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/ingest/images")
 # Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
-DEFAULT_IMAGE_LIMITS = ImageLimits()
 POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
 
 
@@ -193,7 +193,7 @@ class IngestCore:
         analyzer: Analyzer,
         session_factory: sessionmaker[Session],
         store: VectorStore,
-        limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+        intake: ImageIntake | None = None,
         *,
         on_indexed: Callable[[events_pb2.ProductIndexed], None] | None = None,
         event_limits: EventLimits = DEFAULT_EVENT_LIMITS,
@@ -203,7 +203,7 @@ class IngestCore:
         self.analyzer = analyzer
         self.session_factory = session_factory
         self.store = store
-        self.limits = limits
+        self.intake = intake or ImageIntake()
         self.on_indexed = on_indexed
         self.event_limits = event_limits
         self.attribute_threshold = attribute_threshold
@@ -310,17 +310,14 @@ class IngestCore:
         for k, source in enumerate(event.images):
             label = f"image #{k}" + (f" ({source.id})" if source.id else "")
             prefix = f"event {event.event_id} (product {work.product_id}): {label}"
+            uri = source.uri if source.WhichOneof("source") == "uri" else None
             try:
-                uri = source.uri if source.WhichOneof("source") == "uri" else None
-                raw = read_uri(uri, self.limits) if uri is not None else bytes(source.data)
-                picture = decode_image(raw, self.limits, name=uri or "inline data")
+                loaded = self.intake.load(image_source(source))
             except POISON_ERRORS as exc:
                 work.failure = _poison(exc, prefix)
                 return
-            except OSError as exc:  # e.g. a file we may not read: the record's problem, not the system's
-                work.failure = InvalidInput(f"{prefix}: expected a readable image, got {exc}")
-                return
-            digest = hashlib.sha256(raw).hexdigest()
+            picture = loaded.image
+            digest = hashlib.sha256(loaded.raw).hexdigest()
             image_id = image_id_for(work.product_id, digest)
             if image_id in seen:  # the same picture twice in one product: one image
                 continue

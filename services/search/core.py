@@ -30,7 +30,7 @@ from shared.db import repository
 from shared.db.repository import QueryLogEntry
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
-from shared.imaging import ImageLimits, decode_image
+from shared.imaging import ImageIntake, ImageSource, deadline_after
 from shared.serving.analyzer import Analyzer
 from shared.serving.runtime import Analysis
 from shared.vectorstore import MAX_TOP_K, Hit, SearchFilters, VectorStore
@@ -108,7 +108,7 @@ class SearchCore:
         analyzer: Analyzer,
         session_factory: sessionmaker[Session],
         store: VectorStore,
-        limits: ImageLimits,
+        intake: ImageIntake,
         *,
         click_sink: ClickSink,
         max_top_k: int = DEFAULT_MAX_TOP_K,
@@ -119,7 +119,7 @@ class SearchCore:
         self.analyzer = analyzer
         self.sessions = session_factory
         self.store = store
-        self.limits = limits
+        self.intake = intake
         self.click_sink = click_sink
         self.max_top_k = max_top_k
         self.query_log = query_log or QueryLog(session_factory)
@@ -133,32 +133,37 @@ class SearchCore:
     def find_similar(
         self,
         *,
-        image_bytes: bytes | None,
+        image: ImageSource | None,
         product_id: str | None,
         top_k: int,
         filters: SearchFilters | None = None,
         timeout: float | None = DEFAULT_ANALYZE_TIMEOUT_S,
     ) -> SearchResult:
-        """Rank catalogue products like a photo or like an indexed product; log the query and what it showed."""
-        if (image_bytes is None) == (product_id is None):
-            got = "both" if image_bytes is not None else "neither"
+        """Rank catalogue products like a photo or like an indexed product; log the query and what it showed.
+
+        `timeout`: what is left of the caller's deadline; reading the photo (a uri is fetched) and embedding it
+        both fit in it.
+        """
+        if (image is None) == (product_id is None):
+            got = "both" if image is not None else "neither"
             raise InvalidInput(f"expected exactly one query: an image or a product_id, got {got}")
         if product_id is not None and not product_id.strip():
             raise InvalidInput("expected a non-empty product_id")
         if not 1 <= top_k <= self.max_top_k:
             raise InvalidInput(f"expected top_k between 1 and {self.max_top_k}, got {top_k}")
         filters = validate_filters(filters)
-        image = decode_image(image_bytes, self.limits, name="query image") if image_bytes is not None else None
+        photo = (self.intake.load(image, deadline=deadline_after(timeout), name="query image")
+                 if image is not None else None)
 
         version = self.store.alias_target()
         if version is None:
             raise CatalogueNotIndexed(
                 f"no catalogue indexed yet: expected the {self.store.serving_alias!r} alias to point at an indexed "
                 "model version (publish a catalogue and let ingestion finish first)")
-        metadata = self._metadata(version, required=image is not None)
+        metadata = self._metadata(version, required=photo is not None)
         analysis: Analysis | None = None
-        if image is not None:
-            analysis = self._embed(image, version, timeout)
+        if photo is not None:
+            analysis = self._embed(photo.image, version, timeout)
             vector = analysis.embedding
         else:
             assert product_id is not None
@@ -166,10 +171,11 @@ class SearchCore:
 
         hits = self._ranked(version, vector, top_k, filters, source_product_id=product_id)
         query_id = str(uuid.uuid4())
-        self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits, query_image=image_bytes,
+        self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits,
+                                            query_image=photo.raw if photo is not None else None,
                                             source_product_id=product_id, filters=_filters_log(filters),
                                             created_at=datetime.now(UTC)))
-        SEARCHES.labels("image" if image is not None else "product").inc()
+        SEARCHES.labels("image" if photo is not None else "product").inc()
         return SearchResult(query_id, hits, analysis, version, metadata)
 
     def _metadata(self, version: str, *, required: bool) -> ModelMetadata | None:

@@ -30,7 +30,7 @@ from shared.db import make_engine, repository, session_factory, sqlite_url, upgr
 from shared.db.models import Click
 from shared.errors import InvalidInput
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, ImageLimits, ImageSource
 from shared.serving.runtime import LoadedModel, ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
 from shared.vectorstore.payload import product_payload
@@ -140,9 +140,9 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     images = _seed(root, runtime, sessions, VectorStore(qdrant))
     analyzer = RecordingAnalyzer(runtime)
     clicks: list[events_pb2.SearchClick] = []
-    limits = ImageLimits(max_bytes=IMAGE_MAX_BYTES)
-    core = SearchCore(analyzer, sessions, VectorStore(qdrant), limits, click_sink=clicks.append)
-    empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), limits, click_sink=clicks.append)
+    intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES))
+    core = SearchCore(analyzer, sessions, VectorStore(qdrant), intake, click_sink=clicks.append)
+    empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), intake, click_sink=clicks.append)
     server, port = create_server(search_servicers(core, default_top_k=DEFAULT_TOP_K),
                                  max_message_bytes=MAX_MESSAGE_BYTES)
     empty_server, empty_port = create_server(search_servicers(empty_core))
@@ -270,7 +270,7 @@ def test_find_similar_errors(env: Env, request_, code, message) -> None:
 
 def test_core_rejects_top_k_zero_with_the_range(env: Env) -> None:
     with pytest.raises(InvalidInput, match=re.escape("expected top_k between 1 and 100, got 0")):
-        env.core.find_similar(image_bytes=_query_bytes(), product_id=None, top_k=0)
+        env.core.find_similar(image=ImageSource(data=_query_bytes()), product_id=None, top_k=0)
 
 
 def test_empty_catalogue_is_failed_precondition(env: Env) -> None:

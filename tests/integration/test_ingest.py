@@ -246,10 +246,10 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
     from services.models.server import model_servicers
     from shared.grpc.server import create_server
-    from shared.imaging import ImageLimits
+    from shared.imaging import ImageIntake
     from shared.serving.remote import RemoteAnalyzer
 
-    server, port = create_server(model_servicers(runtime, ImageLimits(), targets=("analysis",)))
+    server, port = create_server(model_servicers(runtime, ImageIntake(), targets=("analysis",)))
     remote = RemoteAnalyzer(f"127.0.0.1:{port}", timeout=30, max_request_bytes=30_000)  # forces several requests
     try:
         images = [Image.open(io.BytesIO(_jpeg(seed))).convert("RGB") for seed in range(3)]

@@ -42,7 +42,7 @@ from shared.db.session import (
     upgrade,
 )
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake
 from shared.serving.runtime import ModelRuntime
 from shared.vectorstore import VectorStore, collection_name, open_client, point_id
 
@@ -149,7 +149,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     env_view = HookedAnalyzer(runtime)
     promoter = Promoter(env_view, sessions, store, batch_size=PAGE, preload_wait_s=0, tail_margin_s=TAIL_MARGIN_S)
     worker = PromotionWorker(promoter, sessions, interval_s=60)  # polled by hand
-    search_core = SearchCore(runtime, sessions, store, ImageLimits(), click_sink=lambda click: None)
+    search_core = SearchCore(runtime, sessions, store, ImageIntake(), click_sink=lambda click: None)
     admin_core = AdminCore(sessions, promoter, trigger=None)
     server, port = create_server([*search_servicers(search_core), *admin_servicers(admin_core, TOKEN)])
     address = f"127.0.0.1:{port}"
