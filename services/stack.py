@@ -10,7 +10,7 @@ without a restart. A process hosting `ingest` or `admin` owns the vector store a
 `PromotionWorker`, which re-indexes and promotes runs that training left in state `reindexing`. Ingest keeps
 writing new uploads to the version behind the serving alias throughout: during a re-index they land in the
 old collection, and the promoter re-checks products updated since the re-index started right after the
-swap (see services/admin/promotion.py).
+swap (see services/admin/promoter.py).
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ class Stack:
     def _promoter(self):
         """The one Promoter of this process (AdminService and the PromotionWorker share its lock)."""
         if self.promoter is None:
-            from services.admin.promotion import Promoter
+            from services.admin.promoter import Promoter
 
             a = self.settings.admin
             self.promoter = Promoter(self.analyzer, self.sessions, self.store, batch_size=a.promotion_batch,
@@ -293,8 +293,9 @@ class Stack:
 
     def _start_model_lifecycle(self) -> None:
         """ModelWatcher wherever a runtime and the registry are; PromotionWorker where ingest/admin own the store."""
-        from services.admin.promotion import ModelWatcher, PromotionWorker
+        from services.admin.promotion_worker import PromotionWorker
         from shared.serving.runtime import ModelRuntime
+        from shared.serving.watcher import ModelWatcher
 
         a = self.settings.admin
         if isinstance(self.runtime, ModelRuntime) and self.sessions is not None:

@@ -25,7 +25,8 @@ from PIL import Image
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc, common_pb2, search_pb2, search_pb2_grpc
 from services.admin.core import AdminCore
-from services.admin.promotion import ModelWatcher, Promoter, PromotionWorker
+from services.admin.promoter import Promoter
+from services.admin.promotion_worker import PromotionWorker
 from services.admin.server import admin_servicers, bearer_metadata
 from services.ingest.core import IncomingEvent, IngestCore
 from services.ingest.events import build_upsert_event
@@ -44,6 +45,7 @@ from shared.db.session import (
 from shared.grpc.server import create_server
 from shared.imaging import ImageIntake
 from shared.serving.runtime import ModelRuntime
+from shared.serving.watcher import ModelWatcher
 from shared.vectorstore import VectorStore, collection_name, open_client, point_id
 
 A, B, C = "tiny-1", "tiny-2", "tiny-3"
