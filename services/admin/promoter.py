@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin.reindex import ProgressCallback, Reindexer, ReindexProgress
+from shared.catalog.alias import move_serving_alias
 from shared.db import repository
 from shared.db.models import ModelState, ModelVersion, RunState, utcnow
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
@@ -173,7 +174,7 @@ class Promoter:
         else:
             since = stopped  # a rollback swaps first (instant) and catches up right after
         swapped = utcnow()
-        self.store.set_alias(version)
+        move_serving_alias(self.store, version)
         with self.sessions.begin() as session:
             served = repository.set_serving(session, version)
         set_default = getattr(self.runtime, "set_default", None)

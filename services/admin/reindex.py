@@ -19,19 +19,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.catalog.indexing import CatalogImage, analyze_images, catalog_point, read_stored, stored_payload
 from shared.db import repository
 from shared.db.models import Image as ImageRow
 from shared.db.models import ImageDomain, Product, utcnow
-from shared.errors import FashionError, InvalidInput, Unavailable
-from shared.imaging import ImageIntake, ImageSource
+from shared.errors import FashionError, InvalidInput
+from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
-from shared.vectorstore import VectorPoint, VectorStore, point_id
-from shared.vectorstore.payload import product_payload
+from shared.vectorstore import VectorStore, point_id
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +69,6 @@ class ReindexProgress:
 
 
 ProgressCallback = Callable[[ReindexProgress], None]
-
-
-def point_payload(product: Product, image: ImageRow) -> dict[str, Any]:
-    """The Qdrant payload of a catalogue image, from the database rows.
-
-    Category and attributes are the product's stored labels: search filters on them in Qdrant and then
-    again in the database, and both must agree.
-    """
-    return product_payload(category=product.category, attributes=product.attributes or [],
-                           price=float(product.price) if product.price is not None else None,
-                           in_stock=product.in_stock, title=product.title, brand=product.brand,
-                           currency=product.currency, image_uri=image.uri)
 
 
 class Reindexer:
@@ -163,36 +149,16 @@ class Reindexer:
     def _index_images(self, version: str, images: Sequence[ImageRow],
                       products: dict[str, Product]) -> tuple[int, int]:
         """Embed `images` with `version` and upsert their points; returns (embedded, unreadable)."""
-        readable: list[tuple[ImageRow, Image.Image]] = []
-        unreadable = 0
+        readable: list[CatalogImage] = []
         for image in images:
-            picture = self._read(image)
-            if picture is None:
-                unreadable += 1
-            else:
-                readable.append((image, picture))
-        if not readable:
-            return 0, unreadable
-        analyses = self.analyzer.analyze([p for _, p in readable], version=version, timeout=self.analyze_timeout_s)
-        wrong = {a.version for a in analyses} - {version}
-        if wrong:
-            raise Unavailable(f"the analyzer used model {sorted(wrong)}, expected {version!r}; retry the promotion")
-        points = [VectorPoint(image.product_id, image.image_id, analysis.embedding,
-                              point_payload(products[image.product_id], image))
-                  for (image, _), analysis in zip(readable, analyses, strict=True)]
-        self.store.upsert(version, points)
-        return len(points), unreadable
-
-    def _read(self, image: ImageRow) -> Image.Image | None:
-        if not image.uri:
-            log.warning("image %s of product %s has no stored uri (an inline upload): cannot re-index it",
-                        image.image_id, image.product_id)
-            return None
-        try:
-            return self.intake.load(ImageSource(uri=image.uri)).image
-        except FashionError as exc:
-            log.warning("cannot re-index image %s of product %s: %s", image.image_id, image.product_id, exc)
-            return None
+            try:
+                readable.append(read_stored(self.intake, image))
+            except FashionError as exc:
+                log.warning("cannot re-index image %s of product %s: %s", image.image_id, image.product_id, exc)
+        if readable:
+            analyze_images(self.analyzer, readable, version, timeout=self.analyze_timeout_s)
+            self.store.upsert(version, [catalog_point(im, stored_payload(products[im.product_id])) for im in readable])
+        return len(readable), len(images) - len(readable)
 
     def _index_many(self, version: str, images: Iterable[ImageRow], products: dict[str, Product]) -> None:
         batch: list[ImageRow] = []

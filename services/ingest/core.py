@@ -17,10 +17,8 @@ back. What the code guarantees, and why:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,24 +26,23 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import sqlalchemy as sa
-from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from fashion.v1 import events_pb2
 from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, EventLimits, event_to_json, parse_event
+from shared.catalog.alias import serving_version
+from shared.catalog.indexing import CatalogImage, analyze_images, catalog_point, read_upload
 from shared.db import repository
 from shared.db.models import ProcessedEvent
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
 from shared.serving.inputs import image_source
-from shared.serving.runtime import Analysis
-from shared.vectorstore import VectorPoint, VectorStore
-from shared.vectorstore.payload import product_payload
+from shared.vectorstore import VectorStore
+from shared.vectorstore.payload import ProductPayload
 
 log = logging.getLogger(__name__)
 
-_IMAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/ingest/images")
 # Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
 POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
 
@@ -80,11 +77,6 @@ def _distinct_product_runs(work: list[_Work]) -> list[list[_Work]]:
         runs[-1].append(w)
         seen.add(w.product_id)
     return [run for run in runs if run]
-
-
-def image_id_for(product_id: str, sha256_hex: str) -> str:
-    """Deterministic image id: the same bytes under the same product are the same image, whatever the event."""
-    return str(uuid.uuid5(_IMAGE_NAMESPACE, f"{product_id}\x1f{sha256_hex}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,20 +137,11 @@ class BatchResult:
 
 
 @dataclass
-class _LoadedImage:
-    image_id: str
-    uri: str | None
-    sha256: str
-    picture: Image.Image
-    analysis: Analysis | None = None
-
-
-@dataclass
 class _Work:
     index: int
     record: IncomingEvent
     event: events_pb2.CatalogEvent
-    images: list[_LoadedImage] = field(default_factory=list)
+    images: list[CatalogImage] = field(default_factory=list)
     failure: FashionError | None = None
     labels: tuple[str, list[str]] | None = None  # (category, attributes), once its images are analysed
 
@@ -305,41 +288,16 @@ class IngestCore:
 
     def _load_images(self, work: _Work) -> None:
         """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
-        event = work.event
-        seen: set[str] = set()
-        for k, source in enumerate(event.images):
-            label = f"image #{k}" + (f" ({source.id})" if source.id else "")
-            prefix = f"event {event.event_id} (product {work.product_id}): {label}"
-            uri = source.uri if source.WhichOneof("source") == "uri" else None
-            try:
-                loaded = self.intake.load(image_source(source))
-            except POISON_ERRORS as exc:
-                work.failure = _poison(exc, prefix)
-                return
-            picture = loaded.image
-            digest = hashlib.sha256(loaded.raw).hexdigest()
-            image_id = image_id_for(work.product_id, digest)
-            if image_id in seen:  # the same picture twice in one product: one image
-                continue
-            seen.add(image_id)
-            work.images.append(_LoadedImage(image_id, uri, digest, picture))
-
-    def serving_version(self) -> str:
-        """The version behind the serving alias; before the first one, create it for the analyzer's default."""
-        version = self.store.alias_target()
-        if version is not None:
-            return version
-        model = self.analyzer.get()
-        self.store.ensure_collection(model.version, int(model.metadata.embedding_dim))
-        self.store.set_alias(model.version)
-        log.info("no serving collection yet: created one for model %s", model.version)
-        return model.version
+        try:
+            work.images = read_upload(self.intake, work.product_id, [image_source(s) for s in work.event.images])
+        except POISON_ERRORS as exc:
+            work.failure = _poison(exc, f"event {work.event.event_id} (product {work.product_id})")
 
     def _analyze(self, upserts: list[_Work]) -> str | None:
         """One analyze call for every image of the batch; on a typed input error, isolate it per event."""
         if not upserts:
             return None
-        version = self.serving_version()
+        version = serving_version(self.store, self.analyzer)  # the first upload creates the first collection
         pictures = [im for w in upserts for im in w.images]
         try:
             self._run_model(pictures, version)
@@ -353,15 +311,8 @@ class IngestCore:
                     w.failure = _poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
         return version
 
-    def _run_model(self, images: list[_LoadedImage], version: str) -> None:
-        analyses = self.analyzer.analyze([im.picture for im in images], version, timeout=self.analyze_timeout_s)
-        if len(analyses) != len(images):
-            raise RuntimeError(f"analyzer returned {len(analyses)} results for {len(images)} images")
-        for image, analysis in zip(images, analyses, strict=True):
-            if analysis.version != version:
-                raise RuntimeError(f"analyzer used model {analysis.version!r}, expected {version!r} "
-                                   "(the version that built the serving collection)")
-            image.analysis = analysis
+    def _run_model(self, images: list[CatalogImage], version: str) -> None:
+        analyze_images(self.analyzer, images, version, timeout=self.analyze_timeout_s)
 
     # -- sinks --------------------------------------------------------------------------------------------
 
@@ -393,12 +344,10 @@ class IngestCore:
                 assert version is not None
                 category, attributes = self._labels(w)
                 product = w.event.product
-                points = [VectorPoint(w.product_id, im.image_id, im.analysis.embedding,  # type: ignore[union-attr]
-                                      product_payload(category=category, attributes=attributes,
-                                                      price=product.price, in_stock=product.in_stock,
-                                                      title=product.title, brand=product.brand,
-                                                      currency=product.currency, image_uri=im.uri))
-                          for im in w.images]
+                payload = ProductPayload(title=product.title, category=category, attributes=tuple(attributes),
+                                         price=product.price, in_stock=product.in_stock, brand=product.brand,
+                                         currency=product.currency)
+                points = [catalog_point(im, payload) for im in w.images]
                 self.store.replace_product(version, w.product_id, points, known.get(w.product_id, []))
                 known[w.product_id] = [im.image_id for im in w.images]  # what a later event in this chunk replaces
             else:

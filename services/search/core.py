@@ -31,9 +31,10 @@ from shared.db.repository import QueryLogEntry
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.imaging import ImageIntake, ImageSource, deadline_after
-from shared.serving.analyzer import Analyzer
+from shared.serving.analyzer import Analyzer, analyze_pinned
 from shared.serving.runtime import Analysis
 from shared.vectorstore import MAX_TOP_K, Hit, SearchFilters, VectorStore
+from shared.vectorstore.payload import ProductPayload
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,8 @@ class SearchCore:
                 "to be loaded before the alias was switched; retry shortly") from None
 
     def _embed(self, image: Any, version: str, timeout: float | None) -> Analysis:
-        # The version is passed explicitly: the analyzer's default may already be a newer, unindexed model.
-        (analysis,) = self.analyzer.analyze([image], version=version, timeout=timeout)
-        if analysis.version != version:
-            raise Unavailable(f"the query was embedded by model {analysis.version!r}, expected {version!r}; retry")
+        # Pinned: the analyzer's default may already be a newer, unindexed model.
+        (analysis,) = analyze_pinned(self.analyzer, [image], version, timeout=timeout)
         return analysis
 
     def _product_vector(self, version: str, product_id: str) -> np.ndarray:
@@ -254,14 +253,11 @@ class SearchCore:
 
 
 def _search_hit(hit: Hit, position: int) -> SearchHit:
-    payload = hit.payload
-    price = payload.get("price")
+    shown = ProductPayload.from_dict(hit.payload)
     return SearchHit(
-        product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=position,
-        title=payload.get("title") or "", brand=payload.get("brand") or None,
-        price=None if price is None else float(price), currency=payload.get("currency") or None,
-        in_stock=bool(payload.get("in_stock", True)), category=payload.get("category") or None,
-        attributes=tuple(payload.get("attributes") or ()), image_uri=payload.get("image_uri") or None)
+        product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=position, title=shown.title,
+        brand=shown.brand, price=shown.price, currency=shown.currency, in_stock=shown.in_stock,
+        category=shown.category, attributes=shown.attributes, image_uri=shown.image_uri)
 
 
 def _filters_log(filters: SearchFilters) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from shared.grpc.server import create_server
 from shared.imaging import ImageIntake, ImageLimits, ImageSource
 from shared.serving.runtime import LoadedModel, ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
-from shared.vectorstore.payload import product_payload
+from shared.vectorstore.payload import ProductPayload
 
 VERSION = "tiny-1"
 DECOY = "decoy-2"
@@ -115,9 +115,9 @@ def _seed(root: Path, runtime: ModelRuntime, sessions, store: VectorStore) -> di
         repository.mark_product_deleted(session, DELETED)
     store.ensure_collection(VERSION, runtime.get(VERSION).metadata.embedding_dim)
     store.upsert(VERSION, [
-        VectorPoint(pid, path.stem, vectors[path], product_payload(
-            category=category, attributes=attributes, price=price, in_stock=in_stock, title=f"Title of {pid}",
-            brand="Acme", currency="EUR", image_uri=str(path)))
+        VectorPoint(pid, path.stem, vectors[path], ProductPayload(
+            title=f"Title of {pid}", category=category, attributes=tuple(attributes), price=price, in_stock=in_stock,
+            brand="Acme", currency="EUR", image_uri=str(path)).to_dict())
         for pid, (category, attributes, price, in_stock, _) in CATALOGUE.items() for path in images[pid]])
     store.delete_product(VERSION, DELETED)
     store.set_alias(VERSION)
