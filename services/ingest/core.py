@@ -1,7 +1,8 @@
 """Catalogue ingestion logic: a batch of raw catalogue events -> Qdrant points + Postgres rows, idempotently.
 
-No Kafka or gRPC here: the transport (consumer.py) hands over raw record values and gets per-record outcomes
-back. What the code guarantees, and why:
+No Kafka, gRPC or protobuf here: the transport (consumer.py) hands over raw record values, events.py decodes each
+into a plain `domain.CatalogEvent`, and the transport gets per-record outcomes back (`domain.ProductIndexed` for
+what it announces). What the code guarantees, and why:
 
 * A poison record (malformed JSON, missing fields, an image that cannot be fetched or decoded, a
   decompression bomb) fails alone with a reason; it never raises, so the partition moves on.
@@ -23,13 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from fashion.v1 import events_pb2
-from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, EventLimits, event_to_json, parse_event
+from services.ingest.domain import BatchResult, CatalogEvent, Outcome, ProductIndexed, Status
+from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, EventLimits, decode_event, event_to_json
 from shared.catalog.alias import serving_version
 from shared.catalog.indexing import CatalogImage, analyze_images, catalog_point, read_upload
 from shared.db import repository
@@ -37,9 +38,11 @@ from shared.db.models import ProcessedEvent
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
-from shared.serving.inputs import image_source
 from shared.vectorstore import VectorStore
 from shared.vectorstore.payload import ProductPayload
+
+if TYPE_CHECKING:
+    from fashion.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -92,62 +95,22 @@ class IncomingEvent:
     @classmethod
     def of(cls, event: events_pb2.CatalogEvent, *, topic: str = UPLOADS_TOPIC, partition: int = 0,
            offset: int = 0) -> IncomingEvent:
+        """The record a producer would send for `event` (tests and in-process producers)."""
         return cls(event_to_json(event), topic, partition, offset, event.product.product_id.encode())
-
-
-class Status(StrEnum):
-    INDEXED = "indexed"
-    DELETED = "deleted"
-    DUPLICATE = "duplicate"  # already applied (claimed earlier, or a second copy in the same batch)
-    FAILED = "failed"  # poison: send to the DLQ with `reason`
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    index: int  # position in the batch handed to `process`
-    status: Status
-    event_id: str = ""
-    product_id: str = ""
-    images: int = 0
-    reason: str = ""
-    error_type: str = ""
-    indexed: events_pb2.ProductIndexed | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    outcomes: list[Outcome]  # one per input record, same order
-    model_version: str | None  # version that analysed this batch's images (None: no images analysed)
-    images: int  # images analysed and written
-    seconds: float
-
-    def with_status(self, *statuses: Status) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in statuses]
-
-    @property
-    def failed(self) -> list[Outcome]:
-        return self.with_status(Status.FAILED)
-
-    @property
-    def indexed(self) -> list[events_pb2.ProductIndexed]:
-        return [o.indexed for o in self.outcomes if o.indexed is not None]
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(str(o.status) for o in self.outcomes))
 
 
 @dataclass
 class _Work:
     index: int
     record: IncomingEvent
-    event: events_pb2.CatalogEvent
+    event: CatalogEvent
     images: list[CatalogImage] = field(default_factory=list)
     failure: FashionError | None = None
     labels: tuple[str, list[str]] | None = None  # (category, attributes), once its images are analysed
 
     @property
     def upsert(self) -> bool:
-        return self.event.type == UPSERT
+        return self.event.upsert
 
     @property
     def product_id(self) -> str:
@@ -178,7 +141,7 @@ class IngestCore:
         store: VectorStore,
         intake: ImageIntake | None = None,
         *,
-        on_indexed: Callable[[events_pb2.ProductIndexed], None] | None = None,
+        on_indexed: Callable[[ProductIndexed], None] | None = None,
         event_limits: EventLimits = DEFAULT_EVENT_LIMITS,
         attribute_threshold: float = 0.5,
         analyze_timeout_s: float = 60.0,
@@ -262,7 +225,7 @@ class IngestCore:
         copies: dict[int, int] = {}
         for index, record in enumerate(batch):
             try:
-                event = parse_event(record.value, self.event_limits)
+                event = decode_event(record.value, self.event_limits)
             except POISON_ERRORS as exc:
                 outcomes[index] = _failed(index, exc)
                 continue
@@ -289,7 +252,7 @@ class IngestCore:
     def _load_images(self, work: _Work) -> None:
         """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
         try:
-            work.images = read_upload(self.intake, work.product_id, [image_source(s) for s in work.event.images])
+            work.images = read_upload(self.intake, work.product_id, work.event.images)
         except POISON_ERRORS as exc:
             work.failure = _poison(exc, f"event {work.event.event_id} (product {work.product_id})")
 
@@ -429,6 +392,7 @@ class IngestCore:
             return Outcome(w.index, Status.DUPLICATE, event.event_id, w.product_id)
         if not w.upsert:
             return Outcome(w.index, Status.DELETED, event.event_id, w.product_id)
-        indexed = events_pb2.ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
-                                            event_id=event.event_id)
+        assert version is not None  # an upsert was analysed
+        indexed = ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
+                                 event_id=event.event_id)
         return Outcome(w.index, Status.INDEXED, event.event_id, w.product_id, images=len(w.images), indexed=indexed)

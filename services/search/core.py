@@ -3,9 +3,9 @@
 `SearchCore` is what `server.py` exposes over gRPC. It reads the serving model version from the vector store's
 alias once per query and uses that version for everything that query does (embedding, vector search, the
 log), so a promotion swapping the alias or the analyzer's default mid-request cannot mix two models'
-vectors. Clicks are validated here, synchronously, and handed to a sink (the Kafka producer in production);
-`ClickWriter` is the other end of that topic and writes them to the database idempotently. The query log
-(photo, impressions) is written off the request path by `QueryLog` (see query_log.py).
+vectors. Clicks are validated here, synchronously, and handed to a `ClickSink` as plain `Click`s (the Kafka
+producer of clicks.py in production; click_writer.py stores them from the topic). The query log (photo,
+impressions) is written off the request path by `QueryLog` (see query_log.py).
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from google.protobuf import json_format
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
-from fashion.v1 import events_pb2
 from services.search.query_log import QueryLog
 from shared.db import repository
 from shared.db.repository import QueryLogEntry
@@ -43,10 +40,22 @@ DEFAULT_ANALYZE_TIMEOUT_S = 60.0
 _CLICK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/search/clicks")
 
 SEARCHES = Counter("fashion_search_queries_total", "FindSimilar queries answered.", ["kind"])
-CLICKS_WRITTEN = Counter("fashion_search_clicks_written_total", "Click events handled by the click writer.",
-                         ["outcome"])
 
-ClickSink = Callable[[events_pb2.SearchClick], None]
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A shopper's click on a result, validated against the query that showed it."""
+
+    click_id: str  # derived from query and product (`click_id`), so a repeated click is one click
+    query_id: str
+    product_id: str
+    position: int  # 0-based, as FindSimilar returned it
+    clicked_at: datetime | None = None
+
+
+class ClickSink(Protocol):
+    def __call__(self, click: Click) -> None:
+        """Keep the click durably, or raise (Unavailable): RecordClick answers `accepted` once this returns."""
 
 
 class CatalogueNotIndexed(FashionError):
@@ -245,10 +254,7 @@ class SearchCore:
         if position not in shown:
             raise InvalidInput(f"product_id {product_id!r} was shown at position {shown[0]} for query_id "
                                f"{query_id!r}, got position {position}")
-        click = events_pb2.SearchClick(click_id=click_id(query_id, product_id), query_id=query_id,
-                                       product_id=product_id, position=position)
-        click.clicked_at.FromDatetime(datetime.now(UTC))
-        self.click_sink(click)
+        self.click_sink(Click(click_id(query_id, product_id), query_id, product_id, position, datetime.now(UTC)))
         return True
 
 
@@ -263,65 +269,3 @@ def _search_hit(hit: Hit, position: int) -> SearchHit:
 def _filters_log(filters: SearchFilters) -> dict[str, Any]:
     return {"categories": list(filters.categories), "attributes": list(filters.attributes_all),
             "min_price": filters.min_price, "max_price": filters.max_price, "in_stock_only": filters.in_stock_only}
-
-
-# -- the consuming side of search.clicks -----------------------------------------------------------------------
-
-PoisonHandler = Callable[[Any, Exception], None]
-
-
-def parse_click(value: bytes | None) -> events_pb2.SearchClick:
-    """A SearchClick from its JSON mapping, or InvalidInput saying what is wrong with it."""
-    if not value:
-        raise InvalidInput("expected a SearchClick JSON object, got an empty record")
-    try:
-        click = json_format.Parse(value.decode("utf-8"), events_pb2.SearchClick())
-    except (UnicodeDecodeError, json_format.ParseError) as exc:
-        raise InvalidInput(f"expected a SearchClick JSON object: {exc}") from None
-    missing = [name for name in ("click_id", "query_id", "product_id") if not getattr(click, name)]
-    if missing:
-        raise InvalidInput(f"SearchClick is missing {', '.join(missing)}")
-    return click
-
-
-class ClickWriter:
-    """Writes consumed SearchClick records to the database, idempotently (a replay stores nothing new).
-
-    A malformed record, or one naming an unknown query or a product that query never showed, is counted,
-    logged and given to `on_poison` (the DLQ in production); it never blocks the partition. Database
-    failures propagate, so the consumer retries the batch; the writes being idempotent makes that safe.
-    """
-
-    def __init__(self, session_factory: sessionmaker[Session], *, on_poison: PoisonHandler | None = None) -> None:
-        self.sessions = session_factory
-        self.on_poison = on_poison
-        self.recorded = 0
-        self.duplicates = 0
-        self.rejected = 0
-
-    def handle(self, records: Sequence[Any]) -> None:
-        """`records`: objects with `value` (bytes), e.g. shared.messaging.Record."""
-        for record in records:
-            try:
-                click = parse_click(record.value)
-                clicked_at = click.clicked_at.ToDatetime(tzinfo=UTC) if click.HasField("clicked_at") else None
-                with self.sessions.begin() as session:
-                    new = repository.record_click(session, click.click_id, click.query_id, click.product_id,
-                                                  click.position, clicked_at=clicked_at)
-            except FashionError as exc:
-                self._reject(record, exc)
-                continue
-            if new:
-                self.recorded += 1
-                CLICKS_WRITTEN.labels("recorded").inc()
-            else:
-                self.duplicates += 1
-                CLICKS_WRITTEN.labels("duplicate").inc()
-
-    def _reject(self, record: Any, exc: Exception) -> None:
-        self.rejected += 1
-        CLICKS_WRITTEN.labels("rejected").inc()
-        where = f"{getattr(record, 'topic', '?')}[{getattr(record, 'partition', '?')}]@{getattr(record, 'offset', '?')}"
-        log.warning("skipping click record %s: %s", where, exc)
-        if self.on_poison is not None:
-            self.on_poison(record, exc)

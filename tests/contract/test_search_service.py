@@ -23,8 +23,10 @@ from PIL import Image
 from rich.console import Console
 
 from fashion.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
+from services.search.click_writer import ClickWriter, click_json, parse_click
 from services.search.client import draw_landmarks, find_similar_cli, write_html
-from services.search.core import ClickWriter, SearchCore, click_id
+from services.search.core import Click as SearchClick
+from services.search.core import SearchCore, click_id
 from services.search.server import search_servicers
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import Click
@@ -90,7 +92,7 @@ class Env:
     core: SearchCore
     sessions: object
     analyzer: RecordingAnalyzer
-    clicks: list[events_pb2.SearchClick]
+    clicks: list[SearchClick]
     images: dict[str, list[Path]]
 
 
@@ -139,7 +141,7 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     empty_qdrant = open_client(":memory:")
     images = _seed(root, runtime, sessions, VectorStore(qdrant))
     analyzer = RecordingAnalyzer(runtime)
-    clicks: list[events_pb2.SearchClick] = []
+    clicks: list[SearchClick] = []
     intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES))
     core = SearchCore(analyzer, sessions, VectorStore(qdrant), intake, click_sink=clicks.append)
     empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), intake, click_sink=clicks.append)
@@ -315,7 +317,7 @@ def test_record_click_validates_then_hands_the_click_to_the_sink(env: Env) -> No
     first, again = env.clicks
     assert (first.query_id, first.product_id, first.position) == (response.query_id, hit.product_id, 1)
     assert first.click_id == again.click_id == click_id(response.query_id, hit.product_id)
-    assert first.HasField("clicked_at")
+    assert first.clicked_at is not None and parse_click(click_json(first)) == first  # what the topic carries
 
 
 def test_record_click_errors(env: Env) -> None:
