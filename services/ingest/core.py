@@ -263,19 +263,16 @@ class IngestCore:
         version = serving_version(self.store, self.analyzer)  # the first upload creates the first collection
         pictures = [im for w in upserts for im in w.images]
         try:
-            self._run_model(pictures, version)
+            analyze_images(self.analyzer, pictures, version, timeout=self.analyze_timeout_s)
         except POISON_ERRORS as exc:
             # Only a remote model can reject an image we decoded fine; find the event(s) it rejects.
             log.warning("batch analysis rejected input (%s); retrying event by event", exc)
             for w in upserts:
                 try:
-                    self._run_model(w.images, version)
+                    analyze_images(self.analyzer, w.images, version, timeout=self.analyze_timeout_s)
                 except POISON_ERRORS as single:
                     w.failure = _poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
         return version
-
-    def _run_model(self, images: list[CatalogImage], version: str) -> None:
-        analyze_images(self.analyzer, images, version, timeout=self.analyze_timeout_s)
 
     # -- sinks --------------------------------------------------------------------------------------------
 
