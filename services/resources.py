@@ -137,8 +137,8 @@ class Resources:
     def runtime(self) -> ModelRuntime:
         """The local models: the serving version and the alias's version, kept current by a ModelWatcher."""
         if self._runtime is None:
-            from services.admin.promotion import ModelWatcher
             from shared.serving.runtime import ModelRuntime
+            from shared.serving.watcher import ModelWatcher
 
             m = self.settings.model
             runtime = ModelRuntime(engine=m.engine, max_batch=m.max_batch, max_wait_ms=m.max_wait_ms,

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, ImageLimits
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/fashion"
 
@@ -79,3 +79,7 @@ class ImageSettings(FashionSettings):
 
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.image_max_bytes, max_pixels=self.image_max_pixels)
+
+    def image_intake(self) -> ImageIntake:
+        """The one image intake of a process (limits now; the input policy's settings join them here)."""
+        return ImageIntake(self.image_limits())

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 
 from services.admin.core import AdminCore
-from services.admin.promotion import Promoter, PromotionWorker
+from services.admin.promoter import Promoter
+from services.admin.promotion_worker import PromotionWorker
 from services.admin.server import admin_servicers
 from services.admin.settings import AdminSettings
 from services.resources import Resources
@@ -20,7 +21,7 @@ def build(settings: AdminSettings, resources: Resources, images: ImageSettings) 
     sessions, store = resources.sessions(), resources.store()  # the store first: models load its alias's version
     # One Promoter per process: AdminService and the PromotionWorker share its lock.
     promoter = Promoter(resources.analyzer(), sessions, store, batch_size=settings.promotion_batch,
-                        preload_wait_s=settings.preload_wait_s, limits=images.image_limits(),
+                        preload_wait_s=settings.preload_wait_s, intake=images.image_intake(),
                         analyze_timeout_s=settings.promotion_analyze_timeout_s)
     if settings.token() is None:
         log.warning("AdminService refuses every call: set FASHION_ADMIN_TOKEN to enable it")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.admin.promotion import Promoter
+from services.admin.promoter import Promoter
 from shared.db import repository
 from shared.db.models import ModelState, ModelVersion, TrainingRun
 from shared.errors import InvalidInput, Unavailable

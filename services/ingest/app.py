@@ -13,7 +13,7 @@ from shared.host import Components, Named
 
 def build(settings: IngestSettings, resources: Resources, images: ImageSettings) -> Components:
     sessions, store = resources.sessions(), resources.store()  # the store first: models load its alias's version
-    core = IngestCore(resources.analyzer(), sessions, store, images.image_limits(),
+    core = IngestCore(resources.analyzer(), sessions, store, images.image_intake(),
                       event_limits=settings.event_limits(), attribute_threshold=settings.ingest_attribute_threshold,
                       analyze_timeout_s=settings.ingest_analyze_timeout_s)
     config = settings.worker_config(partitions=resources.settings.kafka.kafka_partitions)

@@ -1,7 +1,8 @@
 """Catalogue ingestion logic: a batch of raw catalogue events -> Qdrant points + Postgres rows, idempotently.
 
-No Kafka or gRPC here: the transport (consumer.py) hands over raw record values and gets per-record outcomes
-back. What the code guarantees, and why:
+No Kafka, gRPC or protobuf here: the transport (consumer.py) hands over raw record values, events.py decodes each
+into a plain `domain.CatalogEvent`, and the transport gets per-record outcomes back (`domain.ProductIndexed` for
+what it announces). What the code guarantees, and why:
 
 * A poison record (malformed JSON, missing fields, an image that cannot be fetched or decoded, a
   decompression bomb) fails alone with a reason; it never raises, so the partition moves on.
@@ -17,36 +18,35 @@ back. What the code guarantees, and why:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from fashion.v1 import events_pb2
-from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, UPSERT, EventLimits, event_to_json, parse_event
+from services.ingest.domain import BatchResult, CatalogEvent, Outcome, ProductIndexed, Status
+from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, EventLimits, decode_event, event_to_json
+from shared.catalog.alias import serving_version
+from shared.catalog.indexing import CatalogImage, analyze_images, catalog_point, read_upload
 from shared.db import repository
 from shared.db.models import ProcessedEvent
 from shared.errors import FashionError, InvalidInput, TooLarge
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
-from shared.serving.runtime import Analysis
-from shared.vectorstore import VectorPoint, VectorStore
-from shared.vectorstore.payload import product_payload
+from shared.vectorstore import VectorStore
+from shared.vectorstore.payload import ProductPayload
+
+if TYPE_CHECKING:
+    from fashion.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-_IMAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/ingest/images")
 # Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
-DEFAULT_IMAGE_LIMITS = ImageLimits()
 POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
 
 
@@ -82,11 +82,6 @@ def _distinct_product_runs(work: list[_Work]) -> list[list[_Work]]:
     return [run for run in runs if run]
 
 
-def image_id_for(product_id: str, sha256_hex: str) -> str:
-    """Deterministic image id: the same bytes under the same product are the same image, whatever the event."""
-    return str(uuid.uuid5(_IMAGE_NAMESPACE, f"{product_id}\x1f{sha256_hex}"))
-
-
 @dataclass(frozen=True, slots=True)
 class IncomingEvent:
     """One raw record as the transport received it (value undecoded) and where it came from."""
@@ -100,71 +95,22 @@ class IncomingEvent:
     @classmethod
     def of(cls, event: events_pb2.CatalogEvent, *, topic: str = UPLOADS_TOPIC, partition: int = 0,
            offset: int = 0) -> IncomingEvent:
+        """The record a producer would send for `event` (tests and in-process producers)."""
         return cls(event_to_json(event), topic, partition, offset, event.product.product_id.encode())
-
-
-class Status(StrEnum):
-    INDEXED = "indexed"
-    DELETED = "deleted"
-    DUPLICATE = "duplicate"  # already applied (claimed earlier, or a second copy in the same batch)
-    FAILED = "failed"  # poison: send to the DLQ with `reason`
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    index: int  # position in the batch handed to `process`
-    status: Status
-    event_id: str = ""
-    product_id: str = ""
-    images: int = 0
-    reason: str = ""
-    error_type: str = ""
-    indexed: events_pb2.ProductIndexed | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    outcomes: list[Outcome]  # one per input record, same order
-    model_version: str | None  # version that analysed this batch's images (None: no images analysed)
-    images: int  # images analysed and written
-    seconds: float
-
-    def with_status(self, *statuses: Status) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in statuses]
-
-    @property
-    def failed(self) -> list[Outcome]:
-        return self.with_status(Status.FAILED)
-
-    @property
-    def indexed(self) -> list[events_pb2.ProductIndexed]:
-        return [o.indexed for o in self.outcomes if o.indexed is not None]
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(str(o.status) for o in self.outcomes))
-
-
-@dataclass
-class _LoadedImage:
-    image_id: str
-    uri: str | None
-    sha256: str
-    picture: Image.Image
-    analysis: Analysis | None = None
 
 
 @dataclass
 class _Work:
     index: int
     record: IncomingEvent
-    event: events_pb2.CatalogEvent
-    images: list[_LoadedImage] = field(default_factory=list)
+    event: CatalogEvent
+    images: list[CatalogImage] = field(default_factory=list)
     failure: FashionError | None = None
     labels: tuple[str, list[str]] | None = None  # (category, attributes), once its images are analysed
 
     @property
     def upsert(self) -> bool:
-        return self.event.type == UPSERT
+        return self.event.upsert
 
     @property
     def product_id(self) -> str:
@@ -193,9 +139,9 @@ class IngestCore:
         analyzer: Analyzer,
         session_factory: sessionmaker[Session],
         store: VectorStore,
-        limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+        intake: ImageIntake | None = None,
         *,
-        on_indexed: Callable[[events_pb2.ProductIndexed], None] | None = None,
+        on_indexed: Callable[[ProductIndexed], None] | None = None,
         event_limits: EventLimits = DEFAULT_EVENT_LIMITS,
         attribute_threshold: float = 0.5,
         analyze_timeout_s: float = 60.0,
@@ -203,7 +149,7 @@ class IngestCore:
         self.analyzer = analyzer
         self.session_factory = session_factory
         self.store = store
-        self.limits = limits
+        self.intake = intake or ImageIntake()
         self.on_indexed = on_indexed
         self.event_limits = event_limits
         self.attribute_threshold = attribute_threshold
@@ -279,7 +225,7 @@ class IngestCore:
         copies: dict[int, int] = {}
         for index, record in enumerate(batch):
             try:
-                event = parse_event(record.value, self.event_limits)
+                event = decode_event(record.value, self.event_limits)
             except POISON_ERRORS as exc:
                 outcomes[index] = _failed(index, exc)
                 continue
@@ -305,66 +251,28 @@ class IngestCore:
 
     def _load_images(self, work: _Work) -> None:
         """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
-        event = work.event
-        seen: set[str] = set()
-        for k, source in enumerate(event.images):
-            label = f"image #{k}" + (f" ({source.id})" if source.id else "")
-            prefix = f"event {event.event_id} (product {work.product_id}): {label}"
-            try:
-                uri = source.uri if source.WhichOneof("source") == "uri" else None
-                raw = read_uri(uri, self.limits) if uri is not None else bytes(source.data)
-                picture = decode_image(raw, self.limits, name=uri or "inline data")
-            except POISON_ERRORS as exc:
-                work.failure = _poison(exc, prefix)
-                return
-            except OSError as exc:  # e.g. a file we may not read: the record's problem, not the system's
-                work.failure = InvalidInput(f"{prefix}: expected a readable image, got {exc}")
-                return
-            digest = hashlib.sha256(raw).hexdigest()
-            image_id = image_id_for(work.product_id, digest)
-            if image_id in seen:  # the same picture twice in one product: one image
-                continue
-            seen.add(image_id)
-            work.images.append(_LoadedImage(image_id, uri, digest, picture))
-
-    def serving_version(self) -> str:
-        """The version behind the serving alias; before the first one, create it for the analyzer's default."""
-        version = self.store.alias_target()
-        if version is not None:
-            return version
-        model = self.analyzer.get()
-        self.store.ensure_collection(model.version, int(model.metadata.embedding_dim))
-        self.store.set_alias(model.version)
-        log.info("no serving collection yet: created one for model %s", model.version)
-        return model.version
+        try:
+            work.images = read_upload(self.intake, work.product_id, work.event.images)
+        except POISON_ERRORS as exc:
+            work.failure = _poison(exc, f"event {work.event.event_id} (product {work.product_id})")
 
     def _analyze(self, upserts: list[_Work]) -> str | None:
         """One analyze call for every image of the batch; on a typed input error, isolate it per event."""
         if not upserts:
             return None
-        version = self.serving_version()
+        version = serving_version(self.store, self.analyzer)  # the first upload creates the first collection
         pictures = [im for w in upserts for im in w.images]
         try:
-            self._run_model(pictures, version)
+            analyze_images(self.analyzer, pictures, version, timeout=self.analyze_timeout_s)
         except POISON_ERRORS as exc:
             # Only a remote model can reject an image we decoded fine; find the event(s) it rejects.
             log.warning("batch analysis rejected input (%s); retrying event by event", exc)
             for w in upserts:
                 try:
-                    self._run_model(w.images, version)
+                    analyze_images(self.analyzer, w.images, version, timeout=self.analyze_timeout_s)
                 except POISON_ERRORS as single:
                     w.failure = _poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
         return version
-
-    def _run_model(self, images: list[_LoadedImage], version: str) -> None:
-        analyses = self.analyzer.analyze([im.picture for im in images], version, timeout=self.analyze_timeout_s)
-        if len(analyses) != len(images):
-            raise RuntimeError(f"analyzer returned {len(analyses)} results for {len(images)} images")
-        for image, analysis in zip(images, analyses, strict=True):
-            if analysis.version != version:
-                raise RuntimeError(f"analyzer used model {analysis.version!r}, expected {version!r} "
-                                   "(the version that built the serving collection)")
-            image.analysis = analysis
 
     # -- sinks --------------------------------------------------------------------------------------------
 
@@ -396,12 +304,10 @@ class IngestCore:
                 assert version is not None
                 category, attributes = self._labels(w)
                 product = w.event.product
-                points = [VectorPoint(w.product_id, im.image_id, im.analysis.embedding,  # type: ignore[union-attr]
-                                      product_payload(category=category, attributes=attributes,
-                                                      price=product.price, in_stock=product.in_stock,
-                                                      title=product.title, brand=product.brand,
-                                                      currency=product.currency, image_uri=im.uri))
-                          for im in w.images]
+                payload = ProductPayload(title=product.title, category=category, attributes=tuple(attributes),
+                                         price=product.price, in_stock=product.in_stock, brand=product.brand,
+                                         currency=product.currency)
+                points = [catalog_point(im, payload) for im in w.images]
                 self.store.replace_product(version, w.product_id, points, known.get(w.product_id, []))
                 known[w.product_id] = [im.image_id for im in w.images]  # what a later event in this chunk replaces
             else:
@@ -483,6 +389,7 @@ class IngestCore:
             return Outcome(w.index, Status.DUPLICATE, event.event_id, w.product_id)
         if not w.upsert:
             return Outcome(w.index, Status.DELETED, event.event_id, w.product_id)
-        indexed = events_pb2.ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
-                                            event_id=event.event_id)
+        assert version is not None  # an upsert was analysed
+        indexed = ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
+                                 event_id=event.event_id)
         return Outcome(w.index, Status.INDEXED, event.event_id, w.product_id, images=len(w.images), indexed=indexed)

@@ -1,5 +1,8 @@
 """CatalogEvent on the wire: JSON bytes -> validated `fashion.v1.CatalogEvent`, and back for producers.
 
+`decode_event` goes one step further, to the plain `domain.CatalogEvent` the ingest core takes; `event_to_json`
+also writes the core's `domain.ProductIndexed` as its message.
+
 The worker never trusts a payload: every rule a later step relies on (ids present and short enough for their
 columns, images present and capped, prices finite, currency codes well formed) is checked here, so a bad
 event fails as a whole before anything is written, with a message that says what was expected. No Kafka
@@ -20,7 +23,9 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from fashion.v1 import common_pb2, events_pb2
+from services.ingest.domain import CatalogEvent, CatalogProduct, EventType, ProductIndexed
 from shared.errors import InvalidInput, TooLarge
+from shared.serving.inputs import image_source
 
 UPLOADS_TOPIC = "catalog.uploads"
 UPLOADS_DLQ_TOPIC = "catalog.uploads.dlq"
@@ -82,6 +87,20 @@ def parse_event(data: bytes | None, limits: EventLimits = DEFAULT_EVENT_LIMITS) 
         raise InvalidInput(f"expected a fashion.v1.CatalogEvent in its JSON mapping: {_one_line(exc)}") from None
     validate_event(event, limits)
     return event
+
+
+def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_EVENT_LIMITS) -> CatalogEvent:
+    """Kafka value bytes -> the validated event as the ingest core takes it (InvalidInput / TooLarge as above)."""
+    return catalog_event(parse_event(data, limits))
+
+
+def catalog_event(event: events_pb2.CatalogEvent) -> CatalogEvent:
+    """A validated message as a plain event; a delete keeps only its product id (nothing else of it is read)."""
+    p = event.product
+    if event.type != UPSERT:
+        return CatalogEvent(event.event_id, EventType.DELETE, CatalogProduct(p.product_id))
+    product = CatalogProduct(p.product_id, p.title, p.brand, p.price, p.currency, p.in_stock, p.category_hint)
+    return CatalogEvent(event.event_id, EventType.UPSERT, product, tuple(image_source(im) for im in event.images))
 
 
 def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT_EVENT_LIMITS) -> None:
@@ -217,8 +236,15 @@ def build_delete_event(product_id: str, *, event_id: str | None = None,
     return event
 
 
-def event_to_json(event: events_pb2.CatalogEvent | events_pb2.ProductIndexed) -> bytes:
+def indexed_pb(indexed: ProductIndexed) -> events_pb2.ProductIndexed:
+    return events_pb2.ProductIndexed(product_id=indexed.product_id, model_version=indexed.model_version,
+                                     images=indexed.images, event_id=indexed.event_id)
+
+
+def event_to_json(event: events_pb2.CatalogEvent | events_pb2.ProductIndexed | ProductIndexed) -> bytes:
     """The proto3 JSON mapping as compact UTF-8 bytes with sorted keys (same message, same bytes)."""
+    if isinstance(event, ProductIndexed):
+        event = indexed_pb(event)
     return json.dumps(json_format.MessageToDict(event), separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -17,7 +17,7 @@ from fashion.v1 import (
     landmark_pb2_grpc,
 )
 from shared.errors import InvalidInput
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, deadline_after
 from shared.serving.convert import (
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
@@ -27,23 +27,25 @@ from shared.serving.convert import (
     landmarks_pb,
     model_info,
 )
-from shared.serving.inputs import ResolvedImage, resolve_images
+from shared.serving.inputs import ResolvedImage, image_source, resolve_images
 from shared.serving.runtime import Analysis, ModelRuntime
 
 MAX_IMAGES_PER_REQUEST = 256
 
 
 class _ModelServicerBase:
-    def __init__(self, runtime: ModelRuntime, limits: ImageLimits,
+    def __init__(self, runtime: ModelRuntime, intake: ImageIntake,
                  max_images: int = MAX_IMAGES_PER_REQUEST) -> None:
         self.runtime = runtime
-        self.limits = limits
+        self.intake = intake
         self.max_images = max_images
 
     def _analyze(self, request, context: grpc.ServicerContext) -> tuple[list[ResolvedImage], list[Analysis | None],
                                                                        object]:
         """Decode every image (bad ones get a per-image error) and analyse the good ones in one batch."""
-        resolved = resolve_images(request.images, self.limits, max_images=self.max_images)
+        deadline = deadline_after(context.time_remaining() if context is not None else None)
+        resolved = resolve_images([image_source(m) for m in request.images], self.intake, max_images=self.max_images,
+                                  deadline=deadline)
         model = self.runtime.get(request.model_version or None)
         good = [r for r in resolved if r.image is not None]
         timeout = context.time_remaining() if context is not None else None
@@ -120,7 +122,7 @@ class AnalysisServicer(_ModelServicerBase, analysis_pb2_grpc.AnalysisServiceServ
 Registration = tuple[Callable, object]
 
 
-def model_servicers(runtime: ModelRuntime, limits: ImageLimits,
+def model_servicers(runtime: ModelRuntime, intake: ImageIntake,
                     targets: Sequence[str] = ("landmark", "attributes", "embedding", "analysis")) -> list[Registration]:
     table = {
         "landmark": (landmark_pb2_grpc.add_LandmarkServiceServicer_to_server, LandmarkServicer),
@@ -128,4 +130,4 @@ def model_servicers(runtime: ModelRuntime, limits: ImageLimits,
         "embedding": (embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingServicer),
         "analysis": (analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, AnalysisServicer),
     }
-    return [(table[t][0], table[t][1](runtime, limits)) for t in targets]
+    return [(table[t][0], table[t][1](runtime, intake)) for t in targets]

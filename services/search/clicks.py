@@ -1,4 +1,5 @@
-"""search.clicks on Kafka: the producing sink RecordClick hands clicks to, and the consumer writing them to the DB.
+"""search.clicks on Kafka: the producing sink RecordClick hands clicks to, and the consumer writing them to the DB
+(with click_writer.ClickWriter).
 
 Clicks travel as the JSON mapping of fashion.v1.SearchClick, keyed by query_id (one query's clicks stay in
 order on one partition). The consumer commits after the database write, and the writes are idempotent
@@ -10,22 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 
-from google.protobuf import json_format
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fashion.v1 import events_pb2
-from services.search.core import ClickWriter
+from services.search.click_writer import ClickWriter, click_json
+from services.search.core import Click
 from services.search.settings import CLICKS_DLQ_TOPIC, CLICKS_TOPIC
 from shared.errors import Unavailable
 from shared.messaging import BatchConsumer, Record, ensure_topics, send_to_dlq
 
 log = logging.getLogger(__name__)
-
-
-def click_json(click: events_pb2.SearchClick) -> bytes:
-    return json_format.MessageToJson(click, indent=None).encode("utf-8")
 
 
 class KafkaClickSink:
@@ -36,7 +32,7 @@ class KafkaClickSink:
         self.topic = topic
         self.timeout_s = timeout_s
 
-    def __call__(self, click: events_pb2.SearchClick) -> None:
+    def __call__(self, click: Click) -> None:
         try:
             self.producer.send(self.topic, key=click.query_id.encode(), value=click_json(click)).get(
                 timeout=self.timeout_s)

@@ -25,7 +25,7 @@ from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES
 from shared.grpc.tls import client_credentials
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageIntake, ImageSource
 
 QUERY_PX = 360
 THUMB_PX = 220
@@ -123,13 +123,13 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
-def _thumbnail(uri: str, limits: ImageLimits) -> str | None:
+def _thumbnail(uri: str, intake: ImageIntake) -> str | None:
     """A data URI for a local image (None for remote or unreadable ones: the page stays self-contained)."""
     path = _local_path(uri)
     if path is None or not path.is_file():
         return None
     try:
-        image = decode_image(read_uri(str(path), limits), limits, name=str(path))
+        image = intake.load(ImageSource(uri=str(path))).image
     except FashionError:
         return None
     image.thumbnail((THUMB_PX, THUMB_PX))
@@ -186,12 +186,13 @@ def _card(hit: search_pb2.SearchHit, thumb: str | None) -> str:
 
 
 def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSimilarResponse, *,
-               limits: ImageLimits | None = None) -> Path:
+               intake: ImageIntake | None = None) -> Path:
     """Write one self-contained page: the query (landmarks drawn on it) and a thumbnail per result."""
     e = escape
-    limits = limits or ImageLimits()
+    intake = intake or ImageIntake()
     # Scaled to a fixed display size (up or down) before drawing, so dots look the same for any photo.
-    query = ImageOps.contain(decode_image(query_image_bytes, limits, name="query image"), (QUERY_PX, QUERY_PX))
+    query = ImageOps.contain(intake.load(ImageSource(data=query_image_bytes), name="query image").image,
+                             (QUERY_PX, QUERY_PX))
     analysis = response.query_analysis if response.HasField("query_analysis") else None
     if analysis is not None:
         query = draw_landmarks(query, analysis.landmarks)
@@ -210,7 +211,7 @@ def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSi
     cards = []
     for hit in response.hits:
         if hit.image_uri not in thumbs:
-            thumbs[hit.image_uri] = _thumbnail(hit.image_uri, limits)
+            thumbs[hit.image_uri] = _thumbnail(hit.image_uri, intake)
         cards.append(_card(hit, thumbs[hit.image_uri]))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FashionNet search '
             f"{e(response.query_id)}</title><style>{_CSS}</style></head><body>"

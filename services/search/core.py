@@ -3,9 +3,9 @@
 `SearchCore` is what `server.py` exposes over gRPC. It reads the serving model version from the vector store's
 alias once per query and uses that version for everything that query does (embedding, vector search, the
 log), so a promotion swapping the alias or the analyzer's default mid-request cannot mix two models'
-vectors. Clicks are validated here, synchronously, and handed to a sink (the Kafka producer in production);
-`ClickWriter` is the other end of that topic and writes them to the database idempotently. The query log
-(photo, impressions) is written off the request path by `QueryLog` (see query_log.py).
+vectors. Clicks are validated here, synchronously, and handed to a `ClickSink` as plain `Click`s (the Kafka
+producer of clicks.py in production; click_writer.py stores them from the topic). The query log (photo,
+impressions) is written off the request path by `QueryLog` (see query_log.py).
 """
 
 from __future__ import annotations
@@ -14,26 +14,24 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from google.protobuf import json_format
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
-from fashion.v1 import events_pb2
 from services.search.query_log import QueryLog
 from shared.db import repository
 from shared.db.repository import QueryLogEntry
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
-from shared.imaging import ImageLimits, decode_image
-from shared.serving.analyzer import Analyzer
+from shared.imaging import ImageIntake, ImageSource, deadline_after
+from shared.serving.analyzer import Analyzer, analyze_pinned
 from shared.serving.runtime import Analysis
 from shared.vectorstore import MAX_TOP_K, Hit, SearchFilters, VectorStore
+from shared.vectorstore.payload import ProductPayload
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,22 @@ DEFAULT_ANALYZE_TIMEOUT_S = 60.0
 _CLICK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/search/clicks")
 
 SEARCHES = Counter("fashion_search_queries_total", "FindSimilar queries answered.", ["kind"])
-CLICKS_WRITTEN = Counter("fashion_search_clicks_written_total", "Click events handled by the click writer.",
-                         ["outcome"])
 
-ClickSink = Callable[[events_pb2.SearchClick], None]
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A shopper's click on a result, validated against the query that showed it."""
+
+    click_id: str  # derived from query and product (`click_id`), so a repeated click is one click
+    query_id: str
+    product_id: str
+    position: int  # 0-based, as FindSimilar returned it
+    clicked_at: datetime | None = None
+
+
+class ClickSink(Protocol):
+    def __call__(self, click: Click) -> None:
+        """Keep the click durably, or raise (Unavailable): RecordClick answers `accepted` once this returns."""
 
 
 class CatalogueNotIndexed(FashionError):
@@ -108,7 +118,7 @@ class SearchCore:
         analyzer: Analyzer,
         session_factory: sessionmaker[Session],
         store: VectorStore,
-        limits: ImageLimits,
+        intake: ImageIntake,
         *,
         click_sink: ClickSink,
         max_top_k: int = DEFAULT_MAX_TOP_K,
@@ -119,7 +129,7 @@ class SearchCore:
         self.analyzer = analyzer
         self.sessions = session_factory
         self.store = store
-        self.limits = limits
+        self.intake = intake
         self.click_sink = click_sink
         self.max_top_k = max_top_k
         self.query_log = query_log or QueryLog(session_factory)
@@ -133,32 +143,37 @@ class SearchCore:
     def find_similar(
         self,
         *,
-        image_bytes: bytes | None,
+        image: ImageSource | None,
         product_id: str | None,
         top_k: int,
         filters: SearchFilters | None = None,
         timeout: float | None = DEFAULT_ANALYZE_TIMEOUT_S,
     ) -> SearchResult:
-        """Rank catalogue products like a photo or like an indexed product; log the query and what it showed."""
-        if (image_bytes is None) == (product_id is None):
-            got = "both" if image_bytes is not None else "neither"
+        """Rank catalogue products like a photo or like an indexed product; log the query and what it showed.
+
+        `timeout`: what is left of the caller's deadline; reading the photo (a uri is fetched) and embedding it
+        both fit in it.
+        """
+        if (image is None) == (product_id is None):
+            got = "both" if image is not None else "neither"
             raise InvalidInput(f"expected exactly one query: an image or a product_id, got {got}")
         if product_id is not None and not product_id.strip():
             raise InvalidInput("expected a non-empty product_id")
         if not 1 <= top_k <= self.max_top_k:
             raise InvalidInput(f"expected top_k between 1 and {self.max_top_k}, got {top_k}")
         filters = validate_filters(filters)
-        image = decode_image(image_bytes, self.limits, name="query image") if image_bytes is not None else None
+        photo = (self.intake.load(image, deadline=deadline_after(timeout), name="query image")
+                 if image is not None else None)
 
         version = self.store.alias_target()
         if version is None:
             raise CatalogueNotIndexed(
                 f"no catalogue indexed yet: expected the {self.store.serving_alias!r} alias to point at an indexed "
                 "model version (publish a catalogue and let ingestion finish first)")
-        metadata = self._metadata(version, required=image is not None)
+        metadata = self._metadata(version, required=photo is not None)
         analysis: Analysis | None = None
-        if image is not None:
-            analysis = self._embed(image, version, timeout)
+        if photo is not None:
+            analysis = self._embed(photo.image, version, timeout)
             vector = analysis.embedding
         else:
             assert product_id is not None
@@ -166,10 +181,11 @@ class SearchCore:
 
         hits = self._ranked(version, vector, top_k, filters, source_product_id=product_id)
         query_id = str(uuid.uuid4())
-        self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits, query_image=image_bytes,
+        self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits,
+                                            query_image=photo.raw if photo is not None else None,
                                             source_product_id=product_id, filters=_filters_log(filters),
                                             created_at=datetime.now(UTC)))
-        SEARCHES.labels("image" if image is not None else "product").inc()
+        SEARCHES.labels("image" if photo is not None else "product").inc()
         return SearchResult(query_id, hits, analysis, version, metadata)
 
     def _metadata(self, version: str, *, required: bool) -> ModelMetadata | None:
@@ -183,10 +199,8 @@ class SearchCore:
                 "to be loaded before the alias was switched; retry shortly") from None
 
     def _embed(self, image: Any, version: str, timeout: float | None) -> Analysis:
-        # The version is passed explicitly: the analyzer's default may already be a newer, unindexed model.
-        (analysis,) = self.analyzer.analyze([image], version=version, timeout=timeout)
-        if analysis.version != version:
-            raise Unavailable(f"the query was embedded by model {analysis.version!r}, expected {version!r}; retry")
+        # Pinned: the analyzer's default may already be a newer, unindexed model.
+        (analysis,) = analyze_pinned(self.analyzer, [image], version, timeout=timeout)
         return analysis
 
     def _product_vector(self, version: str, product_id: str) -> np.ndarray:
@@ -240,86 +254,18 @@ class SearchCore:
         if position not in shown:
             raise InvalidInput(f"product_id {product_id!r} was shown at position {shown[0]} for query_id "
                                f"{query_id!r}, got position {position}")
-        click = events_pb2.SearchClick(click_id=click_id(query_id, product_id), query_id=query_id,
-                                       product_id=product_id, position=position)
-        click.clicked_at.FromDatetime(datetime.now(UTC))
-        self.click_sink(click)
+        self.click_sink(Click(click_id(query_id, product_id), query_id, product_id, position, datetime.now(UTC)))
         return True
 
 
 def _search_hit(hit: Hit, position: int) -> SearchHit:
-    payload = hit.payload
-    price = payload.get("price")
+    shown = ProductPayload.from_dict(hit.payload)
     return SearchHit(
-        product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=position,
-        title=payload.get("title") or "", brand=payload.get("brand") or None,
-        price=None if price is None else float(price), currency=payload.get("currency") or None,
-        in_stock=bool(payload.get("in_stock", True)), category=payload.get("category") or None,
-        attributes=tuple(payload.get("attributes") or ()), image_uri=payload.get("image_uri") or None)
+        product_id=hit.product_id, image_id=hit.image_id, score=hit.score, position=position, title=shown.title,
+        brand=shown.brand, price=shown.price, currency=shown.currency, in_stock=shown.in_stock,
+        category=shown.category, attributes=shown.attributes, image_uri=shown.image_uri)
 
 
 def _filters_log(filters: SearchFilters) -> dict[str, Any]:
     return {"categories": list(filters.categories), "attributes": list(filters.attributes_all),
             "min_price": filters.min_price, "max_price": filters.max_price, "in_stock_only": filters.in_stock_only}
-
-
-# -- the consuming side of search.clicks -----------------------------------------------------------------------
-
-PoisonHandler = Callable[[Any, Exception], None]
-
-
-def parse_click(value: bytes | None) -> events_pb2.SearchClick:
-    """A SearchClick from its JSON mapping, or InvalidInput saying what is wrong with it."""
-    if not value:
-        raise InvalidInput("expected a SearchClick JSON object, got an empty record")
-    try:
-        click = json_format.Parse(value.decode("utf-8"), events_pb2.SearchClick())
-    except (UnicodeDecodeError, json_format.ParseError) as exc:
-        raise InvalidInput(f"expected a SearchClick JSON object: {exc}") from None
-    missing = [name for name in ("click_id", "query_id", "product_id") if not getattr(click, name)]
-    if missing:
-        raise InvalidInput(f"SearchClick is missing {', '.join(missing)}")
-    return click
-
-
-class ClickWriter:
-    """Writes consumed SearchClick records to the database, idempotently (a replay stores nothing new).
-
-    A malformed record, or one naming an unknown query or a product that query never showed, is counted,
-    logged and given to `on_poison` (the DLQ in production); it never blocks the partition. Database
-    failures propagate, so the consumer retries the batch; the writes being idempotent makes that safe.
-    """
-
-    def __init__(self, session_factory: sessionmaker[Session], *, on_poison: PoisonHandler | None = None) -> None:
-        self.sessions = session_factory
-        self.on_poison = on_poison
-        self.recorded = 0
-        self.duplicates = 0
-        self.rejected = 0
-
-    def handle(self, records: Sequence[Any]) -> None:
-        """`records`: objects with `value` (bytes), e.g. shared.messaging.Record."""
-        for record in records:
-            try:
-                click = parse_click(record.value)
-                clicked_at = click.clicked_at.ToDatetime(tzinfo=UTC) if click.HasField("clicked_at") else None
-                with self.sessions.begin() as session:
-                    new = repository.record_click(session, click.click_id, click.query_id, click.product_id,
-                                                  click.position, clicked_at=clicked_at)
-            except FashionError as exc:
-                self._reject(record, exc)
-                continue
-            if new:
-                self.recorded += 1
-                CLICKS_WRITTEN.labels("recorded").inc()
-            else:
-                self.duplicates += 1
-                CLICKS_WRITTEN.labels("duplicate").inc()
-
-    def _reject(self, record: Any, exc: Exception) -> None:
-        self.rejected += 1
-        CLICKS_WRITTEN.labels("rejected").inc()
-        where = f"{getattr(record, 'topic', '?')}[{getattr(record, 'partition', '?')}]@{getattr(record, 'offset', '?')}"
-        log.warning("skipping click record %s: %s", where, exc)
-        if self.on_poison is not None:
-            self.on_poison(record, exc)

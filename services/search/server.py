@@ -1,7 +1,7 @@
 """SearchService over gRPC: translate messages to and from `SearchCore`; typed errors map to codes on their own.
 
 Request size is bounded by the server's max message size (RESOURCE_EXHAUSTED before this code runs), and the
-decoded image by the core's ImageLimits.
+image by the core's ImageIntake (which also fetches a uri query within the call's deadline).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import grpc
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 from services.search.core import DEFAULT_ANALYZE_TIMEOUT_S, SearchCore, SearchHit, SearchResult
-from shared.errors import InvalidInput
-from shared.imaging import ImageLimits, read_uri
 from shared.serving.convert import analysis_pb, model_info
+from shared.serving.inputs import image_source
 from shared.vectorstore import SearchFilters
 
 DEFAULT_TOP_K = 10
@@ -56,9 +55,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     def FindSimilar(self, request, context):  # noqa: N802 (gRPC method name)
         kind = request.WhichOneof("query")
-        image_bytes = _image_bytes(request.image, self.core.limits) if kind == "image" else None
         result = self.core.find_similar(
-            image_bytes=image_bytes,
+            image=image_source(request.image) if kind == "image" else None,
             product_id=request.product_id if kind == "product_id" else None,
             top_k=request.top_k or self.default_top_k,  # proto3: 0 is "not set"
             filters=filters_from_pb(request.filters),
@@ -69,15 +67,6 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def RecordClick(self, request, context):  # noqa: N802
         accepted = self.core.record_click(request.query_id, request.product_id, request.position)
         return search_pb2.RecordClickResponse(accepted=accepted)
-
-
-def _image_bytes(image: common_pb2.ImageInput, limits: ImageLimits) -> bytes:
-    source = image.WhichOneof("source")
-    if source == "data":
-        return bytes(image.data)
-    if source == "uri":
-        return read_uri(image.uri, limits)
-    raise InvalidInput("query image: expected `data` (bytes) or `uri`, got neither")
 
 
 def _time_left(context: grpc.ServicerContext | None) -> float:

@@ -198,6 +198,15 @@ class VectorStore:
 
     # -- points ------------------------------------------------------------------------------------------
 
+    def existing_point_ids(self, model_version: str, ids: Sequence[str]) -> set[str]:
+        """Which of the point `ids` the version's collection holds already (a resumed re-index skips them)."""
+        if not ids:
+            return set()
+        with self._guard():
+            found = self.client.retrieve(collection_name(model_version), ids=list(ids), with_payload=False,
+                                         with_vectors=False)
+        return {str(p.id) for p in found}
+
     def upsert(self, model_version: str, points: Sequence[VectorPoint], *, batch_size: int = 256) -> int:
         """Write points (idempotent: the id is derived from product, image and version). Returns how many."""
         if not points:

@@ -17,7 +17,7 @@ from rich.console import Console
 from fashion.v1 import admin_pb2, admin_pb2_grpc
 from services.admin.client import models_cli, promote_cli, retrain_cli, rollback_cli
 from services.admin.core import AdminCore, retrain_trigger
-from services.admin.promotion import Promoter
+from services.admin.promoter import Promoter
 from services.admin.server import admin_servicers, bearer_metadata
 from services.retrain.settings import RetrainSettings
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade

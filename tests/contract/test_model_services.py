@@ -22,7 +22,7 @@ from fashion.v1 import (
 )
 from services.models.server import model_servicers
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, ImageLimits
 from shared.serving.runtime import ModelRuntime
 
 
@@ -37,7 +37,7 @@ def _jpeg(seed: int, size=(96, 96)) -> bytes:
 def channel(tiny_checkpoint):
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
-    server, port = create_server(model_servicers(runtime, ImageLimits(max_bytes=200_000)))
+    server, port = create_server(model_servicers(runtime, ImageIntake(ImageLimits(max_bytes=200_000))))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
     server.stop(0)

@@ -23,17 +23,19 @@ from PIL import Image
 from rich.console import Console
 
 from fashion.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
+from services.search.click_writer import ClickWriter, click_json, parse_click
 from services.search.client import draw_landmarks, find_similar_cli, write_html
-from services.search.core import ClickWriter, SearchCore, click_id
+from services.search.core import Click as SearchClick
+from services.search.core import SearchCore, click_id
 from services.search.server import search_servicers
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import Click
 from shared.errors import InvalidInput
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake, ImageLimits, ImageSource
 from shared.serving.runtime import LoadedModel, ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
-from shared.vectorstore.payload import product_payload
+from shared.vectorstore.payload import ProductPayload
 
 VERSION = "tiny-1"
 DECOY = "decoy-2"
@@ -90,7 +92,7 @@ class Env:
     core: SearchCore
     sessions: object
     analyzer: RecordingAnalyzer
-    clicks: list[events_pb2.SearchClick]
+    clicks: list[SearchClick]
     images: dict[str, list[Path]]
 
 
@@ -115,9 +117,9 @@ def _seed(root: Path, runtime: ModelRuntime, sessions, store: VectorStore) -> di
         repository.mark_product_deleted(session, DELETED)
     store.ensure_collection(VERSION, runtime.get(VERSION).metadata.embedding_dim)
     store.upsert(VERSION, [
-        VectorPoint(pid, path.stem, vectors[path], product_payload(
-            category=category, attributes=attributes, price=price, in_stock=in_stock, title=f"Title of {pid}",
-            brand="Acme", currency="EUR", image_uri=str(path)))
+        VectorPoint(pid, path.stem, vectors[path], ProductPayload(
+            title=f"Title of {pid}", category=category, attributes=tuple(attributes), price=price, in_stock=in_stock,
+            brand="Acme", currency="EUR", image_uri=str(path)).to_dict())
         for pid, (category, attributes, price, in_stock, _) in CATALOGUE.items() for path in images[pid]])
     store.delete_product(VERSION, DELETED)
     store.set_alias(VERSION)
@@ -139,10 +141,10 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     empty_qdrant = open_client(":memory:")
     images = _seed(root, runtime, sessions, VectorStore(qdrant))
     analyzer = RecordingAnalyzer(runtime)
-    clicks: list[events_pb2.SearchClick] = []
-    limits = ImageLimits(max_bytes=IMAGE_MAX_BYTES)
-    core = SearchCore(analyzer, sessions, VectorStore(qdrant), limits, click_sink=clicks.append)
-    empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), limits, click_sink=clicks.append)
+    clicks: list[SearchClick] = []
+    intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES))
+    core = SearchCore(analyzer, sessions, VectorStore(qdrant), intake, click_sink=clicks.append)
+    empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), intake, click_sink=clicks.append)
     server, port = create_server(search_servicers(core, default_top_k=DEFAULT_TOP_K),
                                  max_message_bytes=MAX_MESSAGE_BYTES)
     empty_server, empty_port = create_server(search_servicers(empty_core))
@@ -270,7 +272,7 @@ def test_find_similar_errors(env: Env, request_, code, message) -> None:
 
 def test_core_rejects_top_k_zero_with_the_range(env: Env) -> None:
     with pytest.raises(InvalidInput, match=re.escape("expected top_k between 1 and 100, got 0")):
-        env.core.find_similar(image_bytes=_query_bytes(), product_id=None, top_k=0)
+        env.core.find_similar(image=ImageSource(data=_query_bytes()), product_id=None, top_k=0)
 
 
 def test_empty_catalogue_is_failed_precondition(env: Env) -> None:
@@ -315,7 +317,7 @@ def test_record_click_validates_then_hands_the_click_to_the_sink(env: Env) -> No
     first, again = env.clicks
     assert (first.query_id, first.product_id, first.position) == (response.query_id, hit.product_id, 1)
     assert first.click_id == again.click_id == click_id(response.query_id, hit.product_id)
-    assert first.HasField("clicked_at")
+    assert first.clicked_at is not None and parse_click(click_json(first)) == first  # what the topic carries
 
 
 def test_record_click_errors(env: Env) -> None:

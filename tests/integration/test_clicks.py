@@ -28,7 +28,7 @@ from services.search.server import search_servicers
 from shared.db import create_database_if_missing, drop_database, make_engine, repository, session_factory, upgrade
 from shared.db.models import Click
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake
 from shared.messaging import HEADER_ERROR_REASON, ensure_topics, make_producer
 from shared.serving.runtime import ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
@@ -89,7 +89,7 @@ def stack(tiny_checkpoint, kafka_bootstrap: str, tmp_path_factory) -> Iterator[S
 
     ensure_topics(kafka_bootstrap, {topic: 2, dlq_topic: 1})
     producer = make_producer(kafka_bootstrap)
-    core = SearchCore(runtime, sessions, store, ImageLimits(), click_sink=KafkaClickSink(producer, topic))
+    core = SearchCore(runtime, sessions, store, ImageIntake(), click_sink=KafkaClickSink(producer, topic))
     server, port = create_server(search_servicers(core))
     consumer = ClickConsumer(kafka_bootstrap, sessions, topic=topic, dlq_topic=dlq_topic, group_id=f"clicks-{suffix}",
                              dlq_producer=producer, ensure=False).start()

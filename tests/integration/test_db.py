@@ -37,6 +37,7 @@ from shared.db import (
     sqlite_url,
     upgrade,
 )
+from shared.db.models import RunState
 from shared.db.repository import runs as runs_module
 from shared.errors import InvalidInput, NotFound
 
@@ -183,6 +184,26 @@ def test_deleted_products_disappear_and_come_back_on_upsert(db: Db) -> None:
         assert not repository.get_product(s, "p1").deleted
 
 
+def test_changed_products_and_catalogue_counts_page_by_key(db: Db) -> None:
+    """What a re-index resumes from (images up to a cursor) and catches up on (products changed since)."""
+    with db.factory.begin() as s:
+        for product_id in ("p1", "p2", "p3"):
+            repository.upsert_product(s, product_id, title=product_id)
+            repository.upsert_image(s, f"{product_id}-a", product_id, uri=f"/{product_id}.jpg")
+        repository.upsert_image(s, "p1-b", "p1", domain="consumer")
+    with db.factory() as s:
+        since = repository.get_product(s, "p3").updated_at
+    with db.factory.begin() as s:
+        repository.mark_product_deleted(s, "p2")
+        repository.upsert_product(s, "p1", title="p1 again")
+    with db.factory() as s:
+        assert repository.count_catalog_images(s) == 2  # shop images of live products
+        assert repository.count_catalog_images(s, through_image_id="p1-a") == 1
+        changed = repository.products_changed_since(s, since, limit=2)
+        assert [p.product_id for p in changed] == ["p1", "p2"] and changed[1].deleted
+        assert [p.product_id for p in repository.products_changed_since(s, since, after="p2")] == ["p3"]
+
+
 def test_images_and_predictions_are_idempotent(db: Db) -> None:
     landmarks = [{"name": "left_collar", "x": 0.2, "y": 0.1, "visibility": 0}, {"name": "right_collar", "x": 0.8,
                                                                                 "y": 0.1, "visibility": 1}]
@@ -305,10 +326,15 @@ def test_set_serving_keeps_exactly_one_serving_version(db: Db) -> None:
                                                "embedding_dim 256"):
             repository.register_model_version(s, "v1", architecture="fashionnet_efficientnet_lite0",
                                               checkpoint_path="/x.pt", embedding_dim=128)
+    with db.factory() as s:
+        assert repository.stopped_serving_at(s, repository.get_model_version(s, "v1")) is None  # never served
     for version in ("v1", "v2", "v2", "v3"):
         with db.factory.begin() as s:
             assert repository.set_serving(s, version).state == "serving"
     with db.factory.begin() as s:
+        v1, v2, v3 = (repository.get_model_version(s, v) for v in ("v1", "v2", "v3"))
+        assert repository.stopped_serving_at(s, v1) == v2.promoted_at  # replaced by v2's promotion
+        assert repository.stopped_serving_at(s, v3) >= v3.promoted_at  # still serving: now
         states = {m.version: m.state for m in repository.list_model_versions(s)}
         assert states == {"v1": "retired", "v2": "retired", "v3": "serving"}
         assert repository.serving_version(s).version == "v3"
@@ -386,6 +412,8 @@ def test_training_run_progress_and_a_new_run_after_the_last_one_ends(db: Db) -> 
             repository.update_run(s, run.run_id, run_id="other")
         with pytest.raises(NotFound, match="unknown run_id 'missing'"):
             repository.get_run(s, "missing")
+        assert [r.run_id for r in repository.runs_in_state(s, RunState.RUNNING)] == [run.run_id]
+        assert repository.runs_in_state(s, RunState.REINDEXING) == []
     with db.factory.begin() as s:
         same, created = repository.create_or_get_active_run(s, "retrain")
         assert (same.run_id, created, same.epoch, same.loss) == (run.run_id, False, 2, 0.25)

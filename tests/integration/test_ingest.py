@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from fashion.v1 import events_pb2
 from services.ingest.consumer import IngestWorker, WorkerConfig
 from services.ingest.core import IncomingEvent, IngestCore, Status
+from services.ingest.domain import ProductIndexed
 from services.ingest.events import build_delete_event, build_upsert_event, event_to_json, parse_indexed
 from services.ingest.publish import events_from_folder, publish
 from shared.db import create_database_if_missing, drop_database, make_engine, session_factory, sqlite_url, upgrade
@@ -147,7 +148,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 
 
 def test_core_indexes_once_and_replays_change_nothing(stores: Stores, runtime: ModelRuntime, catalog: Path) -> None:
-    announced: list[events_pb2.ProductIndexed] = []
+    announced: list[ProductIndexed] = []
     core = IngestCore(runtime, stores.factory, stores.store, on_indexed=announced.append)
     events = list(events_from_folder(catalog))
     images = _shop_images(catalog)
@@ -246,10 +247,10 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
     from services.models.server import model_servicers
     from shared.grpc.server import create_server
-    from shared.imaging import ImageLimits
+    from shared.imaging import ImageIntake
     from shared.serving.remote import RemoteAnalyzer
 
-    server, port = create_server(model_servicers(runtime, ImageLimits(), targets=("analysis",)))
+    server, port = create_server(model_servicers(runtime, ImageIntake(), targets=("analysis",)))
     remote = RemoteAnalyzer(f"127.0.0.1:{port}", timeout=30, max_request_bytes=30_000)  # forces several requests
     try:
         images = [Image.open(io.BytesIO(_jpeg(seed))).convert("RGB") for seed in range(3)]

@@ -25,7 +25,8 @@ from PIL import Image
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc, common_pb2, search_pb2, search_pb2_grpc
 from services.admin.core import AdminCore
-from services.admin.promotion import ModelWatcher, Promoter, PromotionWorker
+from services.admin.promoter import Promoter
+from services.admin.promotion_worker import PromotionWorker
 from services.admin.server import admin_servicers, bearer_metadata
 from services.ingest.core import IncomingEvent, IngestCore
 from services.ingest.events import build_upsert_event
@@ -42,8 +43,9 @@ from shared.db.session import (
     upgrade,
 )
 from shared.grpc.server import create_server
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake
 from shared.serving.runtime import ModelRuntime
+from shared.serving.watcher import ModelWatcher
 from shared.vectorstore import VectorStore, collection_name, open_client, point_id
 
 A, B, C = "tiny-1", "tiny-2", "tiny-3"
@@ -149,7 +151,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     env_view = HookedAnalyzer(runtime)
     promoter = Promoter(env_view, sessions, store, batch_size=PAGE, preload_wait_s=0, tail_margin_s=TAIL_MARGIN_S)
     worker = PromotionWorker(promoter, sessions, interval_s=60)  # polled by hand
-    search_core = SearchCore(runtime, sessions, store, ImageLimits(), click_sink=lambda click: None)
+    search_core = SearchCore(runtime, sessions, store, ImageIntake(), click_sink=lambda click: None)
     admin_core = AdminCore(sessions, promoter, trigger=None)
     server, port = create_server([*search_servicers(search_core), *admin_servicers(admin_core, TOKEN)])
     address = f"127.0.0.1:{port}"

@@ -78,6 +78,8 @@ def test_upsert_twice_creates_no_duplicates(store: VectorStore) -> None:
     load_catalogue(store)
     load_catalogue(store)
     assert store.count("v1") == len(CATALOGUE)
+    ids = [point_id("p1", "p1-img0", "v1"), point_id("p9", "p9-img0", "v1")]
+    assert store.existing_point_ids("v1", ids) == {ids[0]} and store.existing_point_ids("v1", []) == set()
     assert store.ensure_collection("v1", DIM) == collection_name("v1")
     assert store.list_versions() == ["v1"]
     with pytest.raises(InvalidInput, match="expected 16-d"):

@@ -256,9 +256,9 @@ def health_service_names() -> dict[str, str]:
     """Target -> the grpc.health.v1 service name its server registers (from the servicer classes)."""
     from services.models.server import model_servicers
     from shared.grpc import service_name_of
-    from shared.imaging import ImageLimits
+    from shared.imaging import ImageIntake
 
-    names = {t: service_name_of(model_servicers(None, ImageLimits(), [t])[0][1]) for t in MODEL_TARGETS}
+    names = {t: service_name_of(model_servicers(None, ImageIntake(), [t])[0][1]) for t in MODEL_TARGETS}
     for target in TARGETS:
         if target in names or importlib.util.find_spec(f"services.{target}.server") is None:
             continue

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fashion.v1 import events_pb2
+from services.ingest.domain import CatalogEvent, CatalogProduct, EventType, ProductIndexed
 from services.ingest.events import (
     CLICKS_TOPIC,
     DELETE,
@@ -20,12 +21,14 @@ from services.ingest.events import (
     build_delete_event,
     build_upsert_event,
     content_event_id,
+    decode_event,
     event_to_json,
     parse_event,
     parse_indexed,
 )
 from services.ingest.publish import events_from_folder, synthetic_fields
 from shared.errors import InvalidInput, TooLarge
+from shared.imaging import ImageSource
 
 BIG_INLINE = base64.b64encode(b"x" * 2_100_000).decode()
 
@@ -135,6 +138,21 @@ def test_built_events_round_trip_through_json(tmp_path: Path) -> None:
         build_upsert_event("p9", [])
     indexed = events_pb2.ProductIndexed(product_id="p9", model_version="v1", images=3, event_id="e")
     assert parse_indexed(event_to_json(indexed)) == indexed
+    # What the ingest core announces is a plain dataclass; on the wire it is the same message.
+    assert event_to_json(ProductIndexed("p9", "v1", 3, "e")) == event_to_json(indexed)
+
+
+def test_decoded_events_are_plain_dataclasses(tmp_path: Path) -> None:
+    upsert = build_upsert_event("p9", [tmp_path / "a.jpg", b"\x89PNG"], title="Coat", brand="Fjord", price=99.9,
+                                currency="EUR", in_stock=False, category_hint="coat", event_id="e9")
+    assert decode_event(event_to_json(upsert)) == CatalogEvent(
+        "e9", EventType.UPSERT,
+        CatalogProduct("p9", "Coat", "Fjord", 99.9, "EUR", in_stock=False, category_hint="coat"),
+        (ImageSource(uri=(tmp_path / "a.jpg").resolve().as_uri(), id="a.jpg"), ImageSource(data=b"\x89PNG", id="#1")))
+    delete = decode_event(event_to_json(build_delete_event("p9", event_id="d9")))
+    assert delete == CatalogEvent("d9", EventType.DELETE, CatalogProduct("p9")) and not delete.upsert
+    with pytest.raises(InvalidInput, match="invalid JSON"):
+        decode_event(b"{")
 
 
 def test_content_event_ids_are_deterministic() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -211,12 +212,26 @@ def catalog_images_page(session: Session, *, after_image_id: str | None = None, 
     return list(session.scalars(stmt))
 
 
-def count_catalog_images(session: Session, *, domain: str | None = ImageDomain.SHOP) -> int:
+def count_catalog_images(session: Session, *, domain: str | None = ImageDomain.SHOP,
+                         through_image_id: str | None = None) -> int:
+    """Live products' images; with `through_image_id`, only those up to it in image-id order (the pages a
+    resumed re-index has done)."""
     stmt = (sa.select(sa.func.count()).select_from(Image).join(Product, Product.product_id == Image.product_id)
             .where(Product.deleted.is_(False)))
     if domain is not None:
         stmt = stmt.where(Image.domain == str(domain))
+    if through_image_id is not None:
+        stmt = stmt.where(Image.image_id <= through_image_id)
     return int(session.scalar(stmt) or 0)
+
+
+def products_changed_since(session: Session, since: datetime, *, after: str | None = None,
+                           limit: int = 256) -> list[Product]:
+    """Products (deleted ones too) updated at or after `since`, in product-id order, keyset-paged after `after`."""
+    stmt = sa.select(Product).where(Product.updated_at >= since).order_by(Product.product_id).limit(limit)
+    if after is not None:
+        stmt = stmt.where(Product.product_id > after)
+    return list(session.scalars(stmt.execution_options(populate_existing=True)))
 
 
 def _finite(name: str, value: Any) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -116,6 +117,20 @@ def previous_serving_version(session: Session) -> ModelVersion | None:
             .where(ModelVersion.state == ModelState.RETIRED.value, ModelVersion.promoted_at.is_not(None))
             .order_by(ModelVersion.promoted_at.desc()).limit(1).execution_options(populate_existing=True))
     return session.scalar(stmt)
+
+
+def stopped_serving_at(session: Session, model: ModelVersion) -> datetime | None:
+    """When `model`'s collection stopped receiving uploads: the promotion that replaced it.
+
+    None when it never served (its collection was never the alias target); now when it still serves.
+    `set_serving` stamps `promoted_at` on every promotion, so the first promotion after this version's
+    last one is the moment it was replaced.
+    """
+    if model.promoted_at is None:
+        return None
+    replaced = session.scalar(sa.select(sa.func.min(ModelVersion.promoted_at))
+                              .where(ModelVersion.promoted_at > model.promoted_at))
+    return replaced or utcnow()
 
 
 def list_model_versions(session: Session) -> list[ModelVersion]:

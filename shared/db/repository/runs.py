@@ -104,3 +104,10 @@ def update_run(session: Session, run_id: str, /, *, heartbeat: bool = False, **f
         run.heartbeat_at = now
     session.flush()
     return run
+
+
+def runs_in_state(session: Session, state: RunState) -> list[TrainingRun]:
+    """Runs in `state`, oldest first (e.g. those waiting in `reindexing` for the promotion worker)."""
+    stmt = (sa.select(TrainingRun).where(TrainingRun.state == state.value).order_by(TrainingRun.created_at)
+            .execution_options(populate_existing=True))
+    return list(session.scalars(stmt))

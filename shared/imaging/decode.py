@@ -1,19 +1,16 @@
 """Safe image decoding: never trust a payload's size, type or pixel count.
 
-Every image that enters the system (catalogue uploads, shopper photos) passes through `decode_image`,
-which checks the byte size before decoding, the format against an allow-list, the pixel count from the
-header before any pixel is decompressed (decompression bombs), and then decodes fully so truncated
-files fail here with a clear message instead of deep inside the model.
+Every image that enters the system (catalogue uploads, shopper photos) passes through `decode_image`, by way
+of `ImageIntake.load` (intake.py). It checks the byte size before decoding, the format against an allow-list,
+the pixel count from the header before any pixel is decompressed (decompression bombs), and then decodes fully
+so truncated files fail here with a clear message instead of deep inside the model.
 """
 
 from __future__ import annotations
 
 import io
-import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -57,25 +54,3 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), *, name: str 
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"{name}: expected a complete, decodable image, decoding failed: {exc}") from None
     return image.convert("RGB")
-
-
-def read_uri(uri: str, limits: ImageLimits = ImageLimits()) -> bytes:
-    """Bytes behind a file path, file:// or http(s):// URI, reading at most max_bytes + 1."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri, timeout=limits.fetch_timeout_s) as response:  # noqa: S310
-                data = response.read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise InvalidInput(f"{uri}: expected a reachable image URL, fetching failed: {exc}") from None
-    elif parsed.scheme in ("", "file"):
-        path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri)
-        if not path.is_file():
-            raise InvalidInput(f"{uri}: expected an existing image file")
-        with path.open("rb") as fh:
-            data = fh.read(limits.max_bytes + 1)
-    else:
-        raise InvalidInput(f"{uri}: expected a file path, file:// or http(s):// URI, got scheme {parsed.scheme!r}")
-    if len(data) > limits.max_bytes:
-        raise TooLarge(f"{uri}: expected at most {limits.max_bytes} bytes")
-    return data
