@@ -28,12 +28,12 @@ import torch
 
 from services.retrain import core
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import Attribute, Category, ClothesType
 from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.fashionnet import default_metadata
 from shared.fashionnet.checkpoint import build_model
 from shared.imaging import ImageLimits
+from shared.vocabulary import Attribute, Category, ClothesType
 
 DATA = Path("var/bench/retrain-steps")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from shared.data.records import VIS_ABSENT, VIS_TRUNCATED
+from shared.vocabulary import VIS_ABSENT, VIS_TRUNCATED
 
 
 @dataclass

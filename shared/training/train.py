@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import NUM_LANDMARKS, VIS_ABSENT, Benchmark, ImageRecord
+from shared.data.records import Benchmark, ImageRecord
 from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import (
     ModelMetadata,
@@ -51,6 +51,7 @@ from shared.training.metric_losses import METRIC_LOSSES, MetricLoss, make_metric
 from shared.training.sampler import CrossDomainBatchSampler
 from shared.training.trunk_cache import DEFAULT_CACHE_DIR, CachedImage, TrunkCache, build_cache, cache_key
 from shared.training.views import transform_landmarks, view_params
+from shared.vocabulary import NUM_LANDMARKS, VIS_ABSENT
 
 log = logging.getLogger(__name__)
 

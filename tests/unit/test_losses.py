@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from shared.data.records import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 from shared.fashionnet.losses import (
     attribute_pos_weight,
     batch_hard_triplet_loss,
@@ -15,6 +14,7 @@ from shared.fashionnet.losses import (
     landmark_location_loss,
     visibility_loss,
 )
+from shared.vocabulary import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 
 def test_landmark_loss_ignores_truncated_and_absent() -> None:
