@@ -78,7 +78,6 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
@@ -90,7 +89,7 @@ from shared.db.models import ModelState, RunState, TrainingRun, utcnow
 from shared.db.repository import ClickPair
 from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint, read_checkpoint, save_checkpoint
-from shared.fashionnet.losses import batch_hard_triplet_loss, supervised_contrastive_loss
+from shared.fashionnet.losses import batch_hard_triplet_loss, distillation_loss, supervised_contrastive_loss
 from shared.fashionnet.model import FashionNetOutput
 from shared.fashionnet.preprocess import image_to_array, normalize
 from shared.imaging import ImageLimits, decode_image, read_uri
@@ -512,21 +511,6 @@ def images_to_prepare(pairs: Sequence[ClickPair], bank: ImageBank, config: Retra
         for product_id in (pair.positive_product_id, *_negatives(pair, bank, config)):
             keys.extend(bank.product_keys(product_id))
     return list(dict.fromkeys(keys))
-
-
-def distillation_loss(student: FashionNetOutput, teacher: FashionNetOutput) -> torch.Tensor:
-    """How far the category and attribute heads moved from the serving model's answers ("learning without
-    forgetting", Li & Hoiem 2016): KL divergence of the category softmax plus that of each attribute's sigmoid.
-
-    Clicks carry no category or attribute labels, so this is what keeps a fine-tuned backbone from silently
-    changing the categories and attributes every product is stored and filtered with. Zero when unchanged.
-    """
-    category = F.kl_div(F.log_softmax(student.category_logits, dim=-1), F.softmax(teacher.category_logits, dim=-1),
-                        reduction="batchmean")
-    target = torch.sigmoid(teacher.attribute_logits)
-    attributes = (F.binary_cross_entropy_with_logits(student.attribute_logits, target)
-                  - F.binary_cross_entropy_with_logits(teacher.attribute_logits, target))
-    return category + attributes
 
 
 def _teacher(model: nn.Module, config: RetrainConfig) -> nn.Module | None:

@@ -16,6 +16,7 @@ from shared.db import make_engine, repository, session_factory, sqlite_url, upgr
 from shared.db.models import RunState
 from shared.db.repository import ClickPair
 from shared.errors import InvalidInput, Unavailable
+from shared.fashionnet.losses import distillation_loss
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -140,22 +141,6 @@ def test_epoch_batches_are_deterministic_and_capped() -> None:
 def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, expected: str) -> None:
     beat = None if beat_s is None else T0 - timedelta(seconds=beat_s)
     assert core.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
-
-
-def test_distillation_loss_is_zero_when_the_heads_agree_and_grows_as_they_drift() -> None:
-    import torch
-
-    from shared.fashionnet.model import FashionNetOutput
-
-    def out(category: list[float], attributes: list[float]) -> FashionNetOutput:
-        return FashionNetOutput(embedding=torch.zeros(1, 2), category_logits=torch.tensor([category]),
-                                attribute_logits=torch.tensor([attributes]))
-
-    teacher = out([2.0, 0.0, -1.0], [3.0, -2.0])
-    assert core.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
-    near = core.distillation_loss(out([1.8, 0.0, -1.0], [2.5, -2.0]), teacher).item()
-    far = core.distillation_loss(out([-2.0, 0.0, 3.0], [-3.0, 2.0]), teacher).item()
-    assert 0 < near < far
 
 
 # ------------------------------------------------------------------------------------------------ trigger
@@ -314,7 +299,7 @@ def test_cached_features_give_the_full_forwards_loss_and_embeddings(tmp_path, ti
                                                source, torch.device("cpu"))
         loss = core.metric_loss(out, labels, config)
         if kept is not None:
-            loss = loss + core.distillation_loss(out, kept)
+            loss = loss + distillation_loss(out, kept)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((out, labels, kept, loss.item(), grads))
