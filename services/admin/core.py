@@ -105,12 +105,12 @@ def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def retrain_trigger(settings: RetrainSettings, resolve_enqueue: Callable[[], Enqueue]) -> Trigger:
-    """The production trigger: `services.retrain.core.trigger_run` with the worker's defaults and the
+    """The production trigger: `services.retrain.runs.trigger_run` with the worker's defaults and the
     request's overrides. Imported on first use, and the enqueue function (Celery) resolved then too, so a
     process that never triggers a run never imports the training code or Celery."""
 
     def trigger(sessions: sessionmaker[Session], *, reason: str = "", **overrides: Any) -> tuple[str, bool]:
-        from services.retrain.core import trigger_run
+        from services.retrain.runs import trigger_run
 
         config = settings.config().with_overrides(overrides)
         run_id, created = trigger_run(sessions, resolve_enqueue(), config=config,

@@ -1,7 +1,7 @@
 """AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
 
 The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
-through the production trigger (services.retrain.core.trigger_run) with a fake enqueue that counts calls.
+through the production trigger (services.retrain.runs.trigger_run) with a fake enqueue that counts calls.
 """
 
 from __future__ import annotations

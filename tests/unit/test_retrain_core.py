@@ -1,4 +1,5 @@
-"""Retraining logic without workers: pair splitting, the evaluation gate, lock decisions, trigger, simulated clicks."""
+"""Retraining logic without workers: pair splitting, the evaluation gate, lock decisions, trigger, simulated clicks,
+fine-tuning on cached features."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.retrain import core
-from services.retrain.core import RetrainConfig, RunStatus
+from services.retrain import finetune as ft
+from services.retrain import runs
+from services.retrain.config import RetrainConfig
+from services.retrain.gate import gate, product_embeddings, retrieval_scores
+from services.retrain.pairs import ImageBank, split_pairs
+from services.retrain.runs import RunStatus
 from services.simulate import choose_click, click_probability
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import RunState
@@ -32,7 +37,7 @@ def pair(n: int, product: str, *, photo: str | None = None, at: int | None = Non
 
 def test_split_is_time_ordered_oldest_train_newest_holdout() -> None:
     pairs = [pair(n, f"p{n}") for n in range(10)]
-    split = core.split_pairs(list(reversed(pairs)), holdout_fraction=0.2, min_pairs=5)
+    split = split_pairs(list(reversed(pairs)), holdout_fraction=0.2, min_pairs=5)
     assert [p.query_id for p in split.train] == [f"q{n:03d}" for n in range(8)]
     assert [p.query_id for p in split.holdout] == ["q008", "q009"]
 
@@ -40,7 +45,7 @@ def test_split_is_time_ordered_oldest_train_newest_holdout() -> None:
 def test_split_deduplicates_same_photo_and_product() -> None:
     pairs = [pair(n, f"p{n}") for n in range(6)]
     again = pair(7, "p2", photo="sha002", at=20)  # the same photo clicking the same product, searched later
-    split = core.split_pairs([*pairs, again], holdout_fraction=0.34, min_pairs=6)
+    split = split_pairs([*pairs, again], holdout_fraction=0.34, min_pairs=6)
     everything = split.train + split.holdout
     assert len(everything) == 6
     assert [p.query_id for p in everything].count("q002") == 1 and "q007" not in {p.query_id for p in everything}
@@ -50,14 +55,14 @@ def test_split_keeps_one_photo_on_one_side() -> None:
     # The newest photo clicked two products: both pairs go to the holdout, never one on each side.
     pairs = [pair(n, f"p{n}") for n in range(8)] + [pair(8, "pa", photo="shared", at=8),
                                                    pair(9, "pb", photo="shared", at=8)]
-    split = core.split_pairs(pairs, holdout_fraction=0.1, min_pairs=5)
+    split = split_pairs(pairs, holdout_fraction=0.1, min_pairs=5)
     assert {p.query_image_sha256 for p in split.holdout} == {"shared"}
     assert "shared" not in {p.query_image_sha256 for p in split.train}
 
 
 def test_too_little_data_says_what_was_expected() -> None:
     with pytest.raises(InvalidInput) as err:
-        core.split_pairs([pair(n, "p") for n in range(3)], min_pairs=20)
+        split_pairs([pair(n, "p") for n in range(3)], min_pairs=20)
     assert str(err.value) == ("expected at least 20 click pairs to retrain, found 3 (run `fashion simulate-clicks` "
                               "or wait for more traffic)")
 
@@ -71,7 +76,7 @@ def _unit(*rows: list[float]) -> np.ndarray:
 
 
 def test_product_embedding_is_the_normalised_mean_of_its_images() -> None:
-    ids, emb = core.product_embeddings(_unit([1, 0], [0, 1], [1, 1]), ["b", "b", "a"])
+    ids, emb = product_embeddings(_unit([1, 0], [0, 1], [1, 1]), ["b", "b", "a"])
     assert ids.tolist() == ["a", "b"]
     np.testing.assert_allclose(emb, _unit([1, 1], [1, 1]), atol=1e-6)
 
@@ -85,29 +90,29 @@ def _gallery(n: int = 30) -> tuple[np.ndarray, list[str]]:
 def test_retrieval_scores_rank_the_whole_catalogue() -> None:
     gallery, ids = _gallery()
     queries = gallery[[0, 5]]
-    scores = core.retrieval_scores(queries, ["p00", "p29"], gallery, ids)  # p29 is 24 products away from p05
+    scores = retrieval_scores(queries, ["p00", "p29"], gallery, ids)  # p29 is 24 products away from p05
     assert scores == {"top1": 0.5, "top20": 0.5}
 
 
 def test_gate_accepts_a_better_candidate_and_rejects_a_worse_one() -> None:
     gallery, ids = _gallery()
     truth = ["p00", "p01", "p02", "p29"]
-    good = core.retrieval_scores(gallery[[0, 1, 2, 29]], truth, gallery, ids)  # every photo lands on its product
-    bad = core.retrieval_scores(gallery[[29, 29, 29, 0]], truth, gallery, ids)  # far away from each
+    good = retrieval_scores(gallery[[0, 1, 2, 29]], truth, gallery, ids)  # every photo lands on its product
+    bad = retrieval_scores(gallery[[29, 29, 29, 0]], truth, gallery, ids)  # far away from each
     assert good == {"top1": 1.0, "top20": 1.0} and bad["top20"] < 0.5
 
-    accepted = core.gate(good, bad, min_improvement=0.005)
+    accepted = gate(good, bad, min_improvement=0.005)
     assert accepted.accepted and accepted.message.startswith("accepted: candidate top-20 1.0000")
-    rejected = core.gate(bad, good, min_improvement=0.005)
+    rejected = gate(bad, good, min_improvement=0.005)
     assert not rejected.accepted and "rejected" in rejected.message and "serving 1.0000" in rejected.message
 
 
 def test_gate_margin() -> None:
     same = {"top1": 0.5, "top20": 0.8}
-    assert not core.gate(same, same, 0.005).accepted  # not better by the margin
-    assert core.gate(same, same, 0.0).accepted  # 0 accepts "not worse"
-    assert core.gate({"top1": 0.4, "top20": 0.7}, same, -1.0).accepted  # a negative margin forces acceptance
-    assert core.gate({"top1": 0.5, "top20": 0.81}, same, 0.005).accepted
+    assert not gate(same, same, 0.005).accepted  # not better by the margin
+    assert gate(same, same, 0.0).accepted  # 0 accepts "not worse"
+    assert gate({"top1": 0.4, "top20": 0.7}, same, -1.0).accepted  # a negative margin forces acceptance
+    assert gate({"top1": 0.5, "top20": 0.81}, same, 0.005).accepted
 
 
 # ------------------------------------------------------------------------------------------------ config, liveness
@@ -125,11 +130,11 @@ def test_config_round_trips_through_run_params_and_refuses_bad_values() -> None:
 
 def test_epoch_batches_are_deterministic_and_capped() -> None:
     config = RetrainConfig(batch_pairs=4, seed=3)
-    first = core.epoch_batches(10, config, epoch=1)
-    assert first == core.epoch_batches(10, config, epoch=1) != core.epoch_batches(10, config, epoch=2)
+    first = ft.epoch_batches(10, config, epoch=1)
+    assert first == ft.epoch_batches(10, config, epoch=1) != ft.epoch_batches(10, config, epoch=2)
     assert sorted(i for b in first for i in b) == list(range(10)) and [len(b) for b in first] == [4, 4, 2]
-    assert len(core.epoch_batches(10, RetrainConfig(batch_pairs=4, max_steps_per_epoch=1), 0)) == 1
-    assert [len(b) for b in core.epoch_batches(9, config, 0)] == [4, 4]  # a lone last pair has no negative
+    assert len(ft.epoch_batches(10, RetrainConfig(batch_pairs=4, max_steps_per_epoch=1), 0)) == 1
+    assert [len(b) for b in ft.epoch_batches(9, config, 0)] == [4, 4]  # a lone last pair has no negative
 
 
 @pytest.mark.parametrize(("state", "beat_s", "holder", "expected"), [
@@ -140,7 +145,7 @@ def test_epoch_batches_are_deterministic_and_capped() -> None:
 ])
 def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, expected: str) -> None:
     beat = None if beat_s is None else T0 - timedelta(seconds=beat_s)
-    assert core.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
+    assert runs.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
 
 
 # ------------------------------------------------------------------------------------------------ trigger
@@ -164,8 +169,8 @@ def _serve(sessions) -> None:
 def test_trigger_creates_one_run_and_enqueues_it_once(sessions) -> None:
     _serve(sessions)
     sent: list[str] = []
-    run_id, created = core.trigger_run(sessions, sent.append, config=RetrainConfig(epochs=2))
-    again, created_again = core.trigger_run(sessions, sent.append)
+    run_id, created = runs.trigger_run(sessions, sent.append, config=RetrainConfig(epochs=2))
+    again, created_again = runs.trigger_run(sessions, sent.append)
     assert (created, created_again, again, sent) == (True, False, run_id, [run_id])
     with sessions() as s:
         run = repository.get_run(s, run_id)
@@ -174,7 +179,7 @@ def test_trigger_creates_one_run_and_enqueues_it_once(sessions) -> None:
 
 def test_trigger_without_a_serving_model_is_an_error(sessions) -> None:
     with pytest.raises(InvalidInput, match="expected a serving model"):
-        core.trigger_run(sessions, lambda run_id: None)
+        runs.trigger_run(sessions, lambda run_id: None)
 
 
 def test_trigger_fails_the_run_when_the_broker_refuses(sessions) -> None:
@@ -184,21 +189,21 @@ def test_trigger_fails_the_run_when_the_broker_refuses(sessions) -> None:
         raise ConnectionError("redis is down")
 
     with pytest.raises(Unavailable, match="could not enqueue"):
-        core.trigger_run(sessions, down)
+        runs.trigger_run(sessions, down)
     with sessions() as s:
         [run] = repository.list_runs(s)
         assert run.state == "failed" and "redis is down" in run.message
-    run_id, created = core.trigger_run(sessions, lambda run_id: None)  # the failed run blocks nothing
+    run_id, created = runs.trigger_run(sessions, lambda run_id: None)  # the failed run blocks nothing
     assert created and run_id != run.run_id
 
 
 def test_trigger_re_enqueues_a_silent_run(sessions) -> None:
     _serve(sessions)
     sent: list[str] = []
-    run_id, _ = core.trigger_run(sessions, sent.append)
-    core.trigger_run(sessions, sent.append, stale_after_s=3600)
+    run_id, _ = runs.trigger_run(sessions, sent.append)
+    runs.trigger_run(sessions, sent.append, stale_after_s=3600)
     assert sent == [run_id]
-    core.trigger_run(sessions, sent.append, stale_after_s=-1)  # silent for longer than -1 s: resend
+    runs.trigger_run(sessions, sent.append, stale_after_s=-1)  # silent for longer than -1 s: resend
     assert sent == [run_id, run_id]
 
 
@@ -223,7 +228,7 @@ def test_choose_click_is_deterministic_and_clicks_the_true_product() -> None:
 
 
 def test_audit_photos_are_labelled_test_consumer_photos(tmp_path) -> None:
-    from services.retrain.core import audit_photos
+    from services.retrain.gate import audit_photos
     from shared.data.deepfashion import load_benchmark
     from shared.data.synth import generate
 
@@ -246,7 +251,7 @@ def test_admin_metrics_flatten_nested_numbers() -> None:
 # ------------------------------------------------------------------------------------------------ cached features
 
 
-def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[core.ImageBank, list[ClickPair]]:
+def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[ImageBank, list[ClickPair]]:
     """A bank of noise JPEGs (two per product, one of them unreadable for product 0) and click pairs on them."""
     import hashlib
 
@@ -260,7 +265,7 @@ def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[core.ImageBan
         Image.fromarray(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)).save(path, quality=90)
         return path.read_bytes()
 
-    bank = core.ImageBank(None, 64, ImageLimits())  # type: ignore[arg-type]  # products set below, not from a DB
+    bank = ImageBank(None, 64, ImageLimits())  # type: ignore[arg-type]  # products set below, not from a DB
     for p in range(products):
         bank.uris[f"p{p}"] = [str(tmp_path / f"p{p}-{i}.jpg") for i in range(2)]
         for uri in bank.uris[f"p{p}"]:
@@ -284,20 +289,20 @@ def test_cached_features_give_the_full_forwards_loss_and_embeddings(tmp_path, ti
     bank, pairs = _clicks(tmp_path)
     model, meta = load_checkpoint(tiny_checkpoint)
     config = RetrainConfig(unfreeze=unfreeze, batch_pairs=8, distill=1.0)
-    core.prepare_for_finetuning(model, config)
+    ft.prepare_for_finetuning(model, config)
     model.eval()
-    teacher = core._teacher(model, config)
-    assert core.uses_cached_features(model)
-    features = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    teacher = ft._teacher(model, config)
+    assert ft.uses_cached_features(model)
+    features = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                      device=torch.device("cpu"), progress_bar=False)
     assert not features.readable("uri:" + str(tmp_path / "p0-0.jpg")) and features.readable(bank.photo_key(pairs[0]))
 
     results = []
     for source in (None, features):
         model.zero_grad()
-        out, labels, kept = core.batch_outputs(model, teacher, pairs, bank, config, meta, np.random.default_rng(3),
+        out, labels, kept = ft.batch_outputs(model, teacher, pairs, bank, config, meta, np.random.default_rng(3),
                                                source, torch.device("cpu"))
-        loss = core.metric_loss(out, labels, config)
+        loss = ft.metric_loss(out, labels, config)
         if kept is not None:
             loss = loss + distillation_loss(out, kept)
         loss.backward()
@@ -328,16 +333,16 @@ def test_cached_features_are_read_back_not_recomputed(tmp_path, tiny_checkpoint,
     bank, pairs = _clicks(tmp_path)
     model, meta = load_checkpoint(tiny_checkpoint)
     config = RetrainConfig()
-    first = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    first = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                   device=torch.device("cpu"), progress_bar=False)
-    keys = core.images_to_prepare(pairs, bank, config)
+    keys = ft.images_to_prepare(pairs, bank, config)
     assert first.cache.stats.misses == len(keys) - 1 and first.cache.stats.hits == 0  # one image is unreadable
 
     def refuse(*args, **kwargs):
         raise AssertionError("expected every feature from the disk cache")
 
     monkeypatch.setattr(features_module, "backbone_features", refuse)
-    again = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    again = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                   device=torch.device("cpu"), progress_bar=False)
     assert again.cache.stats.hits == len(keys) - 1 and again.cache.stats.misses == 0
     rows = [(k, flip) for k in keys if first.readable(k) for flip in (False, True)]
@@ -360,7 +365,7 @@ def test_finetune_on_cached_features_is_deterministic_and_resumes_without_recomp
 
     def train(run_dir: str, epochs: int) -> dict:
         model, meta = load_checkpoint(tiny_checkpoint)
-        core.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="tiny-1", pairs=pairs,
+        ft.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="tiny-1", pairs=pairs,
                       bank=bank, config=dataclasses.replace(config, epochs=epochs), run_dir=tmp_path / run_dir,
                       device=torch.device("cpu"), progress_bar=False, cache_dir=tmp_path / "cache")
         return model.state_dict()
