@@ -29,7 +29,7 @@ from services.ingest.settings import IngestSettings
 from services.search.settings import SearchSettings
 from shared.config import GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
 from shared.db.session import resolve_database_url
-from shared.errors import FashionError, InvalidInput, Unavailable
+from shared.errors import FashionError, InvalidInput
 from shared.imaging import ImageLimits
 
 log = logging.getLogger(__name__)
@@ -277,16 +277,13 @@ class Stack:
 
     @staticmethod
     def _retrain_trigger():
-        """TriggerRetrain enqueues the Celery task of services/retrain; both are imported on first use."""
-        from services.admin.core import retrain_trigger
-
+        """TriggerRetrain enqueues the Celery task of services/retrain (services/retrain/trigger.py)."""
         try:
-            from services.retrain.settings import RetrainSettings
+            from services.retrain.trigger import make_trigger
         except ImportError:
             log.warning("services.retrain is not installed: TriggerRetrain will answer UNAVAILABLE")
             return None
-        settings = RetrainSettings()
-        return retrain_trigger(settings, _celery_enqueue(settings))
+        return make_trigger()
 
     def _start_model_lifecycle(self) -> None:
         """ModelWatcher wherever a runtime and the registry are; PromotionWorker where ingest/admin own the store."""
@@ -357,27 +354,3 @@ class Stack:
             self.broker = None
         state = self.settings.stores.data_dir / STATE_FILE
         state.unlink(missing_ok=True)
-
-
-
-def _celery_enqueue(settings):
-    """Resolves (on the first trigger) the function that sends a run's training task to Celery by name, so this
-    process imports neither the task module nor torch for it (services/retrain/celery_app.py)."""
-    import functools
-    import threading
-
-    lock = threading.Lock()
-    app = None
-
-    def resolve():
-        nonlocal app
-        try:
-            from services.retrain.celery_app import enqueue_training, make_celery
-        except ImportError as exc:
-            raise Unavailable(f"retraining is not available: expected services.retrain.celery_app ({exc})") from None
-        with lock:
-            if app is None:
-                app = make_celery(settings)
-        return functools.partial(enqueue_training, app)
-
-    return resolve

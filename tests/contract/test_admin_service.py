@@ -1,7 +1,7 @@
 """AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
 
 The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
-through the production trigger (services.retrain.runs.trigger_run) with a fake enqueue that counts calls.
+through the production trigger (services.retrain.trigger.make_trigger) with a fake enqueue that counts calls.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from rich.console import Console
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc
 from services.admin.client import models_cli, promote_cli, retrain_cli, rollback_cli
-from services.admin.core import AdminCore, retrain_trigger
+from services.admin.core import AdminCore
 from services.admin.promotion import Promoter
 from services.admin.server import admin_servicers, bearer_metadata
 from services.retrain.settings import RetrainSettings
+from services.retrain.trigger import make_trigger
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import ModelState, RunState
 from shared.errors import FashionError, NotFound, Unauthenticated
@@ -64,7 +65,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     qdrant = open_client(str(root / "qdrant"))
     promoter = Promoter(runtime, sessions, VectorStore(qdrant), batch_size=4, preload_wait_s=0)
     enqueued: list[str] = []
-    core = AdminCore(sessions, promoter, retrain_trigger(RetrainSettings(), lambda: enqueued.append))
+    core = AdminCore(sessions, promoter, make_trigger(RetrainSettings(), enqueue=enqueued.append))
     server, port = create_server(admin_servicers(core, TOKEN))
     open_server, open_port = create_server(admin_servicers(core, None))
     try:

@@ -207,6 +207,33 @@ def test_trigger_re_enqueues_a_silent_run(sessions) -> None:
     assert sent == [run_id, run_id]
 
 
+
+def test_triggering_a_run_imports_neither_torch_nor_celery(sessions, tmp_path) -> None:
+    """The admin side's trigger (services/retrain/trigger.py) loads no model code, and Celery only when it fires."""
+    import subprocess
+    import sys
+
+    _serve(sessions)
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    script = f"""
+import sys
+from services.retrain.settings import RetrainSettings
+from services.retrain.trigger import make_trigger
+from shared.db import make_engine, session_factory
+
+sent = []
+make_trigger(RetrainSettings())  # the Celery one, never fired here
+run_id, created = make_trigger(RetrainSettings(), enqueue=sent.append)(session_factory(make_engine({url!r})),
+                                                                      reason="test", epochs=2)
+print(created, sent == [run_id], sorted(m for m in ("torch", "celery") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "True True []"
+    with sessions() as s:
+        assert repository.list_runs(s)[0].params["epochs"] == 2
+
 # ------------------------------------------------------------------------------------------------ simulated shoppers
 
 
