@@ -91,7 +91,7 @@ def main() -> None:
         config = RetrainConfig(epochs=args.epochs, batch_pairs=16, negatives_per_pair=2, min_pairs=10,
                                unfreeze=args.unfreeze, distill=args.distill)
         with sessions.begin() as s:
-            run_id = repository.create_or_get_active_run(s, "bench", epochs=config.epochs, params=config.to_params(),
+            run_id = repository.create_or_get_active_run(s, "bench", epochs=config.epochs, config=config.to_dict(),
                                                          base_version="bench-1")[0].run_id
         with sessions() as s:
             split = build_pairs(s, min_pairs=config.min_pairs)

@@ -69,14 +69,16 @@ class RetrainConfig:
             if not ok:
                 raise InvalidInput(f"retraining settings: expected {expected}, got {got!r}")
 
-    def to_params(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """What a run stores in its ``config`` column (JSON)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RetrainConfig:
-        """The config a run was triggered with; other keys in ``params`` (progress notes) are ignored."""
+    def from_dict(cls, stored: Mapping[str, Any]) -> RetrainConfig:
+        """The config a run was triggered with. Keys this version does not know (a setting a newer version
+        added, or one since removed) are ignored, so a run outlives the code that queued it."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+        return cls(**{k: v for k, v in stored.items() if k in names})
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> RetrainConfig:
         names = {f.name for f in dataclasses.fields(self)}

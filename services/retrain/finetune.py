@@ -197,7 +197,7 @@ def _teacher(model: nn.Module, config: RetrainConfig) -> nn.Module | None:
 def _checkpoint_extra(run_id: str, base_version: str, epoch: int, history: list[dict], config: RetrainConfig,
                       optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"optimizer": optimizer.state_dict(), "epoch": epoch, "run_id": run_id, "base_version": base_version,
-            "history": history, "config": config.to_params()}
+            "history": history, "config": config.to_dict()}
 
 
 def _resume(last: Path, run_id: str, base_version: str, model: nn.Module,

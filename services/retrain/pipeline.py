@@ -1,7 +1,7 @@
 """One training run from start to verdict, its steps in order. The Celery task (``tasks.py``) calls
 :func:`run_training`; nothing here knows about Celery.
 
-A run moves ``queued -> running -> evaluating -> reindexing`` (accepted) or ``rejected`` / ``failed``. This
+A run moves ``queued -> training -> evaluating -> reindexing`` (accepted) or ``rejected`` / ``failed``. This
 module stops at ``reindexing``: the promotion code, in the process that owns the vector store, re-indexes the
 catalogue with the candidate, swaps the alias and marks the run ``promoted``. Every write to the run row
 goes through ``runs.py``; the steps are ``pairs.py`` (click pairs and their images), ``finetune.py`` and
@@ -70,8 +70,7 @@ def run_training(
         raise
     except FashionError as exc:
         log.warning("training run %s failed: %s", run_id, exc)
-        runs.fail_run(sessions, run_id, str(exc))
-        return RunState.FAILED
+        return runs.fail_run(sessions, run_id, str(exc))
 
 
 def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: RetrainConfig, base_version: str,

@@ -1,9 +1,10 @@
 """A training run's bookkeeping: trigger, liveness, start, progress, failure and outcome. No torch here.
 
-A run moves ``queued -> running -> evaluating -> reindexing`` (accepted) or ``rejected`` / ``failed``. The
-functions below are the retraining side's every read and write of the run row; the training itself
-(``pipeline.py``) only calls them. Kept torch-free so that triggering a run (the admin service) and the
-Celery task's checks before it takes the training lock load no model code.
+A run moves ``queued -> training -> evaluating -> reindexing`` (accepted) or ``rejected`` / ``failed``; the
+legal moves are ``shared.db.models.RUN_TRANSITIONS`` and every move goes through ``repository.move_run``.
+The functions below are the retraining side's every read and write of the run row; the training itself
+(``pipeline.py``) only calls them. Kept torch-free so that triggering a run (the admin service,
+``trigger.py``) loads no model code.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from shared.errors import InvalidInput, Unavailable
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY = "retrain"
-# States in which training still has work to do; later states belong to evaluation's outcome or promotion.
-TRAINING_STATES = (RunState.QUEUED, RunState.RUNNING, RunState.EVALUATING)
+# States in which training still has work to do (those RUN_TRANSITIONS lets move to "training"); later states
+# belong to evaluation's outcome or to promotion.
+TRAINING_STATES = (RunState.QUEUED, RunState.TRAINING, RunState.EVALUATING)
 
 
 # ----------------------------------------------------------------------------------------------- trigger
@@ -43,7 +45,7 @@ def trigger_run(
     """Create a queued run (or return the active one) and enqueue its task: ``(run_id, created)``.
 
     One active run per ``key``: concurrent triggers get the same run and only the creator enqueues, after its
-    transaction committed (a worker must find the row). With ``stale_after_s``, an existing queued/running run
+    transaction committed (a worker must find the row). With ``stale_after_s``, an existing queued/training run
     silent for longer than that is enqueued again (the task is idempotent on the run id), so a lost task
     cannot wedge retraining. If enqueueing fails the run is marked failed, so it blocks no later trigger.
     """
@@ -54,7 +56,7 @@ def trigger_run(
             raise InvalidInput("expected a serving model to fine-tune: promote one first (`fashion up --checkpoint` "
                                "registers and serves a checkpoint)")
         run, created = repository.create_or_get_active_run(session, key, epochs=config.epochs,
-                                                           params=config.to_params(), base_version=serving.version)
+                                                           config=config.to_dict(), base_version=serving.version)
         run_id = run.run_id
         resend = not created and stale_after_s is not None and _silent_for(run, utcnow()) > stale_after_s \
             and RunState(run.state) in TRAINING_STATES
@@ -105,7 +107,7 @@ def when_locked(status: RunStatus, run_id: str, holder_run_id: str | None, *, no
     is another run training: both mean wait.
     """
     fresh = status.heartbeat_at is not None and (now - status.heartbeat_at).total_seconds() <= stale_after_s
-    if holder_run_id == run_id and fresh and status.state in (RunState.RUNNING, RunState.EVALUATING):
+    if holder_run_id == run_id and fresh and status.state in (RunState.TRAINING, RunState.EVALUATING):
         return "skip"
     return "wait"
 
@@ -123,12 +125,15 @@ def heartbeat(sessions: sessionmaker[Session], run_id: str) -> bool:
         return True
 
 
-def fail_run(sessions: sessionmaker[Session], run_id: str, message: str) -> None:
-    """Mark a run failed with ``message`` unless it already left the training states."""
+def fail_run(sessions: sessionmaker[Session], run_id: str, message: str) -> RunState:
+    """Mark a run failed with ``message`` unless it already left the training states (a run in ``reindexing``
+    belongs to the promotion code, which fails it itself); returns the run's state afterwards."""
     with sessions.begin() as session:
-        run = repository.get_run(session, run_id)
-        if RunState(run.state) in TRAINING_STATES:
-            repository.update_run(session, run_id, state=RunState.FAILED, message=message, heartbeat=True)
+        state = RunState(repository.get_run(session, run_id, for_update=True).state)
+        if state not in TRAINING_STATES:
+            return state
+        repository.move_run(session, run_id, RunState.FAILED, message=message, heartbeat=True)
+        return RunState.FAILED
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -149,7 +154,7 @@ def _base_checkpoint(session: Session, base_version: str | None) -> tuple[str, s
 
 @dataclass(frozen=True)
 class Start:
-    """What a worker needs to train a run it just moved to ``running`` (``state`` is the run's state when
+    """What a worker needs to train a run it just moved to ``training`` (``state`` is the run's state when
     training has nothing to do: the other fields are then empty)."""
 
     state: RunState
@@ -159,31 +164,32 @@ class Start:
 
 
 def start_run(sessions: sessionmaker[Session], run_id: str) -> Start:
-    """Move a run that still needs training to ``running`` (a redelivered one too: it resumes from ``last.pt``)."""
+    """Move a run that still needs training to ``training`` (a redelivered one too: it resumes from ``last.pt``)."""
     with sessions.begin() as session:
-        run = repository.get_run(session, run_id)
+        run = repository.get_run(session, run_id, for_update=True)
         state = RunState(run.state)
         if state not in TRAINING_STATES:
             return Start(state, RetrainConfig())
-        config = RetrainConfig.from_params(run.params)
+        config = RetrainConfig.from_dict(run.config)
         base_version, base_path = _base_checkpoint(session, run.base_version)
-        repository.update_run(session, run_id, state=RunState.RUNNING, epochs=config.epochs,
-                              base_version=base_version, message=None, heartbeat=True)
-    return Start(RunState.RUNNING, config, base_version, base_path)
+        repository.move_run(session, run_id, RunState.TRAINING, epochs=config.epochs, base_version=base_version,
+                            message=None, heartbeat=True)
+    return Start(RunState.TRAINING, config, base_version, base_path)
 
 
 def note_resumed(sessions: sessionmaker[Session], run_id: str, epoch: int) -> None:
     """Record that training resumed from ``last.pt`` after ``epoch`` epochs (a redelivered task)."""
     with sessions.begin() as session:
-        run = repository.get_run(session, run_id)
-        repository.update_run(session, run_id, params={**run.params, "resumed_from_epoch": epoch}, heartbeat=True)
+        repository.update_run(session, run_id, progress={"resumed_from_epoch": epoch}, heartbeat=True)
 
 
 def record_epoch(sessions: sessionmaker[Session], run_id: str, *, epoch: int, epochs: int, loss: float,
                  eta_seconds: float) -> None:
+    """An epoch ended. A move to ``training`` (from ``training``), not a plain update: a run someone else
+    failed or finished meanwhile refuses it, and training stops there instead of writing over that."""
     with sessions.begin() as session:
-        repository.update_run(session, run_id, state=RunState.RUNNING, epoch=epoch, epochs=epochs, loss=loss,
-                              eta_seconds=eta_seconds, heartbeat=True)
+        repository.move_run(session, run_id, RunState.TRAINING, epoch=epoch, epochs=epochs, loss=loss,
+                            eta_seconds=eta_seconds, heartbeat=True)
 
 
 def start_evaluation(sessions: sessionmaker[Session], run_id: str, *, base_version: str,
@@ -191,7 +197,7 @@ def start_evaluation(sessions: sessionmaker[Session], run_id: str, *, base_versi
     """Move the run to ``evaluating``; (version, checkpoint path) of the model to judge the candidate against:
     today's serving one (it may have changed while the run trained), else the run's base."""
     with sessions.begin() as session:
-        repository.update_run(session, run_id, state=RunState.EVALUATING, eta_seconds=None, heartbeat=True)
+        repository.move_run(session, run_id, RunState.EVALUATING, eta_seconds=None, heartbeat=True)
         serving = repository.serving_version(session)
         return (serving.version, serving.checkpoint_path) if serving else (base_version, base_path)
 
@@ -221,6 +227,6 @@ def record_outcome(sessions: sessionmaker[Session], run_id: str, candidate: Cand
             checkpoint_path=candidate.checkpoint_path, embedding_dim=candidate.embedding_dim, metrics=metrics,
             parent_version=candidate.parent_version,
             state=ModelState.CANDIDATE if accepted else ModelState.REJECTED)
-        repository.update_run(session, run_id, state=state, candidate_version=candidate.version, metrics=metrics,
-                              message=message, eta_seconds=0.0, heartbeat=True)
+        repository.move_run(session, run_id, state, candidate_version=candidate.version, metrics=metrics,
+                            message=message, eta_seconds=0.0, heartbeat=True)
     return state

@@ -1,7 +1,7 @@
 """Retraining worker settings: the shared store settings plus the worker's own knobs, from FASHION_* variables.
 
 The ``retrain_*`` training knobs are only defaults: a trigger copies them (with any overrides) into the run's
-``params``, and the worker trains with the run's copy, so a redelivered task trains exactly as first asked.
+``config``, and the worker trains with the run's copy, so a redelivered task trains exactly as first asked.
 """
 
 from __future__ import annotations

@@ -182,9 +182,8 @@ def train_run(self: Task, run_id: str) -> str:
                              device=SETTINGS.retrain_device, progress_cb=keeper.check,
                              progress_bar=sys.stderr.isatty())  # Celery's log proxy is no terminal
     except SoftTimeLimitExceeded:
-        runs.fail_run(res.sessions, run_id, f"training exceeded the soft time limit of "
-                                            f"{SETTINGS.soft_time_limit_s} s (FASHION_RETRAIN_SOFT_TIME_LIMIT_S)")
-        return "failed"
+        limit = f"{SETTINGS.soft_time_limit_s} s (FASHION_RETRAIN_SOFT_TIME_LIMIT_S)"
+        return runs.fail_run(res.sessions, run_id, f"training exceeded the soft time limit of {limit}").value
     finally:
         keeper.release()
     return state.value

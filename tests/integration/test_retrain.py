@@ -266,12 +266,12 @@ def test_killed_worker_is_redelivered_and_resumes_from_its_last_epoch(harness: H
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed_at = h.run(run_id)
-    assert killed_at.state == "running" and 1 <= killed_at.epoch < 8, "the run must be mid-training when killed"
+    assert killed_at.state == "training" and 1 <= killed_at.epoch < 8, "the run must be mid-training when killed"
 
     h.start_worker("w2", **short)  # the task comes back once the visibility timeout has passed
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 85, "the redelivered run to finish")
     assert run.state == "reindexing", run.message
-    resumed = run.params["resumed_from_epoch"]
+    resumed = run.progress["resumed_from_epoch"]
     assert killed_at.epoch <= resumed < 8
     assert f"resuming training run {run_id} from epoch {resumed} of 8" in h.log("w2")
     # The second worker read every backbone feature the first one computed; it ran the backbone on none.

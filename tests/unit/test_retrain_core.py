@@ -118,10 +118,10 @@ def test_gate_margin() -> None:
 # ------------------------------------------------------------------------------------------------ config, liveness
 
 
-def test_config_round_trips_through_run_params_and_refuses_bad_values() -> None:
+def test_config_round_trips_through_the_run_row_and_refuses_bad_values() -> None:
     config = RetrainConfig(epochs=2, min_improvement=-1.0)
-    params = {**config.to_params(), "resumed_from_epoch": 1}
-    assert RetrainConfig.from_params(params) == config
+    assert RetrainConfig.from_dict(config.to_dict()) == config
+    assert RetrainConfig.from_dict({**config.to_dict(), "dropped_setting": 1}) == config  # an older run's row
     with pytest.raises(InvalidInput, match="expected unfreeze one of"):
         RetrainConfig(unfreeze="everything")
     with pytest.raises(InvalidInput, match="unknown retraining settings"):
@@ -138,9 +138,9 @@ def test_epoch_batches_are_deterministic_and_capped() -> None:
 
 
 @pytest.mark.parametrize(("state", "beat_s", "holder", "expected"), [
-    (RunState.RUNNING, 5, "r1", "skip"),  # another worker trains this run: duplicate delivery
-    (RunState.RUNNING, 500, "r1", "wait"),  # its worker died; the lock expires soon
-    (RunState.RUNNING, 5, "r2", "wait"),  # another run trains
+    (RunState.TRAINING, 5, "r1", "skip"),  # another worker trains this run: duplicate delivery
+    (RunState.TRAINING, 500, "r1", "wait"),  # its worker died; the lock expires soon
+    (RunState.TRAINING, 5, "r2", "wait"),  # another run trains
     (RunState.QUEUED, None, None, "wait"),  # the lock vanished in between: try again
 ])
 def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, expected: str) -> None:
@@ -174,7 +174,7 @@ def test_trigger_creates_one_run_and_enqueues_it_once(sessions) -> None:
     assert (created, created_again, again, sent) == (True, False, run_id, [run_id])
     with sessions() as s:
         run = repository.get_run(s, run_id)
-        assert (run.state, run.epochs, run.base_version, run.params["epochs"]) == ("queued", 2, "v1", 2)
+        assert (run.state, run.epochs, run.base_version, run.config["epochs"]) == ("queued", 2, "v1", 2)
 
 
 def test_trigger_without_a_serving_model_is_an_error(sessions) -> None:
@@ -232,7 +232,7 @@ print(created, sent == [run_id], sorted(m for m in ("torch", "celery") if m in s
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == "True True []"
     with sessions() as s:
-        assert repository.list_runs(s)[0].params["epochs"] == 2
+        assert repository.list_runs(s)[0].config["epochs"] == 2
 
 # ------------------------------------------------------------------------------------------------ simulated shoppers
 
@@ -387,7 +387,7 @@ def test_finetune_on_cached_features_is_deterministic_and_resumes_without_recomp
     bank, pairs = _clicks(tmp_path)
     config = RetrainConfig(epochs=2, batch_pairs=4, unfreeze="top", lr=1e-3)
     with sessions.begin() as s:
-        run_id = repository.create_or_get_active_run(s, "k", epochs=2, params=config.to_params(),
+        run_id = repository.create_or_get_active_run(s, "k", epochs=2, config=config.to_dict(),
                                                      base_version="tiny-1")[0].run_id
 
     def train(run_dir: str, epochs: int) -> dict:

@@ -36,7 +36,15 @@ from shared.db.repository.registry import (
     set_model_state,
     set_serving,
 )
-from shared.db.repository.runs import active_run, create_or_get_active_run, get_run, list_runs, update_run
+from shared.db.repository.runs import (
+    IllegalRunTransition,
+    active_run,
+    create_or_get_active_run,
+    get_run,
+    list_runs,
+    move_run,
+    update_run,
+)
 from shared.db.repository.search_log import (
     ClickPair,
     QueryLogEntry,
@@ -51,6 +59,7 @@ from shared.db.repository.search_log import (
 
 __all__ = [
     "ClickPair",
+    "IllegalRunTransition",
     "QueryLogEntry",
     "active_run",
     "catalog_images_page",
@@ -71,6 +80,7 @@ __all__ = [
     "list_model_versions",
     "list_runs",
     "mark_product_deleted",
+    "move_run",
     "previous_serving_version",
     "query_impressions",
     "record_click",
