@@ -25,7 +25,7 @@ UNFREEZE: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """How a run trains and is judged. Stored in the run's ``params`` so a redelivered task trains the same."""
+    """How a run trains and is judged. Stored in the run's ``config`` column so a redelivered task trains the same."""
 
     epochs: int = 3
     lr: float = 1e-4
