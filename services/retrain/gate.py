@@ -9,26 +9,23 @@ gate judges on labelled photos instead of held-out clicks, which favour the serv
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
+from services.retrain.pairs import decode_or_skip
 from shared.db import repository
 from shared.db.repository import ClickPair
-from shared.errors import FashionError, InvalidInput
+from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.fashionnet.preprocess import image_to_array, normalize
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageLimits, read_uri
 from shared.training.metrics import retrieval_topk
-
-log = logging.getLogger(__name__)
 
 TOPK = (1, 20)
 
@@ -89,14 +86,6 @@ class Encoder:
         return np.concatenate(parts) if parts else np.zeros((0, self.metadata.embedding_dim), np.float32)
 
 
-def _decode(load: Callable[[], bytes], limits: ImageLimits, name: str) -> Image.Image | None:
-    try:
-        return decode_image(load(), limits, name=name)
-    except FashionError as exc:
-        log.warning("skipping an unreadable image: %s", exc)
-        return None
-
-
 def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sessions: sessionmaker[Session],
              limits: ImageLimits, *, page_size: int = 256,
              tick: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
@@ -114,7 +103,8 @@ def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sess
         if not page:
             break
         after = page[-1].image_id
-        decoded = [(image.product_id, _decode(lambda uri=image.uri: read_uri(uri, limits), limits, image.uri))
+        decoded = [(image.product_id, decode_or_skip(lambda uri=image.uri: read_uri(uri, limits), limits,
+                                                      image.uri))
                    for image in page if image.uri]
         decoded = [(p, im) for p, im in decoded if im is not None]
         image_products.extend(p for p, _ in decoded)
@@ -124,8 +114,8 @@ def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sess
             tick()
     if not image_products:
         raise InvalidInput("expected catalogue products with readable shop images to evaluate against, found none")
-    photos = [(pair.positive_product_id, _decode(lambda pair=pair: pair.query_image, limits, f"query photo "
-                                                 f"{pair.query_id}")) for pair in holdout]
+    photos = [(pair.positive_product_id, decode_or_skip(lambda pair=pair: pair.query_image, limits,
+                                                        f"query photo {pair.query_id}")) for pair in holdout]
     photos = [(p, im) for p, im in photos if im is not None]
     if not photos:
         raise InvalidInput("expected held-out click pairs with decodable shopper photos, found none")

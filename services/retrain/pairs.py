@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import repository
@@ -26,6 +27,16 @@ from shared.imaging import ImageLimits, decode_image, read_uri
 log = logging.getLogger(__name__)
 
 _IMAGE_CACHE = 4096  # decoded images kept per run (uint8 at the model's input size)
+
+
+def decode_or_skip(load: Callable[[], bytes], limits: ImageLimits, name: str) -> Image.Image | None:
+    """The image ``load`` reads, decoded within ``limits``; None (and a warning) when it cannot be read or
+    decoded, so one missing file or corrupt photo among thousands leaves a run, or an evaluation, going."""
+    try:
+        return decode_image(load(), limits, name=name)
+    except FashionError as exc:
+        log.warning("skipping an unreadable image: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -98,11 +109,8 @@ class ImageBank:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        try:
-            array = image_to_array(decode_image(load(), self.limits, name=name), self.input_size)
-        except FashionError as exc:
-            log.warning("skipping an unreadable image: %s", exc)
-            array = None
+        image = decode_or_skip(load, self.limits, name)
+        array = None if image is None else image_to_array(image, self.input_size)
         self._cache[key] = array
         if len(self._cache) > _IMAGE_CACHE:
             self._cache.popitem(last=False)
