@@ -1,4 +1,4 @@
-"""Seconds per retraining step (services/retrain/core.py's docstring): `finetune` on a synthetic click log.
+"""Seconds per retraining step (services/retrain/finetune.py's docstring): `finetune` on a synthetic click log.
 
 usage: OMP_NUM_THREADS=2 .venv/bin/python scripts/retrain_step_time.py [--unfreeze embedding] [--distill 1.0]
        [--items 40] [--input-size 96] [--epochs 3] [--threads 2] [--pixels]
@@ -26,14 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.retrain import core
+from services.retrain import finetune as ft
+from services.retrain.config import RetrainConfig
+from services.retrain.pairs import ImageBank, build_pairs, usable_pairs
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import Attribute, Category, ClothesType
 from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.fashionnet import default_metadata
 from shared.fashionnet.checkpoint import build_model
 from shared.imaging import ImageLimits
+from shared.vocabulary import Attribute, Category, ClothesType
 
 DATA = Path("var/bench/retrain-steps")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("services.retrain.core").setLevel(logging.INFO)  # the feature pass's summary
+    logging.getLogger("services.retrain.finetune").setLevel(logging.INFO)  # the feature pass's summary
     root = DATA / f"{args.items}items"
     if not (root / "Eval" / "list_eval_partition.txt").is_file():
         generate("consumer2shop", root, args.items, seed=7, image_size=args.input_size, workers=1, progress=False)
@@ -86,23 +88,23 @@ def main() -> None:
                                         created_at=T0 + timedelta(minutes=i))
                 repository.record_click(s, str(uuid.uuid4()), query_id, r.item_id, shown.index(r.item_id),
                                         clicked_at=T0 + timedelta(minutes=i, seconds=5))
-        config = core.RetrainConfig(epochs=args.epochs, batch_pairs=16, negatives_per_pair=2, min_pairs=10,
-                                    unfreeze=args.unfreeze, distill=args.distill)
+        config = RetrainConfig(epochs=args.epochs, batch_pairs=16, negatives_per_pair=2, min_pairs=10,
+                               unfreeze=args.unfreeze, distill=args.distill)
         with sessions.begin() as s:
-            run_id = repository.create_or_get_active_run(s, "bench", epochs=config.epochs, params=config.to_params(),
+            run_id = repository.create_or_get_active_run(s, "bench", epochs=config.epochs, config=config.to_dict(),
                                                          base_version="bench-1")[0].run_id
         with sessions() as s:
-            split = core.build_pairs(s, min_pairs=config.min_pairs)
-        bank = core.ImageBank(sessions, meta.input_size, ImageLimits())
-        pairs = core.usable_pairs(split.train, bank)
-        ticks: list[tuple[float, core.Progress]] = []
+            split = build_pairs(s, min_pairs=config.min_pairs)
+        bank = ImageBank(sessions, meta.input_size, ImageLimits())
+        pairs = usable_pairs(split.train, bank)
+        ticks: list[tuple[float, ft.Progress]] = []
         extra = {"cached_features": False} if args.pixels else {}
-        if "cache_dir" in inspect.signature(core.finetune).parameters:
+        if "cache_dir" in inspect.signature(ft.finetune).parameters:
             extra["cache_dir"] = Path(tmp) / "cache"
         start = time.monotonic()
-        core.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="bench-1", pairs=pairs,
-                      bank=bank, config=config, run_dir=Path(tmp) / "run", device=torch.device("cpu"),
-                      progress_cb=lambda p: ticks.append((time.monotonic(), p)), progress_bar=False, **extra)
+        ft.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="bench-1", pairs=pairs,
+                    bank=bank, config=config, run_dir=Path(tmp) / "run", device=torch.device("cpu"),
+                    progress_cb=lambda p: ticks.append((time.monotonic(), p)), progress_bar=False, **extra)
         total = time.monotonic() - start
     steps = [(t, p) for t, p in ticks if p.steps > 0]
     gaps = [b[0] - a[0] for a, b in zip(steps, steps[1:], strict=False) if a[1].epoch == b[1].epoch]

@@ -23,13 +23,13 @@ from services.resources import ResourceSettings
 from services.stack import Stack, StackSettings
 from shared.config import GrpcServerSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import Attribute, Category, ClothesType
 from shared.data.synth import ATTRIBUTES, CATEGORIES
 from shared.db.session import fresh_stores
 from shared.fashionnet import default_metadata, save_checkpoint
 from shared.fashionnet.checkpoint import build_model
 from shared.fashionnet.preprocess import image_to_array, normalize
 from shared.training.quickstart import ensure_benchmark
+from shared.vocabulary import Attribute, Category, ClothesType
 
 
 def default_checkpoint(path: Path, input_size: int = 224) -> Path:

@@ -15,10 +15,10 @@ def tiny_checkpoint(tmp_path_factory):
     """An untrained FashionNet with the synthetic vocabularies at 64 px: fast to build, load and run."""
     import torch
 
-    from shared.data.records import Attribute, Category, ClothesType
     from shared.data.synth import ATTRIBUTES, CATEGORIES
     from shared.fashionnet import default_metadata, save_checkpoint
     from shared.fashionnet.checkpoint import build_model
+    from shared.vocabulary import Attribute, Category, ClothesType
 
     torch.manual_seed(0)
     meta = default_metadata("fashionnet_efficientnet_lite0",

@@ -31,39 +31,13 @@ def build(settings: AdminSettings, resources: Resources, images: ImageSettings) 
                       parts=[Named("promotion worker", worker)])
 
 
-def _retrain_trigger():
-    """TriggerRetrain enqueues the Celery task of services/retrain; both are imported on first use."""
-    from services.admin.core import retrain_trigger
 
+def _retrain_trigger():
+    """TriggerRetrain enqueues the Celery task of services/retrain (imported on first use: no torch, no Celery
+    here); a process without services/retrain answers UNAVAILABLE."""
     try:
-        from services.retrain.settings import RetrainSettings
+        from services.retrain.trigger import make_trigger
     except ImportError:
         log.warning("services.retrain is not installed: TriggerRetrain will answer UNAVAILABLE")
         return None
-    settings = RetrainSettings()
-    return retrain_trigger(settings, _celery_enqueue(settings))
-
-
-def _celery_enqueue(settings):
-    """Resolves (on the first trigger) the function that sends a run's training task to Celery by name, so this
-    process imports neither the task module nor torch for it (services/retrain/celery_app.py)."""
-    import functools
-    import threading
-
-    from shared.errors import Unavailable
-
-    lock = threading.Lock()
-    app = None
-
-    def resolve():
-        nonlocal app
-        try:
-            from services.retrain.celery_app import enqueue_training, make_celery
-        except ImportError as exc:
-            raise Unavailable(f"retraining is not available: expected services.retrain.celery_app ({exc})") from None
-        with lock:
-            if app is None:
-                app = make_celery(settings)
-        return functools.partial(enqueue_training, app)
-
-    return resolve
+    return make_trigger()

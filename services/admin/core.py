@@ -2,14 +2,13 @@
 
 `AdminCore` is what `server.py` exposes (behind the admin token). Retraining itself lives in services/retrain
 (a Celery worker); this side only creates or finds the run and has its task enqueued, through an injected
-`trigger` so the API does not import Celery and tests can count enqueues.
+`trigger` (services/retrain/trigger.py) so the API does not import Celery and tests can count enqueues.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,13 +21,8 @@ from shared.db.models import ModelState, ModelVersion, TrainingRun
 from shared.errors import InvalidInput, Unavailable
 
 if TYPE_CHECKING:
-    from services.retrain.settings import RetrainSettings
+    from services.retrain.trigger import Trigger
 
-log = logging.getLogger(__name__)
-
-# trigger(sessions, *, reason, [epochs], [min_improvement]) -> (run_id, created); see `retrain_trigger`.
-Trigger = Callable[..., tuple[str, bool]]
-Enqueue = Callable[[str], object]  # run_id -> (task id, ignored)
 RETRAIN_PARAMS = ("reason", "epochs", "min_improvement")
 
 
@@ -102,24 +96,6 @@ def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if gain:
         out["min_improvement"] = float(gain)
     return out
-
-
-def retrain_trigger(settings: RetrainSettings, resolve_enqueue: Callable[[], Enqueue]) -> Trigger:
-    """The production trigger: `services.retrain.core.trigger_run` with the worker's defaults and the
-    request's overrides. Imported on first use, and the enqueue function (Celery) resolved then too, so a
-    process that never triggers a run never imports the training code or Celery."""
-
-    def trigger(sessions: sessionmaker[Session], *, reason: str = "", **overrides: Any) -> tuple[str, bool]:
-        from services.retrain.core import trigger_run
-
-        config = settings.config().with_overrides(overrides)
-        run_id, created = trigger_run(sessions, resolve_enqueue(), config=config,
-                                      stale_after_s=settings.retrain_stale_after_s)
-        log.info("retraining %s: run %s%s", "queued" if created else "already active", run_id,
-                 f" ({reason})" if reason else "")
-        return run_id, created
-
-    return trigger
 
 
 class AdminCore:

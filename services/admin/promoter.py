@@ -189,7 +189,7 @@ class Promoter:
                 if reindexed.skipped:
                     note += f", {reindexed.skipped} could not be read (no stored uri or unreadable file)"
             with self.sessions.begin() as session:
-                repository.update_run(session, run_id, state=RunState.PROMOTED, message=note, eta_seconds=0.0)
+                repository.move_run(session, run_id, RunState.PROMOTED, message=note, eta_seconds=0.0)
         return served, PromotionResult(version, previous, reindexed, caught_up)
 
     def _restore_state(self, version: str, state: str) -> None:
@@ -232,7 +232,7 @@ class Promoter:
         if run_id is None:
             return None, None
         with self.sessions() as session:
-            params = repository.get_run(session, run_id).params or {}
+            params = repository.get_run(session, run_id).progress or {}
         started = params.get(RUN_STARTED)
         return params.get(RUN_CURSOR), datetime.fromisoformat(started) if started else None
 
@@ -243,10 +243,8 @@ class Promoter:
 
         def save(progress: ReindexProgress) -> None:
             with self.sessions.begin() as session:
-                run = repository.get_run(session, run_id)
-                params = {**(run.params or {}), RUN_CURSOR: progress.cursor,
-                          RUN_STARTED: progress.started_at.isoformat()}
-                repository.update_run(session, run_id, heartbeat=True, params=params, message=progress.message(),
+                notes = {RUN_CURSOR: progress.cursor, RUN_STARTED: progress.started_at.isoformat()}
+                repository.update_run(session, run_id, heartbeat=True, progress=notes, message=progress.message(),
                                       eta_seconds=progress.eta_seconds)
             if progress_cb is not None:
                 progress_cb(progress)

@@ -82,4 +82,4 @@ class PromotionWorker(PollingThread):
         log.warning("run %s: %s", run_id, message)
         self._attempts.pop(run_id, None)
         with self.sessions.begin() as session:
-            repository.update_run(session, run_id, state=RunState.FAILED, message=message, eta_seconds=None)
+            repository.move_run(session, run_id, RunState.FAILED, message=message, eta_seconds=None)

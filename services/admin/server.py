@@ -24,8 +24,6 @@ AUTH_METADATA = "authorization"
 EXPECTED = "expected metadata authorization: Bearer <admin token>"
 DISABLED = ("the admin API is disabled: expected FASHION_ADMIN_TOKEN to be set on the server, and calls to carry "
             "metadata authorization: Bearer <admin token>")
-# The run states the API documents (admin.proto) where the database names them differently.
-API_RUN_STATES = {"running": "training"}
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -64,7 +62,7 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def run_pb(run: RunInfo) -> admin_pb2.TrainingRun:
     return admin_pb2.TrainingRun(
-        run_id=run.run_id, state=API_RUN_STATES.get(run.state, run.state), epoch=run.epoch, epochs=run.epochs,
+        run_id=run.run_id, state=run.state, epoch=run.epoch, epochs=run.epochs,
         loss=run.loss or 0.0, eta_seconds=run.eta_seconds or 0.0, message=run.message, metrics=run.metrics,
         candidate_version=run.candidate_version or "", created_at=_timestamp(run.created_at),
         updated_at=_timestamp(run.updated_at))

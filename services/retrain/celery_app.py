@@ -60,7 +60,7 @@ def make_celery(settings: RetrainSettings) -> RetrainCelery:
 def enqueue_training(app: Celery, run_id: str) -> str:
     """Send the training task for ``run_id`` to the retrain queue; returns the Celery task id.
 
-    Call it only after the transaction that created the run committed (``core.trigger_run`` does).
+    Call it only after the transaction that created the run committed (``runs.trigger_run`` does).
     """
     queue = app.settings.retrain_queue if isinstance(app, RetrainCelery) else app.conf.task_default_queue
     return app.send_task(TRAIN_RUN_TASK, args=[run_id], queue=queue).id

@@ -1,6 +1,6 @@
 """The frozen backbone's features for every image a retraining run may draw, computed once per image.
 
-No retraining level trains the backbone's stride-16 stage (see ``core.UNFREEZE``), so its output for an image
+No retraining level trains the backbone's stride-16 stage (see ``config.UNFREEZE``), so its output for an image
 never changes during a run: ``embedding`` and ``fusion`` leave the whole backbone frozen, ``top`` trains only
 the last stage, which runs on the cached stride-16 map. ``finetune`` therefore runs the backbone once per
 distinct image, in its plain and its mirrored rendering (click batches flip rows at random, and a backbone's

@@ -1,20 +1,17 @@
 """Retraining worker settings: the shared store settings plus the worker's own knobs, from FASHION_* variables.
 
 The ``retrain_*`` training knobs are only defaults: a trigger copies them (with any overrides) into the run's
-``params``, and the worker trains with the run's copy, so a redelivered task trains exactly as first asked.
+``config``, and the worker trains with the run's copy, so a redelivered task trains exactly as first asked.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
+from services.retrain.config import RetrainConfig
 from shared.config import StoreSettings
-
-if TYPE_CHECKING:
-    from services.retrain.core import RetrainConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "retrain"
@@ -34,7 +31,7 @@ class RetrainSettings(StoreSettings):
     retrain_batch_pairs: int = Field(16, ge=2, description="click pairs per step")
     retrain_negatives_per_pair: int = Field(2, ge=0, description="shown-but-skipped products per pair")
     retrain_max_steps_per_epoch: int | None = Field(None, ge=1)
-    retrain_unfreeze: str = Field("embedding", description="embedding, fusion or top (see core.UNFREEZE)")
+    retrain_unfreeze: str = Field("embedding", description="embedding, fusion or top (see config.UNFREEZE)")
     retrain_distill: float = Field(1.0, ge=0, description="weight keeping category/attribute answers (fusion, top)")
     retrain_min_improvement: float = Field(0.005, description="candidate top-20 must reach serving top-20 + this")
     retrain_min_pairs: int = Field(20, ge=2, description="fewer deduplicated click pairs is an error")
@@ -81,9 +78,7 @@ class RetrainSettings(StoreSettings):
         return f"{self.retrain_key_prefix}retrain:lock"
 
     def config(self) -> RetrainConfig:
-        """The training defaults a trigger starts from (imported here: enqueueing needs no torch)."""
-        from services.retrain.core import RetrainConfig
-
+        """The training defaults a trigger starts from (torch-free: enqueueing a run loads no model code)."""
         return RetrainConfig(epochs=self.retrain_epochs, lr=self.retrain_lr, batch_pairs=self.retrain_batch_pairs,
                              negatives_per_pair=self.retrain_negatives_per_pair,
                              max_steps_per_epoch=self.retrain_max_steps_per_epoch, unfreeze=self.retrain_unfreeze,

@@ -1,4 +1,4 @@
-"""The training task: thin. It opens the stores, takes the training lock and calls ``core.run_training``.
+"""The training task: thin. It opens the stores, takes the training lock and calls ``pipeline.run_training``.
 
 Idempotent on the run id: a run past training returns its state; a duplicate delivery while another worker
 trains the run (its lock held and being extended, its heartbeat fresh) is skipped; a lock left by a dead
@@ -26,8 +26,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from redis.lock import Lock
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.retrain import core
+from services.retrain import runs
 from services.retrain.celery_app import TRAIN_RUN_TASK, app
+from services.retrain.finetune import Progress
+from services.retrain.pipeline import run_training
 from services.retrain.settings import RetrainSettings
 from shared.db.models import utcnow
 from shared.errors import Unavailable
@@ -119,11 +121,11 @@ class LockKeeper:
                 self.lost.set()
                 return
             try:
-                core.heartbeat(self.sessions, self.run_id)
+                runs.heartbeat(self.sessions, self.run_id)
             except Exception as exc:  # the database blinked: the next beat may succeed
                 log.warning("heartbeat of training run %s failed: %s", self.run_id, exc)
 
-    def check(self, _progress: core.Progress | None = None) -> None:
+    def check(self, _progress: Progress | None = None) -> None:
         """Progress callback: stop training as soon as the lock is gone (another worker may take over)."""
         if self.lost.is_set():
             raise LockLost(f"training run {self.run_id} lost the training lock {self.lock.name!r}: expected it "
@@ -151,7 +153,7 @@ class TrainTask(Task):
             log.error("gave up waiting for the training lock for run %s: %s", run_id, exc)
             return
         try:
-            core.fail_run(_resources(os.getpid()).sessions, run_id, f"training task failed: {exc!r}")
+            runs.fail_run(_resources(os.getpid()).sessions, run_id, f"training task failed: {exc!r}")
         except Exception as err:
             log.error("could not mark training run %s failed: %s", run_id, err)
 
@@ -162,13 +164,13 @@ class TrainTask(Task):
 def train_run(self: Task, run_id: str) -> str:
     """Train run ``run_id``; returns its state afterwards, or ``"skipped"`` for a duplicate delivery."""
     res = _resources(os.getpid())
-    status = core.run_status(res.sessions, run_id)
-    if not core.needs_training(status):
+    status = runs.run_status(res.sessions, run_id)
+    if not runs.needs_training(status):
         return status.state.value
     keeper = LockKeeper(res.redis, res.sessions, run_id, SETTINGS)
     if not keeper.acquire():
         holder = keeper.holder()
-        decision = core.when_locked(status, run_id, holder, now=utcnow(), stale_after_s=SETTINGS.retrain_stale_after_s)
+        decision = runs.when_locked(status, run_id, holder, now=utcnow(), stale_after_s=SETTINGS.retrain_stale_after_s)
         if decision == "skip" and keeper.holder_is_alive():
             log.info("training run %s is being trained by another worker; skipping this delivery", run_id)
             return "skipped"
@@ -176,13 +178,12 @@ def train_run(self: Task, run_id: str) -> str:
         log.info("%s", busy)
         raise self.retry(exc=busy, countdown=busy.wait_s)
     try:
-        state = core.run_training(run_id, sessions=res.sessions, runs_dir=SETTINGS.runs_dir,
-                                  device=SETTINGS.retrain_device, progress_cb=keeper.check,
-                                  progress_bar=sys.stderr.isatty())  # Celery's log proxy is no terminal
+        state = run_training(run_id, sessions=res.sessions, runs_dir=SETTINGS.runs_dir,
+                             device=SETTINGS.retrain_device, progress_cb=keeper.check,
+                             progress_bar=sys.stderr.isatty())  # Celery's log proxy is no terminal
     except SoftTimeLimitExceeded:
-        core.fail_run(res.sessions, run_id, f"training exceeded the soft time limit of "
-                                            f"{SETTINGS.soft_time_limit_s} s (FASHION_RETRAIN_SOFT_TIME_LIMIT_S)")
-        return "failed"
+        limit = f"{SETTINGS.soft_time_limit_s} s (FASHION_RETRAIN_SOFT_TIME_LIMIT_S)"
+        return runs.fail_run(res.sessions, run_id, f"training exceeded the soft time limit of {limit}").value
     finally:
         keeper.release()
     return state.value

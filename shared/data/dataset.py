@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from shared.data.records import NUM_LANDMARKS, VIS_ABSENT, Benchmark, ImageRecord
+from shared.data.records import Benchmark, ImageRecord
 from shared.fashionnet.preprocess import image_to_array
+from shared.vocabulary import NUM_LANDMARKS, VIS_ABSENT
 
 
 class FashionDataset(Dataset):

@@ -24,19 +24,17 @@ import numpy as np
 
 from shared.data.folder import has_product_folders, load_folder
 from shared.data.listfile import Row, read_list, require_file
-from shared.data.records import (
+from shared.data.records import Benchmark, ImageRecord, PairBenchmark
+from shared.errors import DataFormatError, InvalidInput
+from shared.vocabulary import (
     ATTRIBUTE_GROUPS,
     LANDMARK_SLOTS,
     NUM_LANDMARKS,
     VIS_ABSENT,
     Attribute,
-    Benchmark,
     Category,
     ClothesType,
-    ImageRecord,
-    PairBenchmark,
 )
-from shared.errors import DataFormatError, InvalidInput
 
 __all__ = [
     "BENCHMARKS",

@@ -1,7 +1,7 @@
 """Typed records every DeepFashion loader returns, whatever benchmark the files come from.
 
-One record per image. Landmarks always use the eight canonical slots of :data:`LANDMARK_NAMES`; slots a
-clothes type does not define are marked :data:`VIS_ABSENT` so one tensor shape serves all clothes types.
+One record per image. Landmarks always use the eight canonical slots of ``shared.vocabulary.LANDMARK_NAMES``;
+slots a clothes type does not define are marked ``VIS_ABSENT`` so one tensor shape serves all clothes types.
 
 Image names are kept as the list files spell them (``img/...``); :meth:`Benchmark.path` finds the file whether
 the archive's ``Img/img.zip`` was unzipped at the benchmark root or in place under ``Img/``.
@@ -10,67 +10,16 @@ the archive's ``Img/img.zip`` was unzipped at the benchmark root or in place und
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
 
 from shared.errors import InvalidInput
-
-# The paper's eight landmarks, in the order the full-body annotation lists them.
-LANDMARK_NAMES: tuple[str, ...] = (
-    "left_collar",
-    "right_collar",
-    "left_sleeve",
-    "right_sleeve",
-    "left_waistline",
-    "right_waistline",
-    "left_hem",
-    "right_hem",
-)
-NUM_LANDMARKS = len(LANDMARK_NAMES)
-
-# DeepFashion visibility codes, plus one for "this clothes type has no such landmark".
-VIS_VISIBLE = 0
-VIS_OCCLUDED = 1
-VIS_TRUNCATED = 2
-VIS_ABSENT = 3
-VISIBILITY_NAMES: tuple[str, ...] = ("visible", "occluded", "truncated")
-
-
-class ClothesType(IntEnum):
-    """DeepFashion's clothes_type / category_type column."""
-
-    UPPER = 1
-    LOWER = 2
-    FULL = 3
-
-
-# Which canonical slots each clothes type annotates, in the order its landmark columns appear in the files.
-LANDMARK_SLOTS: dict[ClothesType, tuple[int, ...]] = {
-    ClothesType.UPPER: (0, 1, 2, 3, 6, 7),  # collar, sleeve, hem
-    ClothesType.LOWER: (4, 5, 6, 7),  # waistline, hem
-    ClothesType.FULL: (0, 1, 2, 3, 4, 5, 6, 7),
-}
-
-# DeepFashion's attribute_type column: 1 texture, 2 fabric, 3 shape, 4 part, 5 style.
-ATTRIBUTE_GROUPS: tuple[str, ...] = ("texture", "fabric", "shape", "part", "style")
+from shared.vocabulary import Attribute, Category, ClothesType
 
 # Folders under a benchmark root where an image named ``img/...`` may sit, tried in this order: the official
 # archives ship images as Img/img.zip, which people unzip either at the root (img/...) or in place (Img/img/...).
 IMAGE_FOLDERS: tuple[str, ...] = ("", "Img")
-
-
-@dataclass(frozen=True)
-class Category:
-    name: str
-    clothes_type: ClothesType
-
-
-@dataclass(frozen=True)
-class Attribute:
-    name: str
-    group: str  # one of ATTRIBUTE_GROUPS
 
 
 @dataclass

@@ -82,8 +82,10 @@ class ModelState(enum.StrEnum):
 
 
 class RunState(enum.StrEnum):
+    """Where a training run is. The API (admin.proto) spells states exactly like this: no mapping between them."""
+
     QUEUED = "queued"
-    RUNNING = "running"
+    TRAINING = "training"
     EVALUATING = "evaluating"
     REINDEXING = "reindexing"
     PROMOTED = "promoted"
@@ -91,9 +93,28 @@ class RunState(enum.StrEnum):
     FAILED = "failed"
 
 
-ACTIVE_RUN_STATES: tuple[RunState, ...] = (RunState.QUEUED, RunState.RUNNING, RunState.EVALUATING,
-                                           RunState.REINDEXING)
-TERMINAL_RUN_STATES: tuple[RunState, ...] = (RunState.PROMOTED, RunState.REJECTED, RunState.FAILED)
+# Every legal move of a training run; `repository.move_run` refuses the rest. Who makes each move:
+#   (insert)   -> queued       the trigger (admin), one active run per key
+#   queued     -> training     the retrain worker starts it
+#   training   -> training     an epoch ended, or a redelivered task (its worker died) resumes from last.pt
+#   evaluating -> training     a task redelivered mid-evaluation trains on from last.pt and evaluates again
+#   training   -> evaluating   fine-tuning finished
+#   evaluating -> reindexing   the gate accepted the candidate: the promotion worker takes the run over
+#   evaluating -> rejected     the gate rejected it
+#   reindexing -> promoted     the candidate was re-indexed and now serves
+#   any active -> failed       bad data, a broken checkpoint, retries exhausted, an enqueue the broker refused
+# Terminal states have no way out: a later trigger creates a new run.
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.QUEUED: frozenset({RunState.TRAINING, RunState.FAILED}),
+    RunState.TRAINING: frozenset({RunState.TRAINING, RunState.EVALUATING, RunState.FAILED}),
+    RunState.EVALUATING: frozenset({RunState.TRAINING, RunState.REINDEXING, RunState.REJECTED, RunState.FAILED}),
+    RunState.REINDEXING: frozenset({RunState.PROMOTED, RunState.FAILED}),
+    RunState.PROMOTED: frozenset(),
+    RunState.REJECTED: frozenset(),
+    RunState.FAILED: frozenset(),
+}
+TERMINAL_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if not RUN_TRANSITIONS[s])
+ACTIVE_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if RUN_TRANSITIONS[s])
 
 
 def _in_list(column: str, values: type[enum.StrEnum] | tuple[enum.StrEnum, ...]) -> str:
@@ -242,7 +263,10 @@ class Click(Base):
 
 
 class TrainingRun(Base):
-    """A retraining job and its visible progress. One active run per ``dedup_key`` (partial unique index)."""
+    """A retraining job and its visible progress. One active run per ``dedup_key`` (partial unique index).
+
+    ``state`` changes only through ``repository.move_run``, which follows :data:`RUN_TRANSITIONS`.
+    """
 
     __tablename__ = "training_runs"
     __table_args__ = (
@@ -260,7 +284,11 @@ class TrainingRun(Base):
     loss: Mapped[float | None]
     eta_seconds: Mapped[float | None]
     message: Mapped[str | None] = mapped_column(sa.Text)
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict, comment="the trigger's training settings")
+    # What the run was asked to do, and what happened along the way, in separate columns: a redelivered task
+    # rebuilds its RetrainConfig from `config` alone, and progress notes never pass for settings.
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict, comment="the trigger's training settings")
+    progress: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, comment="notes while it advances: the epoch a resume started from, the re-index cursor")
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     base_version: Mapped[str | None] = mapped_column(sa.String(128), comment="the model it fine-tunes")
     candidate_version: Mapped[str | None] = mapped_column(sa.String(128))

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.data.records import LANDMARK_NAMES, Attribute, Category, ClothesType
 from shared.errors import CheckpointMismatch
 from shared.fashionnet.backbones import get_backbone_spec
 from shared.fashionnet.registry import backbone_of, create_model
+from shared.vocabulary import LANDMARK_NAMES, Attribute, Category, ClothesType
 
 FORMAT_VERSION = 1
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from shared.data.records import VIS_ABSENT, VIS_TRUNCATED
+from shared.errors import InvalidInput
+from shared.vocabulary import VIS_ABSENT, VIS_TRUNCATED
+
+if TYPE_CHECKING:
+    from shared.fashionnet.model import FashionNetOutput
+
+# The heads distillation can hold in place: the classification heads, whose answers are stored with every product.
+DISTILLED_HEADS: tuple[str, ...] = ("category", "attributes")
 
 
 @dataclass
@@ -103,6 +112,31 @@ def supervised_contrastive_loss(embedding: torch.Tensor, item: torch.Tensor,
     log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
     per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1).clamp(min=1))
     return per_anchor[anchors].mean()
+
+
+def distillation_loss(student: FashionNetOutput, teacher: FashionNetOutput,
+                      heads: Collection[str] = DISTILLED_HEADS) -> torch.Tensor:
+    """How far the classification heads in ``heads`` moved from a frozen teacher's answers ("learning without
+    forgetting", Li & Hoiem 2016): the KL divergence of the category softmax plus the mean KL divergence of each
+    attribute's sigmoid. Zero when nothing moved.
+
+    Used wherever shared layers train on data without labels for those heads (``fashion train`` fine-tuning on
+    a benchmark without categories, retraining from clicks): without it the categories and attributes products
+    are stored and filtered with would drift silently. Heads a model lacks (None, or zero classes) add nothing.
+    The attribute term subtracts the teacher's own entropy, a constant: it changes the value, not the gradient.
+    """
+    unknown = set(heads) - set(DISTILLED_HEADS)
+    if unknown:
+        raise InvalidInput(f"expected distilled heads among {list(DISTILLED_HEADS)}, got {sorted(unknown)}")
+    loss = student.embedding.sum() * 0.0
+    if "category" in heads and student.category_logits is not None and student.category_logits.shape[1]:
+        loss = loss + F.kl_div(student.category_logits.log_softmax(-1), teacher.category_logits.log_softmax(-1),
+                               log_target=True, reduction="batchmean")
+    if "attributes" in heads and student.attribute_logits is not None and student.attribute_logits.shape[1]:
+        target = teacher.attribute_logits.sigmoid()
+        loss = loss + (F.binary_cross_entropy_with_logits(student.attribute_logits, target)
+                       - F.binary_cross_entropy_with_logits(teacher.attribute_logits, target))
+    return loss
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.data.records import NUM_LANDMARKS, VIS_VISIBLE
 from shared.fashionnet.backbones import Backbone
 from shared.fashionnet.blocks import GlobalBranch, LandmarkBranch, LandmarkPooling
+from shared.vocabulary import NUM_LANDMARKS, VIS_VISIBLE
 
 
 @dataclass

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fashion.v1 import common_pb2
-from shared.data.records import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.serving.runtime import Analysis, LandmarkPrediction
+from shared.vocabulary import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 VISIBILITY_TO_PROTO = {
     VIS_VISIBLE: common_pb2.VISIBILITY_VISIBLE,

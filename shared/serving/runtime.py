@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.data.records import LANDMARK_NAMES, LANDMARK_SLOTS, VIS_ABSENT
 from shared.errors import NotFound
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint
 from shared.fashionnet.inference import InferenceEngine, create_engine
 from shared.fashionnet.preprocess import image_to_array, normalize
 from shared.grpc.batcher import DynamicBatcher
+from shared.vocabulary import LANDMARK_NAMES, LANDMARK_SLOTS, VIS_ABSENT
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.data.records import ATTRIBUTE_GROUPS, VIS_ABSENT, VIS_VISIBLE
 from shared.errors import InvalidInput
+from shared.vocabulary import ATTRIBUTE_GROUPS, VIS_ABSENT, VIS_VISIBLE
 
 __all__ = [
     "attribute_topk_recall",

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from shared.data.deepfashion import load_benchmark
-from shared.data.records import NUM_LANDMARKS, VIS_ABSENT, Benchmark, ImageRecord
+from shared.data.records import Benchmark, ImageRecord
 from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import (
     ModelMetadata,
@@ -45,12 +45,13 @@ from shared.fashionnet.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from shared.fashionnet.losses import LossWeights, Targets, attribute_pos_weight, total_loss
+from shared.fashionnet.losses import LossWeights, Targets, attribute_pos_weight, distillation_loss, total_loss
 from shared.fashionnet.registry import backbone_of
 from shared.training.metric_losses import METRIC_LOSSES, MetricLoss, make_metric_loss
 from shared.training.sampler import CrossDomainBatchSampler
 from shared.training.trunk_cache import DEFAULT_CACHE_DIR, CachedImage, TrunkCache, build_cache, cache_key
 from shared.training.views import transform_landmarks, view_params
+from shared.vocabulary import NUM_LANDMARKS, VIS_ABSENT
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,13 @@ class Frozen:
         return tuple(p for p, frozen in (("landmark_branch.", self.landmarks), ("category_head.", self.category),
                                          ("attribute_head.", self.attributes)) if frozen)
 
+    def distilled_heads(self) -> tuple[str, ...]:
+        """The frozen classification heads, held at the init model's answers while the layers they read move.
+
+        Not the landmarks: their branch reads only the stride-16 map, which no stage trains, so a frozen landmark
+        branch cannot move."""
+        return tuple(head for head, frozen in (("category", self.category), ("attributes", self.attributes)) if frozen)
+
 
 def _frozen_heads(bench: Benchmark, records: list[ImageRecord], fine_tuning: bool) -> Frozen:
     if not fine_tuning:
@@ -284,17 +292,6 @@ def _learning_rate_scale(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _distillation(out, teacher_out, frozen: Frozen) -> torch.Tensor:
-    """Keeps frozen classification heads' outputs where the init model put them while shared layers move."""
-    loss = out.embedding.sum() * 0.0
-    if frozen.category and out.category_logits is not None and out.category_logits.shape[1]:
-        loss = loss + F.kl_div(out.category_logits.log_softmax(-1), teacher_out.category_logits.log_softmax(-1),
-                               log_target=True, reduction="batchmean")
-    if frozen.attributes and out.attribute_logits is not None and out.attribute_logits.shape[1]:
-        loss = loss + F.binary_cross_entropy_with_logits(out.attribute_logits, teacher_out.attribute_logits.sigmoid())
-    return loss
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -412,7 +409,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             if teacher is not None and stage != "landmarks":
                 with torch.no_grad():
                     teacher_out = teacher.forward_trunk(mid, pooled)
-                losses["distill"] = _distillation(out, teacher_out, frozen)
+                losses["distill"] = distillation_loss(out, teacher_out, frozen.distilled_heads())
                 losses["total"] = losses["total"] + losses["distill"]
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.data.records import VIS_ABSENT, VIS_TRUNCATED
 from shared.data.synth.photos import consumer_camera
 from shared.fashionnet.preprocess import image_to_array
+from shared.vocabulary import VIS_ABSENT, VIS_TRUNCATED
 
 # Bump when what a view looks like changes: it is part of the cache key, so old caches are never mixed in.
 AUGMENT_VERSION = 1

@@ -1,7 +1,7 @@
 """AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
 
 The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
-through the production trigger (services.retrain.core.trigger_run) with a fake enqueue that counts calls.
+through the production trigger (services.retrain.trigger.make_trigger) with a fake enqueue that counts calls.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from rich.console import Console
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc
 from services.admin.client import models_cli, promote_cli, retrain_cli, rollback_cli
-from services.admin.core import AdminCore, retrain_trigger
+from services.admin.core import AdminCore
 from services.admin.promoter import Promoter
 from services.admin.server import admin_servicers, bearer_metadata
 from services.retrain.settings import RetrainSettings
+from services.retrain.trigger import make_trigger
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import ModelState, RunState
 from shared.errors import FashionError, NotFound, Unauthenticated
@@ -64,7 +65,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     qdrant = open_client(str(root / "qdrant"))
     promoter = Promoter(runtime, sessions, VectorStore(qdrant), batch_size=4, preload_wait_s=0)
     enqueued: list[str] = []
-    core = AdminCore(sessions, promoter, retrain_trigger(RetrainSettings(), lambda: enqueued.append))
+    core = AdminCore(sessions, promoter, make_trigger(RetrainSettings(), enqueue=enqueued.append))
     server, port = create_server(admin_servicers(core, TOKEN))
     open_server, open_port = create_server(admin_servicers(core, None))
     try:
@@ -173,7 +174,7 @@ def test_trigger_retrain_twice_gives_one_run(env: Env) -> None:
     assert (run.run_id, run.state, run.epochs, run.epoch) == (first.run_id, "queued", 2, 0)
     assert run.HasField("created_at") and run.candidate_version == ""
     with env.sessions() as session:
-        params = repository.get_run(session, first.run_id).params
+        params = repository.get_run(session, first.run_id).config
     assert params["epochs"] == 2 and params["min_improvement"] == pytest.approx(0.01)
 
 
@@ -196,17 +197,28 @@ def test_retrain_cli_follows_the_run_until_it_ends(env: Env) -> None:
         polls.append(seconds)
         with env.sessions.begin() as session:
             if len(polls) == 1:
-                repository.update_run(session, started.run_id, state=RunState.RUNNING, epoch=1, epochs=2, loss=0.25,
-                                      eta_seconds=30.0, message="epoch 1/2")
+                repository.move_run(session, started.run_id, RunState.TRAINING, epoch=1, epochs=2, loss=0.25,
+                                    eta_seconds=30.0, message="epoch 1/2")
             else:
-                repository.update_run(session, started.run_id, state=RunState.REJECTED, epoch=2, loss=0.2,
-                                      metrics={"top20": 0.4, "serving_top20": 0.5}, message="not better")
+                repository.move_run(session, started.run_id, RunState.EVALUATING, epoch=2, loss=0.2)
+                repository.move_run(session, started.run_id, RunState.REJECTED,
+                                    metrics={"top20": 0.4, "serving_top20": 0.5}, message="not better")
 
     run = retrain_cli(env.address, TOKEN, wait=True, poll_s=0.01, console=console, sleep=progress_then_finish)
     text = console.export_text()
     assert (run.run_id, run.state, run.epoch, run.epochs) == (started.run_id, "rejected", 2, 2) and len(polls) == 2
     assert dict(run.metrics) == pytest.approx({"top20": 0.4, "serving_top20": 0.5})
     assert "rejected" in text and "not better" in text and "serving_top20 0.500" in text
+
+
+def test_run_states_are_spelled_as_the_api_documents() -> None:
+    """admin.proto lists the run states; the database stores exactly those words, so the server maps nothing."""
+    import re
+
+    proto = (Path(__file__).resolve().parents[2] / "protos/fashion/v1/admin.proto").read_text()
+    message = proto[proto.index("message TrainingRun {"):]
+    documented = re.search(r"// Lower-case state: (.*)\n\s*string state = 2;", message)[1]
+    assert re.findall(r'"([a-z]+)"', documented) == [s.value for s in RunState]
 
 
 def test_promote_and_rollback_cli_report_errors(env: Env) -> None:

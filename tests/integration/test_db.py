@@ -37,7 +37,7 @@ from shared.db import (
     sqlite_url,
     upgrade,
 )
-from shared.db.models import RunState
+from shared.db.models import RUN_TRANSITIONS, TERMINAL_RUN_STATES, RunState
 from shared.db.repository import runs as runs_module
 from shared.errors import InvalidInput, NotFound
 
@@ -400,29 +400,115 @@ def test_two_concurrent_triggers_give_one_run(db: Db, monkeypatch: pytest.Monkey
 
 def test_training_run_progress_and_a_new_run_after_the_last_one_ends(db: Db) -> None:
     with db.factory.begin() as s:
-        run, created = repository.create_or_get_active_run(s, "retrain", epochs=5, params={"lr": 1e-4},
+        run, created = repository.create_or_get_active_run(s, "retrain", epochs=5, config={"lr": 1e-4},
                                                            base_version="v1")
-        assert created and run.state == "queued"
+        assert created and run.state == "queued" and (run.config, run.progress) == ({"lr": 1e-4}, {})
     with db.factory.begin() as s:
-        repository.update_run(s, run.run_id, state="running", epoch=2, loss=0.25, eta_seconds=30.0,
-                              heartbeat=True)
+        repository.move_run(s, run.run_id, "training", epoch=2, loss=0.25, eta_seconds=30.0, heartbeat=True)
+        repository.update_run(s, run.run_id, progress={"resumed_from_epoch": 1})
+        repository.update_run(s, run.run_id, progress={"reindex_cursor": "img-9"})  # notes are merged
         with pytest.raises(InvalidInput, match="expected a run state in"):
-            repository.update_run(s, run.run_id, state="paused")
+            repository.move_run(s, run.run_id, "paused")
+        with pytest.raises(InvalidInput, match=r"cannot update training run fields \['state'\] \(state changes go"):
+            repository.update_run(s, run.run_id, state="failed")
         with pytest.raises(InvalidInput, match="cannot update training run fields"):
             repository.update_run(s, run.run_id, run_id="other")
         with pytest.raises(NotFound, match="unknown run_id 'missing'"):
             repository.get_run(s, "missing")
-        assert [r.run_id for r in repository.runs_in_state(s, RunState.RUNNING)] == [run.run_id]
+        assert [r.run_id for r in repository.runs_in_state(s, RunState.TRAINING)] == [run.run_id]
         assert repository.runs_in_state(s, RunState.REINDEXING) == []
     with db.factory.begin() as s:
         same, created = repository.create_or_get_active_run(s, "retrain")
-        assert (same.run_id, created, same.epoch, same.loss) == (run.run_id, False, 2, 0.25)
+        assert (same.run_id, created, same.epoch, same.loss, same.state) == (run.run_id, False, 2, 0.25, "training")
+        assert same.progress == {"resumed_from_epoch": 1, "reindex_cursor": "img-9"} and same.config == {"lr": 1e-4}
         assert same.heartbeat_at is not None and same.finished_at is None
-        done = repository.update_run(s, run.run_id, state="rejected", metrics={"top20": 0.5})
+        repository.move_run(s, run.run_id, "evaluating")
+        done = repository.move_run(s, run.run_id, "rejected", metrics={"top20": 0.5})
         assert done.finished_at is not None
     with db.factory.begin() as s:
         second, created = repository.create_or_get_active_run(s, "retrain")
     assert created and second.run_id != run.run_id
+
+
+def _walk_to(session: Session, run_id: str, state: RunState) -> None:
+    """Move a queued run to ``state`` along legal moves (the shortest path through RUN_TRANSITIONS)."""
+    paths = {RunState.QUEUED: []}
+    todo = [RunState.QUEUED]
+    while todo:
+        here = todo.pop(0)
+        for nxt in sorted(RUN_TRANSITIONS[here]):
+            if nxt not in paths:
+                paths[nxt] = [*paths[here], nxt]
+                todo.append(nxt)
+    for step in paths[state]:
+        repository.move_run(session, run_id, step)
+
+
+def test_the_run_state_machine_allows_exactly_its_transitions(db: Db) -> None:
+    import grpc
+
+    from shared.grpc.errors import status_for
+
+    for current in RunState:
+        for target in RunState:
+            with db.factory.begin() as s:
+                run, _ = repository.create_or_get_active_run(s, f"{current}-{target}")
+                _walk_to(s, run.run_id, current)
+            with db.factory.begin() as s:
+                if target in RUN_TRANSITIONS[current]:
+                    moved = repository.move_run(s, run.run_id, target, message="moved")
+                    assert (moved.state, moved.message) == (target, "moved")
+                    assert (moved.finished_at is not None) == (target in TERMINAL_RUN_STATES)
+                    continue
+                with pytest.raises(repository.IllegalRunTransition,
+                                   match=f"cannot move from '{current}' to '{target}'"):
+                    repository.move_run(s, run.run_id, target, message="refused")
+            with db.factory() as s:  # a refused move writes nothing
+                kept = repository.get_run(s, run.run_id)
+                assert (kept.state, kept.message) == (current, None)
+    refused = repository.IllegalRunTransition("r1", RunState.PROMOTED, RunState.TRAINING)
+    assert status_for(refused)[0] is grpc.StatusCode.FAILED_PRECONDITION
+    assert "expected one of nothing (it has ended)" in str(refused)
+
+
+def test_migration_0002_splits_config_from_progress_and_renames_running_both_ways(fresh_url: str) -> None:
+    from sqlalchemy.dialects import postgresql
+
+    json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    upgrade(fresh_url, "0001")
+    engine = make_engine(fresh_url)
+    runs = sa.table("training_runs", sa.column("run_id"), sa.column("dedup_key"), sa.column("state"),
+                    sa.column("params", json), sa.column("metrics", json))
+    settings = {"epochs": 3, "lr": 1e-4, "unfreeze": "top"}
+    notes = {"resumed_from_epoch": 2, "reindex_cursor": "img-9", "reindex_started_at": "2026-01-01T00:00:00+00:00"}
+    before = [("r1", "running", {**settings, "resumed_from_epoch": 2}), ("r2", "promoted", {**settings, **notes}),
+              ("r3", "queued", settings)]
+    try:
+        with engine.begin() as connection:
+            connection.execute(runs.insert(), [{"run_id": r, "dedup_key": f"k-{r}", "state": state, "params": params,
+                                                "metrics": {}} for r, state, params in before])
+        upgrade(fresh_url)
+        with session_factory(engine)() as s:
+            after = {r.run_id: (r.state, r.config, r.progress) for r in repository.list_runs(s)}
+        assert after == {"r1": ("training", settings, {"resumed_from_epoch": 2}),
+                         "r2": ("promoted", settings, notes), "r3": ("queued", settings, {})}
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:  # the old spelling is gone
+            connection.execute(sa.text("UPDATE training_runs SET state = 'running' WHERE run_id = 'r3'"))
+        # The one-active-run index counts "training" as active: r1 (migrated from "running") still blocks its key.
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO training_runs (run_id, dedup_key, state, config, progress, "
+                                       "metrics) VALUES ('r4', 'k-r1', 'queued', '{}', '{}', '{}')"))
+
+        downgrade(fresh_url, "0001")
+        old = sa.table("training_runs", sa.column("run_id"), sa.column("state"), sa.column("params", json))
+        with engine.connect() as connection:
+            rows = {r.run_id: (r.state, r.params) for r in connection.execute(sa.select(old))}
+        assert rows == {r: (state, params) for r, state, params in before}
+        upgrade(fresh_url)
+        with session_factory(engine)() as s:
+            assert {r.run_id: (r.state, r.config, r.progress) for r in repository.list_runs(s)} == after
+    finally:
+        engine.dispose()
 
 
 def test_a_connection_killed_by_the_server_fails_one_call_as_unavailable_then_recovers(

@@ -236,9 +236,11 @@ def _promote_under_load(env: Env, watcher: ModelWatcher, other: ModelRuntime) ->
     with env.sessions.begin() as session:
         repository.register_model_version(session, B, architecture=ARCH, checkpoint_path=str(env.checkpoints[B]),
                                           embedding_dim=32, state=ModelState.CANDIDATE)
-        run, _ = repository.create_or_get_active_run(session, "retrain", epochs=1, params={"epochs": 1})
+        run, _ = repository.create_or_get_active_run(session, "retrain", epochs=1, config={"epochs": 1})
         run_id = run.run_id
-        repository.update_run(session, run_id, state=RunState.REINDEXING, candidate_version=B,
+        repository.move_run(session, run_id, RunState.TRAINING)
+        repository.move_run(session, run_id, RunState.EVALUATING)
+        repository.move_run(session, run_id, RunState.REINDEXING, candidate_version=B,
                               metrics={"top20": 0.9, "serving_top20": 0.8})
     assert watcher.poll_once().loaded == [B]  # a candidate is loaded ahead of its promotion
     assert other.default_version == A
@@ -279,8 +281,8 @@ def _promote_under_load(env: Env, watcher: ModelWatcher, other: ModelRuntime) ->
     with env.sessions() as session:
         run = repository.get_run(session, run_id)
         assert run.state == RunState.PROMOTED and run.metrics == {"top20": 0.9, "serving_top20": 0.8}
-        assert f"promoted {B} (was {A})" in run.message and run.params["reindex_cursor"]
-        assert run.params["epochs"] == 1 and run.finished_at is not None
+        assert f"promoted {B} (was {A})" in run.message and run.progress["reindex_cursor"]
+        assert run.config == {"epochs": 1} and run.finished_at is not None  # progress notes stay out of it
         states = {m.version: m.state for m in repository.list_model_versions(session)}
         total = repository.count_catalog_images(session)
     assert states == {A: ModelState.RETIRED, B: ModelState.SERVING}
@@ -351,7 +353,9 @@ def test_worker_fails_a_run_whose_candidate_is_unknown(env: Env) -> None:
     with env.sessions.begin() as session:
         run, created = repository.create_or_get_active_run(session, "retrain-ghost")
         assert created
-        repository.update_run(session, run.run_id, state=RunState.REINDEXING, candidate_version="ghost")
+        for state in (RunState.TRAINING, RunState.EVALUATING):
+            repository.move_run(session, run.run_id, state)
+        repository.move_run(session, run.run_id, RunState.REINDEXING, candidate_version="ghost")
     assert env.worker.poll_once() == []
     with env.sessions() as session:
         run = repository.get_run(session, run.run_id)

@@ -30,8 +30,9 @@ import redis
 from sqlalchemy.engine import make_url
 
 from fashion.v1 import search_pb2, search_pb2_grpc
-from services.retrain import core
 from services.retrain.celery_app import RetrainCelery, enqueue_training, make_celery
+from services.retrain.config import RetrainConfig
+from services.retrain.runs import trigger_run
 from services.retrain.settings import RetrainSettings
 from services.simulate import simulate_clicks
 from shared.data.deepfashion import load_benchmark
@@ -196,9 +197,9 @@ def test_accepted_run_reaches_reindexing_with_a_registered_candidate(harness: Ha
     h = harness
     pairs = seed_clicks(h)
     h.start_worker("w1")
-    config = core.RetrainConfig(epochs=2, batch_pairs=8, min_pairs=10, min_improvement=-1.0,
+    config = RetrainConfig(epochs=2, batch_pairs=8, min_pairs=10, min_improvement=-1.0,
                                 audit_data=str(h.catalogue))
-    run_id, created = core.trigger_run(h.sessions, h.enqueue, config=config)
+    run_id, created = trigger_run(h.sessions, h.enqueue, config=config)
     assert created
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 80, "the run to finish")
     # With an audit set, the gate judges on its labelled val-split photos; click metrics are kept beside.
@@ -240,8 +241,8 @@ def test_rejected_run_records_its_numbers(harness: Harness) -> None:
     h = harness
     seed_clicks(h)
     h.start_worker("w1")
-    config = core.RetrainConfig(epochs=1, batch_pairs=8, min_pairs=10, min_improvement=2.0, unfreeze="top")
-    run_id, _ = core.trigger_run(h.sessions, h.enqueue, config=config)
+    config = RetrainConfig(epochs=1, batch_pairs=8, min_pairs=10, min_improvement=2.0, unfreeze="top")
+    run_id, _ = trigger_run(h.sessions, h.enqueue, config=config)
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 80, "the run to finish")
 
     assert run.state == "rejected", run.message
@@ -259,18 +260,18 @@ def test_killed_worker_is_redelivered_and_resumes_from_its_last_epoch(harness: H
     seed_clicks(h)
     short = {"FASHION_RETRAIN_VISIBILITY_TIMEOUT_S": "8", "FASHION_RETRAIN_TIME_LIMIT_S": "6"}
     first = h.start_worker("w1", **short)
-    config = core.RetrainConfig(epochs=8, batch_pairs=8, min_pairs=10, min_improvement=-1.0)
-    run_id, _ = core.trigger_run(h.sessions, h.enqueue, config=config)
+    config = RetrainConfig(epochs=8, batch_pairs=8, min_pairs=10, min_improvement=-1.0)
+    run_id, _ = trigger_run(h.sessions, h.enqueue, config=config)
     run = h.wait_for(run_id, lambda r: r.epoch >= 1, 60, "a first finished epoch")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed_at = h.run(run_id)
-    assert killed_at.state == "running" and 1 <= killed_at.epoch < 8, "the run must be mid-training when killed"
+    assert killed_at.state == "training" and 1 <= killed_at.epoch < 8, "the run must be mid-training when killed"
 
     h.start_worker("w2", **short)  # the task comes back once the visibility timeout has passed
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 85, "the redelivered run to finish")
     assert run.state == "reindexing", run.message
-    resumed = run.params["resumed_from_epoch"]
+    resumed = run.progress["resumed_from_epoch"]
     assert killed_at.epoch <= resumed < 8
     assert f"resuming training run {run_id} from epoch {resumed} of 8" in h.log("w2")
     # The second worker read every backbone feature the first one computed; it ran the backbone on none.
@@ -285,7 +286,7 @@ def test_concurrent_triggers_create_one_run_and_one_task(harness: Harness) -> No
 
     def trigger() -> tuple[str, bool]:
         barrier.wait()
-        return core.trigger_run(h.sessions, h.enqueue, config=core.RetrainConfig(epochs=1))
+        return trigger_run(h.sessions, h.enqueue, config=RetrainConfig(epochs=1))
 
     with futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: trigger(), range(6)))
@@ -301,13 +302,13 @@ def test_too_little_data_fails_the_run_with_the_reason(harness: Harness) -> None
     h = harness
     seed_clicks(h, limit=3)
     h.start_worker("w1")
-    run_id, _ = core.trigger_run(h.sessions, h.enqueue, config=core.RetrainConfig(min_pairs=20))
+    run_id, _ = trigger_run(h.sessions, h.enqueue, config=RetrainConfig(min_pairs=20))
     run = h.wait_for(run_id, lambda r: r.state in FINISHED, 60, "the run to fail")
     assert run.state == "failed"
     assert run.message == ("expected at least 20 click pairs to retrain, found 3 "
                            "(run `fashion simulate-clicks` or wait for more traffic)")
     assert h.app.AsyncResult(h.task_ids[0]).get(timeout=10) == "failed"
-    run_id2, created = core.trigger_run(h.sessions, h.enqueue)  # a failed run blocks no later trigger
+    run_id2, created = trigger_run(h.sessions, h.enqueue)  # a failed run blocks no later trigger
     assert created and run_id2 != run_id
 
 

@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from shared.data.records import ATTRIBUTE_GROUPS, NUM_LANDMARKS, Attribute, Category, ClothesType
 from shared.errors import CheckpointMismatch
 from shared.fashionnet import create_model, default_metadata, list_models, load_checkpoint, save_checkpoint
 from shared.fashionnet.checkpoint import build_model
 from shared.fashionnet.losses import LossWeights, Targets, total_loss
 from shared.fashionnet.preprocess import preprocess
 from shared.fashionnet.pretrained import EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD, efficientnet_lite0_imagenet
+from shared.vocabulary import ATTRIBUTE_GROUPS, NUM_LANDMARKS, Attribute, Category, ClothesType
 
 FASHIONNETS = [name for name in list_models() if name.startswith("fashionnet_")]
 CATEGORIES = [Category(f"c{i}", ClothesType(1 + i % 3)) for i in range(5)]

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from shared.data.records import NUM_LANDMARKS
 from shared.errors import InvalidInput
 from shared.fashionnet import FashionNetOutput, create_model
 from shared.fashionnet import inference as inf
@@ -28,6 +27,7 @@ from shared.fashionnet.inference import (
     max_abs_diff,
     tolerance_violations,
 )
+from shared.vocabulary import NUM_LANDMARKS
 
 SIZE = 64
 NUM_CATEGORIES, NUM_ATTRIBUTES, EMBEDDING_DIM = 5, 7, 16

@@ -22,8 +22,9 @@ from shared.data.deepfashion import (
     load_inshop,
     load_landmarks,
 )
-from shared.data.records import VIS_ABSENT, Benchmark, ClothesType, ImageRecord
+from shared.data.records import Benchmark, ImageRecord
 from shared.errors import DataFormatError, InvalidInput
+from shared.vocabulary import VIS_ABSENT, ClothesType
 
 LANDMARK_HEADER = "image_name  clothes_type  variation_type  " + "  ".join(
     f"landmark_visibility_{i}  landmark_location_x_{i}  landmark_location_y_{i}" for i in range(1, 9)

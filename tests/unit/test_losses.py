@@ -7,14 +7,17 @@ import math
 import pytest
 import torch
 
-from shared.data.records import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
+from shared.errors import InvalidInput
 from shared.fashionnet.losses import (
     attribute_pos_weight,
     batch_hard_triplet_loss,
     category_loss,
+    distillation_loss,
     landmark_location_loss,
     visibility_loss,
 )
+from shared.fashionnet.model import FashionNetOutput
+from shared.vocabulary import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 
 def test_landmark_loss_ignores_truncated_and_absent() -> None:
@@ -90,3 +93,55 @@ def test_supervised_contrastive_hand_computed() -> None:
     collapsed = torch.ones(4, 2) / math.sqrt(2)
     loss = supervised_contrastive_loss(collapsed, torch.tensor([0, 0, 1, 1]), temperature=t)
     assert loss.item() == pytest.approx(math.log(3), rel=1e-5)
+
+
+def _heads(category: list[float], attributes: list[float]) -> FashionNetOutput:
+    return FashionNetOutput(embedding=torch.zeros(1, 2), category_logits=torch.tensor([category]),
+                            attribute_logits=torch.tensor([attributes]))
+
+
+def test_distillation_is_zero_when_the_heads_agree_and_grows_as_they_drift() -> None:
+    teacher = _heads([2.0, 0.0, -1.0], [3.0, -2.0])
+    assert distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    near = distillation_loss(_heads([1.8, 0.0, -1.0], [2.5, -2.0]), teacher).item()
+    far = distillation_loss(_heads([-2.0, 0.0, 3.0], [-3.0, 2.0]), teacher).item()
+    assert 0 < near < far
+
+
+def test_distillation_counts_only_the_heads_asked_for() -> None:
+    teacher = _heads([2.0, 0.0, -1.0], [3.0, -2.0])
+    moved_category = _heads([-2.0, 0.0, 3.0], [3.0, -2.0])
+    moved_attributes = _heads([2.0, 0.0, -1.0], [-3.0, 2.0])
+    assert distillation_loss(moved_category, teacher, ["attributes"]).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(moved_attributes, teacher, ["category"]).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(moved_attributes, teacher, ["attributes"]).item() > 0
+    assert distillation_loss(moved_category, teacher, ()).item() == 0.0
+    both = distillation_loss(moved_category, teacher).item() + distillation_loss(moved_attributes, teacher).item()
+    assert distillation_loss(_heads([-2.0, 0.0, 3.0], [-3.0, 2.0]), teacher).item() == pytest.approx(both)
+    with pytest.raises(InvalidInput, match="expected distilled heads among"):
+        distillation_loss(teacher, teacher, ["landmarks"])
+
+
+def test_distillation_gradient_is_the_cross_entropy_to_the_teachers_answers() -> None:
+    """The attribute term subtracts the teacher's entropy (a constant): the gradient is plain cross-entropy's."""
+    torch.manual_seed(0)
+    student = FashionNetOutput(embedding=torch.zeros(4, 2), category_logits=torch.randn(4, 5, requires_grad=True),
+                               attribute_logits=torch.randn(4, 6, requires_grad=True))
+    teacher = FashionNetOutput(embedding=torch.zeros(4, 2), category_logits=torch.randn(4, 5),
+                               attribute_logits=torch.randn(4, 6))
+    grads = torch.autograd.grad(distillation_loss(student, teacher),
+                                [student.category_logits, student.attribute_logits])
+    cross_entropy = (-(teacher.category_logits.softmax(-1) * student.category_logits.log_softmax(-1)).sum() / 4
+                     + torch.nn.functional.binary_cross_entropy_with_logits(student.attribute_logits,
+                                                                             teacher.attribute_logits.sigmoid()))
+    expected = torch.autograd.grad(cross_entropy, [student.category_logits, student.attribute_logits])
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_distillation_skips_heads_the_model_lacks() -> None:
+    empty = FashionNetOutput(embedding=torch.zeros(2, 2, requires_grad=True), category_logits=torch.zeros(2, 0),
+                             attribute_logits=None)
+    loss = distillation_loss(empty, empty)
+    assert loss.item() == 0.0
+    loss.backward()  # still part of the graph: adding it to a training loss is always safe

@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 
-from shared.data.records import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 from shared.errors import InvalidInput
 from shared.training.metrics import (
     attribute_topk_recall,
@@ -21,6 +20,7 @@ from shared.training.metrics import (
     topk_accuracy,
     visibility_accuracy,
 )
+from shared.vocabulary import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 # ----------------------------------------------------------------------------------------------- category
 

@@ -1,4 +1,5 @@
-"""Retraining logic without workers: pair splitting, the evaluation gate, lock decisions, trigger, simulated clicks."""
+"""Retraining logic without workers: pair splitting, the evaluation gate, lock decisions, trigger, simulated clicks,
+fine-tuning on cached features."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.retrain import core
-from services.retrain.core import RetrainConfig, RunStatus
+from services.retrain import finetune as ft
+from services.retrain import runs
+from services.retrain.config import RetrainConfig
+from services.retrain.gate import gate, product_embeddings, retrieval_scores
+from services.retrain.pairs import ImageBank, split_pairs
+from services.retrain.runs import RunStatus
 from services.simulate import choose_click, click_probability
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import RunState
 from shared.db.repository import ClickPair
 from shared.errors import InvalidInput, Unavailable
+from shared.fashionnet.losses import distillation_loss
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,7 +37,7 @@ def pair(n: int, product: str, *, photo: str | None = None, at: int | None = Non
 
 def test_split_is_time_ordered_oldest_train_newest_holdout() -> None:
     pairs = [pair(n, f"p{n}") for n in range(10)]
-    split = core.split_pairs(list(reversed(pairs)), holdout_fraction=0.2, min_pairs=5)
+    split = split_pairs(list(reversed(pairs)), holdout_fraction=0.2, min_pairs=5)
     assert [p.query_id for p in split.train] == [f"q{n:03d}" for n in range(8)]
     assert [p.query_id for p in split.holdout] == ["q008", "q009"]
 
@@ -39,7 +45,7 @@ def test_split_is_time_ordered_oldest_train_newest_holdout() -> None:
 def test_split_deduplicates_same_photo_and_product() -> None:
     pairs = [pair(n, f"p{n}") for n in range(6)]
     again = pair(7, "p2", photo="sha002", at=20)  # the same photo clicking the same product, searched later
-    split = core.split_pairs([*pairs, again], holdout_fraction=0.34, min_pairs=6)
+    split = split_pairs([*pairs, again], holdout_fraction=0.34, min_pairs=6)
     everything = split.train + split.holdout
     assert len(everything) == 6
     assert [p.query_id for p in everything].count("q002") == 1 and "q007" not in {p.query_id for p in everything}
@@ -49,14 +55,14 @@ def test_split_keeps_one_photo_on_one_side() -> None:
     # The newest photo clicked two products: both pairs go to the holdout, never one on each side.
     pairs = [pair(n, f"p{n}") for n in range(8)] + [pair(8, "pa", photo="shared", at=8),
                                                    pair(9, "pb", photo="shared", at=8)]
-    split = core.split_pairs(pairs, holdout_fraction=0.1, min_pairs=5)
+    split = split_pairs(pairs, holdout_fraction=0.1, min_pairs=5)
     assert {p.query_image_sha256 for p in split.holdout} == {"shared"}
     assert "shared" not in {p.query_image_sha256 for p in split.train}
 
 
 def test_too_little_data_says_what_was_expected() -> None:
     with pytest.raises(InvalidInput) as err:
-        core.split_pairs([pair(n, "p") for n in range(3)], min_pairs=20)
+        split_pairs([pair(n, "p") for n in range(3)], min_pairs=20)
     assert str(err.value) == ("expected at least 20 click pairs to retrain, found 3 (run `fashion simulate-clicks` "
                               "or wait for more traffic)")
 
@@ -70,7 +76,7 @@ def _unit(*rows: list[float]) -> np.ndarray:
 
 
 def test_product_embedding_is_the_normalised_mean_of_its_images() -> None:
-    ids, emb = core.product_embeddings(_unit([1, 0], [0, 1], [1, 1]), ["b", "b", "a"])
+    ids, emb = product_embeddings(_unit([1, 0], [0, 1], [1, 1]), ["b", "b", "a"])
     assert ids.tolist() == ["a", "b"]
     np.testing.assert_allclose(emb, _unit([1, 1], [1, 1]), atol=1e-6)
 
@@ -84,38 +90,38 @@ def _gallery(n: int = 30) -> tuple[np.ndarray, list[str]]:
 def test_retrieval_scores_rank_the_whole_catalogue() -> None:
     gallery, ids = _gallery()
     queries = gallery[[0, 5]]
-    scores = core.retrieval_scores(queries, ["p00", "p29"], gallery, ids)  # p29 is 24 products away from p05
+    scores = retrieval_scores(queries, ["p00", "p29"], gallery, ids)  # p29 is 24 products away from p05
     assert scores == {"top1": 0.5, "top20": 0.5}
 
 
 def test_gate_accepts_a_better_candidate_and_rejects_a_worse_one() -> None:
     gallery, ids = _gallery()
     truth = ["p00", "p01", "p02", "p29"]
-    good = core.retrieval_scores(gallery[[0, 1, 2, 29]], truth, gallery, ids)  # every photo lands on its product
-    bad = core.retrieval_scores(gallery[[29, 29, 29, 0]], truth, gallery, ids)  # far away from each
+    good = retrieval_scores(gallery[[0, 1, 2, 29]], truth, gallery, ids)  # every photo lands on its product
+    bad = retrieval_scores(gallery[[29, 29, 29, 0]], truth, gallery, ids)  # far away from each
     assert good == {"top1": 1.0, "top20": 1.0} and bad["top20"] < 0.5
 
-    accepted = core.gate(good, bad, min_improvement=0.005)
+    accepted = gate(good, bad, min_improvement=0.005)
     assert accepted.accepted and accepted.message.startswith("accepted: candidate top-20 1.0000")
-    rejected = core.gate(bad, good, min_improvement=0.005)
+    rejected = gate(bad, good, min_improvement=0.005)
     assert not rejected.accepted and "rejected" in rejected.message and "serving 1.0000" in rejected.message
 
 
 def test_gate_margin() -> None:
     same = {"top1": 0.5, "top20": 0.8}
-    assert not core.gate(same, same, 0.005).accepted  # not better by the margin
-    assert core.gate(same, same, 0.0).accepted  # 0 accepts "not worse"
-    assert core.gate({"top1": 0.4, "top20": 0.7}, same, -1.0).accepted  # a negative margin forces acceptance
-    assert core.gate({"top1": 0.5, "top20": 0.81}, same, 0.005).accepted
+    assert not gate(same, same, 0.005).accepted  # not better by the margin
+    assert gate(same, same, 0.0).accepted  # 0 accepts "not worse"
+    assert gate({"top1": 0.4, "top20": 0.7}, same, -1.0).accepted  # a negative margin forces acceptance
+    assert gate({"top1": 0.5, "top20": 0.81}, same, 0.005).accepted
 
 
 # ------------------------------------------------------------------------------------------------ config, liveness
 
 
-def test_config_round_trips_through_run_params_and_refuses_bad_values() -> None:
+def test_config_round_trips_through_the_run_row_and_refuses_bad_values() -> None:
     config = RetrainConfig(epochs=2, min_improvement=-1.0)
-    params = {**config.to_params(), "resumed_from_epoch": 1}
-    assert RetrainConfig.from_params(params) == config
+    assert RetrainConfig.from_dict(config.to_dict()) == config
+    assert RetrainConfig.from_dict({**config.to_dict(), "dropped_setting": 1}) == config  # an older run's row
     with pytest.raises(InvalidInput, match="expected unfreeze one of"):
         RetrainConfig(unfreeze="everything")
     with pytest.raises(InvalidInput, match="unknown retraining settings"):
@@ -124,38 +130,22 @@ def test_config_round_trips_through_run_params_and_refuses_bad_values() -> None:
 
 def test_epoch_batches_are_deterministic_and_capped() -> None:
     config = RetrainConfig(batch_pairs=4, seed=3)
-    first = core.epoch_batches(10, config, epoch=1)
-    assert first == core.epoch_batches(10, config, epoch=1) != core.epoch_batches(10, config, epoch=2)
+    first = ft.epoch_batches(10, config, epoch=1)
+    assert first == ft.epoch_batches(10, config, epoch=1) != ft.epoch_batches(10, config, epoch=2)
     assert sorted(i for b in first for i in b) == list(range(10)) and [len(b) for b in first] == [4, 4, 2]
-    assert len(core.epoch_batches(10, RetrainConfig(batch_pairs=4, max_steps_per_epoch=1), 0)) == 1
-    assert [len(b) for b in core.epoch_batches(9, config, 0)] == [4, 4]  # a lone last pair has no negative
+    assert len(ft.epoch_batches(10, RetrainConfig(batch_pairs=4, max_steps_per_epoch=1), 0)) == 1
+    assert [len(b) for b in ft.epoch_batches(9, config, 0)] == [4, 4]  # a lone last pair has no negative
 
 
 @pytest.mark.parametrize(("state", "beat_s", "holder", "expected"), [
-    (RunState.RUNNING, 5, "r1", "skip"),  # another worker trains this run: duplicate delivery
-    (RunState.RUNNING, 500, "r1", "wait"),  # its worker died; the lock expires soon
-    (RunState.RUNNING, 5, "r2", "wait"),  # another run trains
+    (RunState.TRAINING, 5, "r1", "skip"),  # another worker trains this run: duplicate delivery
+    (RunState.TRAINING, 500, "r1", "wait"),  # its worker died; the lock expires soon
+    (RunState.TRAINING, 5, "r2", "wait"),  # another run trains
     (RunState.QUEUED, None, None, "wait"),  # the lock vanished in between: try again
 ])
 def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, expected: str) -> None:
     beat = None if beat_s is None else T0 - timedelta(seconds=beat_s)
-    assert core.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
-
-
-def test_distillation_loss_is_zero_when_the_heads_agree_and_grows_as_they_drift() -> None:
-    import torch
-
-    from shared.fashionnet.model import FashionNetOutput
-
-    def out(category: list[float], attributes: list[float]) -> FashionNetOutput:
-        return FashionNetOutput(embedding=torch.zeros(1, 2), category_logits=torch.tensor([category]),
-                                attribute_logits=torch.tensor([attributes]))
-
-    teacher = out([2.0, 0.0, -1.0], [3.0, -2.0])
-    assert core.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
-    near = core.distillation_loss(out([1.8, 0.0, -1.0], [2.5, -2.0]), teacher).item()
-    far = core.distillation_loss(out([-2.0, 0.0, 3.0], [-3.0, 2.0]), teacher).item()
-    assert 0 < near < far
+    assert runs.when_locked(RunStatus(state, beat), "r1", holder, now=T0, stale_after_s=60) == expected
 
 
 # ------------------------------------------------------------------------------------------------ trigger
@@ -179,17 +169,17 @@ def _serve(sessions) -> None:
 def test_trigger_creates_one_run_and_enqueues_it_once(sessions) -> None:
     _serve(sessions)
     sent: list[str] = []
-    run_id, created = core.trigger_run(sessions, sent.append, config=RetrainConfig(epochs=2))
-    again, created_again = core.trigger_run(sessions, sent.append)
+    run_id, created = runs.trigger_run(sessions, sent.append, config=RetrainConfig(epochs=2))
+    again, created_again = runs.trigger_run(sessions, sent.append)
     assert (created, created_again, again, sent) == (True, False, run_id, [run_id])
     with sessions() as s:
         run = repository.get_run(s, run_id)
-        assert (run.state, run.epochs, run.base_version, run.params["epochs"]) == ("queued", 2, "v1", 2)
+        assert (run.state, run.epochs, run.base_version, run.config["epochs"]) == ("queued", 2, "v1", 2)
 
 
 def test_trigger_without_a_serving_model_is_an_error(sessions) -> None:
     with pytest.raises(InvalidInput, match="expected a serving model"):
-        core.trigger_run(sessions, lambda run_id: None)
+        runs.trigger_run(sessions, lambda run_id: None)
 
 
 def test_trigger_fails_the_run_when_the_broker_refuses(sessions) -> None:
@@ -199,23 +189,50 @@ def test_trigger_fails_the_run_when_the_broker_refuses(sessions) -> None:
         raise ConnectionError("redis is down")
 
     with pytest.raises(Unavailable, match="could not enqueue"):
-        core.trigger_run(sessions, down)
+        runs.trigger_run(sessions, down)
     with sessions() as s:
         [run] = repository.list_runs(s)
         assert run.state == "failed" and "redis is down" in run.message
-    run_id, created = core.trigger_run(sessions, lambda run_id: None)  # the failed run blocks nothing
+    run_id, created = runs.trigger_run(sessions, lambda run_id: None)  # the failed run blocks nothing
     assert created and run_id != run.run_id
 
 
 def test_trigger_re_enqueues_a_silent_run(sessions) -> None:
     _serve(sessions)
     sent: list[str] = []
-    run_id, _ = core.trigger_run(sessions, sent.append)
-    core.trigger_run(sessions, sent.append, stale_after_s=3600)
+    run_id, _ = runs.trigger_run(sessions, sent.append)
+    runs.trigger_run(sessions, sent.append, stale_after_s=3600)
     assert sent == [run_id]
-    core.trigger_run(sessions, sent.append, stale_after_s=-1)  # silent for longer than -1 s: resend
+    runs.trigger_run(sessions, sent.append, stale_after_s=-1)  # silent for longer than -1 s: resend
     assert sent == [run_id, run_id]
 
+
+
+def test_triggering_a_run_imports_neither_torch_nor_celery(sessions, tmp_path) -> None:
+    """The admin side's trigger (services/retrain/trigger.py) loads no model code, and Celery only when it fires."""
+    import subprocess
+    import sys
+
+    _serve(sessions)
+    url = sessions.kw["bind"].url.render_as_string(hide_password=False)
+    script = f"""
+import sys
+from services.retrain.settings import RetrainSettings
+from services.retrain.trigger import make_trigger
+from shared.db import make_engine, session_factory
+
+sent = []
+make_trigger(RetrainSettings())  # the Celery one, never fired here
+run_id, created = make_trigger(RetrainSettings(), enqueue=sent.append)(session_factory(make_engine({url!r})),
+                                                                      reason="test", epochs=2)
+print(created, sent == [run_id], sorted(m for m in ("torch", "celery") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "True True []"
+    with sessions() as s:
+        assert repository.list_runs(s)[0].config["epochs"] == 2
 
 # ------------------------------------------------------------------------------------------------ simulated shoppers
 
@@ -238,7 +255,7 @@ def test_choose_click_is_deterministic_and_clicks_the_true_product() -> None:
 
 
 def test_audit_photos_are_labelled_test_consumer_photos(tmp_path) -> None:
-    from services.retrain.core import audit_photos
+    from services.retrain.gate import audit_photos
     from shared.data.deepfashion import load_benchmark
     from shared.data.synth import generate
 
@@ -261,7 +278,7 @@ def test_admin_metrics_flatten_nested_numbers() -> None:
 # ------------------------------------------------------------------------------------------------ cached features
 
 
-def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[core.ImageBank, list[ClickPair]]:
+def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[ImageBank, list[ClickPair]]:
     """A bank of noise JPEGs (two per product, one of them unreadable for product 0) and click pairs on them."""
     import hashlib
 
@@ -275,7 +292,7 @@ def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[core.ImageBan
         Image.fromarray(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)).save(path, quality=90)
         return path.read_bytes()
 
-    bank = core.ImageBank(None, 64, ImageLimits())  # type: ignore[arg-type]  # products set below, not from a DB
+    bank = ImageBank(None, 64, ImageLimits())  # type: ignore[arg-type]  # products set below, not from a DB
     for p in range(products):
         bank.uris[f"p{p}"] = [str(tmp_path / f"p{p}-{i}.jpg") for i in range(2)]
         for uri in bank.uris[f"p{p}"]:
@@ -299,22 +316,22 @@ def test_cached_features_give_the_full_forwards_loss_and_embeddings(tmp_path, ti
     bank, pairs = _clicks(tmp_path)
     model, meta = load_checkpoint(tiny_checkpoint)
     config = RetrainConfig(unfreeze=unfreeze, batch_pairs=8, distill=1.0)
-    core.prepare_for_finetuning(model, config)
+    ft.prepare_for_finetuning(model, config)
     model.eval()
-    teacher = core._teacher(model, config)
-    assert core.uses_cached_features(model)
-    features = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    teacher = ft._teacher(model, config)
+    assert ft.uses_cached_features(model)
+    features = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                      device=torch.device("cpu"), progress_bar=False)
     assert not features.readable("uri:" + str(tmp_path / "p0-0.jpg")) and features.readable(bank.photo_key(pairs[0]))
 
     results = []
     for source in (None, features):
         model.zero_grad()
-        out, labels, kept = core.batch_outputs(model, teacher, pairs, bank, config, meta, np.random.default_rng(3),
+        out, labels, kept = ft.batch_outputs(model, teacher, pairs, bank, config, meta, np.random.default_rng(3),
                                                source, torch.device("cpu"))
-        loss = core.metric_loss(out, labels, config)
+        loss = ft.metric_loss(out, labels, config)
         if kept is not None:
-            loss = loss + core.distillation_loss(out, kept)
+            loss = loss + distillation_loss(out, kept)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((out, labels, kept, loss.item(), grads))
@@ -343,16 +360,16 @@ def test_cached_features_are_read_back_not_recomputed(tmp_path, tiny_checkpoint,
     bank, pairs = _clicks(tmp_path)
     model, meta = load_checkpoint(tiny_checkpoint)
     config = RetrainConfig()
-    first = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    first = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                   device=torch.device("cpu"), progress_bar=False)
-    keys = core.images_to_prepare(pairs, bank, config)
+    keys = ft.images_to_prepare(pairs, bank, config)
     assert first.cache.stats.misses == len(keys) - 1 and first.cache.stats.hits == 0  # one image is unreadable
 
     def refuse(*args, **kwargs):
         raise AssertionError("expected every feature from the disk cache")
 
     monkeypatch.setattr(features_module, "backbone_features", refuse)
-    again = core.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
+    again = ft.prepare_features(model, meta, pairs, bank, config, cache_dir=tmp_path / "cache",
                                   device=torch.device("cpu"), progress_bar=False)
     assert again.cache.stats.hits == len(keys) - 1 and again.cache.stats.misses == 0
     rows = [(k, flip) for k in keys if first.readable(k) for flip in (False, True)]
@@ -370,12 +387,12 @@ def test_finetune_on_cached_features_is_deterministic_and_resumes_without_recomp
     bank, pairs = _clicks(tmp_path)
     config = RetrainConfig(epochs=2, batch_pairs=4, unfreeze="top", lr=1e-3)
     with sessions.begin() as s:
-        run_id = repository.create_or_get_active_run(s, "k", epochs=2, params=config.to_params(),
+        run_id = repository.create_or_get_active_run(s, "k", epochs=2, config=config.to_dict(),
                                                      base_version="tiny-1")[0].run_id
 
     def train(run_dir: str, epochs: int) -> dict:
         model, meta = load_checkpoint(tiny_checkpoint)
-        core.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="tiny-1", pairs=pairs,
+        ft.finetune(run_id, sessions=sessions, model=model, metadata=meta, base_version="tiny-1", pairs=pairs,
                       bank=bank, config=dataclasses.replace(config, epochs=epochs), run_dir=tmp_path / run_dir,
                       device=torch.device("cpu"), progress_bar=False, cache_dir=tmp_path / "cache")
         return model.state_dict()

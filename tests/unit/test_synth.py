@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.data.records import ATTRIBUTE_GROUPS, LANDMARK_SLOTS, ClothesType
 from shared.data.synth import ATTRIBUTES, CATEGORIES, SynthSummary, generate
 from shared.data.synth import geometry as geo
 from shared.data.synth.catalog import sample_item
 from shared.errors import InvalidInput
+from shared.vocabulary import ATTRIBUTE_GROUPS, LANDMARK_SLOTS, ClothesType
 
 SIZE = 128
 ITEMS = {"inshop": 6, "consumer2shop": 8, "attributes": 12, "landmarks": 12}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.data.records import VIS_ABSENT, VIS_TRUNCATED, VIS_VISIBLE
 from shared.training.views import FLIP_ORDER, render_view, transform_landmarks, view_params
+from shared.vocabulary import VIS_ABSENT, VIS_TRUNCATED, VIS_VISIBLE
 
 SIZE = 96
 DIGEST = "ab" * 32

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.data.records import ATTRIBUTE_GROUPS, ClothesType
+from shared.vocabulary import ATTRIBUTE_GROUPS, ClothesType
 
 BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.data.records import NUM_LANDMARKS
 from shared.data.synth.catalog import ItemSpec
+from shared.vocabulary import NUM_LANDMARKS
 
 Point = np.ndarray
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from shared.data.records import NUM_LANDMARKS, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 from shared.data.synth import geometry as geo
 from shared.data.synth.catalog import ItemSpec
 from shared.data.synth.render import Layer
 from shared.data.synth.textures import grid, smooth_noise
+from shared.vocabulary import NUM_LANDMARKS, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 SHOP_VIEWS: tuple[str, ...] = ("front", "side", "back", "full", "additional")
 POSE_TYPE = {"front": 1, "side": 2, "back": 3, "full": 1, "additional": 1, "consumer": 1}

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.data.records import ATTRIBUTE_GROUPS, LANDMARK_SLOTS, NUM_LANDMARKS, ClothesType
 from shared.data.synth.catalog import ATTRIBUTES, CATEGORIES, ItemSpec
 from shared.data.synth.photos import PhotoResult
+from shared.vocabulary import ATTRIBUTE_GROUPS, LANDMARK_SLOTS, NUM_LANDMARKS, ClothesType
 
 PARTITION = "Eval/list_eval_partition.txt"
 CATEGORY_FILES = (

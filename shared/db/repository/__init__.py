@@ -39,10 +39,12 @@ from shared.db.repository.registry import (
     stopped_serving_at,
 )
 from shared.db.repository.runs import (
+    IllegalRunTransition,
     active_run,
     create_or_get_active_run,
     get_run,
     list_runs,
+    move_run,
     runs_in_state,
     update_run,
 )
@@ -62,6 +64,7 @@ from shared.db.repository.search_log import (
 
 __all__ = [
     "ClickPair",
+    "IllegalRunTransition",
     "PhotoExpiry",
     "QueryLogEntry",
     "active_run",
@@ -84,6 +87,7 @@ __all__ = [
     "list_model_versions",
     "list_runs",
     "mark_product_deleted",
+    "move_run",
     "previous_serving_version",
     "products_changed_since",
     "query_impressions",

@@ -1,4 +1,10 @@
-"""Training runs: one active run per key, progress updates, and lookups for the admin API."""
+"""Training runs: one active run per key, the state machine's moves, progress updates, lookups for the admin API.
+
+Every change of a run's state goes through :func:`move_run`, which allows exactly the moves in
+``shared.db.models.RUN_TRANSITIONS``; :func:`update_run` writes progress only. Both lock the row, so two
+writers (the retrain worker and the promotion worker, a redelivered task and a slow one) take turns, and the
+second sees the state the first left.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.models import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, RunState, TrainingRun, utcnow
+from shared.db.models import ACTIVE_RUN_STATES, RUN_TRANSITIONS, TERMINAL_RUN_STATES, RunState, TrainingRun, utcnow
 from shared.db.repository._sql import insert_for
-from shared.errors import InvalidInput, NotFound
+from shared.errors import FashionError, InvalidInput, NotFound
 
-UPDATABLE_FIELDS = frozenset({"state", "epoch", "epochs", "loss", "eta_seconds", "message", "params", "metrics",
-                              "base_version", "candidate_version", "heartbeat_at"})
+# What update_run and move_run may write besides the state. `progress` is merged into the stored notes.
+PROGRESS_FIELDS = frozenset({"epoch", "epochs", "loss", "eta_seconds", "message", "progress", "metrics",
+                             "base_version", "candidate_version"})
+
+
+class IllegalRunTransition(FashionError):
+    """A move the run's state machine does not allow (a run another worker already finished, failed or took over).
+
+    Not one of the typed input errors: the request was well-formed, the run is in the wrong state for it, so it
+    maps to FAILED_PRECONDITION.
+    """
+
+    def __init__(self, run_id: str, current: RunState, to: RunState) -> None:
+        allowed = sorted(RUN_TRANSITIONS[current])
+        super().__init__(f"training run {run_id} cannot move from {current.value!r} to {to.value!r}: expected one "
+                         f"of {[s.value for s in allowed] or 'nothing (it has ended)'} from {current.value!r}")
+        self.run_id, self.current, self.to = run_id, current, to
 
 
 def active_run(session: Session, key: str) -> TrainingRun | None:
@@ -29,7 +50,7 @@ def create_or_get_active_run(
     key: str,
     *,
     epochs: int = 0,
-    params: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     base_version: str | None = None,
     run_id: str | None = None,
 ) -> tuple[TrainingRun, bool]:
@@ -47,7 +68,7 @@ def create_or_get_active_run(
     new_id = run_id or str(uuid.uuid4())
     stmt = (insert_for(session, TrainingRun)
             .values(run_id=new_id, dedup_key=key, state=RunState.QUEUED.value, epochs=epochs,
-                    params=dict(params or {}), base_version=base_version)
+                    config=dict(config or {}), progress={}, base_version=base_version)
             .on_conflict_do_nothing()
             .returning(TrainingRun.run_id))
     if session.execute(stmt).scalar_one_or_none() is not None:
@@ -59,9 +80,11 @@ def create_or_get_active_run(
     return existing, False
 
 
-def get_run(session: Session, run_id: str) -> TrainingRun:
-    run = session.scalar(sa.select(TrainingRun).where(TrainingRun.run_id == run_id)
-                         .execution_options(populate_existing=True))
+def get_run(session: Session, run_id: str, *, for_update: bool = False) -> TrainingRun:
+    """The run; ``for_update`` locks its row until the transaction ends, for a decision on its state that
+    another writer must not overtake (read the state, then move it)."""
+    stmt = sa.select(TrainingRun).where(TrainingRun.run_id == run_id).execution_options(populate_existing=True)
+    run = session.scalar(stmt.with_for_update() if for_update else stmt)
     if run is None:
         raise NotFound(f"unknown run_id {run_id!r}: expected the id TriggerRetrain returned")
     return run
@@ -73,29 +96,45 @@ def list_runs(session: Session, *, limit: int = 20) -> list[TrainingRun]:
     return list(session.scalars(stmt))
 
 
-def update_run(session: Session, run_id: str, /, *, heartbeat: bool = False, **fields: Any) -> TrainingRun:
-    """Update progress fields (state, epoch, loss, eta_seconds, message, metrics, ...) under a row lock.
+def move_run(session: Session, run_id: str, to: RunState | str, /, *, heartbeat: bool = False,
+             **progress: Any) -> TrainingRun:
+    """Move a run to state ``to`` and write ``progress`` fields with it, under a row lock.
 
-    ``heartbeat=True`` also stamps ``heartbeat_at`` (the worker is alive). A terminal state stamps
-    ``finished_at``.
+    Refuses a move ``RUN_TRANSITIONS`` does not list with :class:`IllegalRunTransition`, and a state that
+    does not exist with :class:`InvalidInput`. A terminal state stamps ``finished_at``.
     """
-    unknown = set(fields) - UPDATABLE_FIELDS
+    target = _state(to)
+    run = get_run(session, run_id, for_update=True)
+    current = RunState(run.state)
+    if target not in RUN_TRANSITIONS[current]:
+        raise IllegalRunTransition(run_id, current, target)
+    run.state = target.value
+    if target in TERMINAL_RUN_STATES:
+        run.finished_at = utcnow()
+    return _write(session, run, heartbeat, progress)
+
+
+def update_run(session: Session, run_id: str, /, *, heartbeat: bool = False, **progress: Any) -> TrainingRun:
+    """Write progress fields (epoch, loss, eta_seconds, message, metrics, progress notes, ...) under a row lock,
+    leaving the state alone. ``heartbeat=True`` also stamps ``heartbeat_at`` (the worker is alive)."""
+    return _write(session, get_run(session, run_id, for_update=True), heartbeat, progress)
+
+
+def _state(value: RunState | str) -> RunState:
+    try:
+        return RunState(value)
+    except ValueError:
+        raise InvalidInput(f"expected a run state in {[s.value for s in RunState]}, got {value!r}") from None
+
+
+def _write(session: Session, run: TrainingRun, heartbeat: bool, fields: dict[str, Any]) -> TrainingRun:
+    unknown = set(fields) - PROGRESS_FIELDS
     if unknown:
-        raise InvalidInput(f"cannot update training run fields {sorted(unknown)}; expected some of "
-                           f"{sorted(UPDATABLE_FIELDS)}")
-    run = session.scalar(sa.select(TrainingRun).where(TrainingRun.run_id == run_id).with_for_update()
-                         .execution_options(populate_existing=True))
-    if run is None:
-        raise NotFound(f"unknown run_id {run_id!r}: expected the id TriggerRetrain returned")
-    if "state" in fields:
-        try:
-            state = RunState(fields["state"])
-        except ValueError:
-            raise InvalidInput(f"expected a run state in {[s.value for s in RunState]}, "
-                               f"got {fields['state']!r}") from None
-        fields["state"] = state.value
-        if state in TERMINAL_RUN_STATES and run.finished_at is None:
-            run.finished_at = utcnow()
+        hint = " (state changes go through move_run)" if "state" in unknown else ""
+        raise InvalidInput(f"cannot update training run fields {sorted(unknown)}{hint}; expected some of "
+                           f"{sorted(PROGRESS_FIELDS)}")
+    if "progress" in fields:  # notes from different writers (the worker, the promoter) live side by side
+        fields["progress"] = {**(run.progress or {}), **fields["progress"]}
     for name, value in fields.items():
         setattr(run, name, value)
     now = utcnow()
