@@ -144,6 +144,19 @@ def large_modules(root: Path = ROOT, limit: int = MAX_LINES) -> list[tuple[str, 
     return sorted(out, key=lambda item: -item[1])
 
 
+def problems(root: Path = ROOT) -> list[str]:
+    """Every violation: import circles, the model pod reaching other services, shared/ importing services/,
+    modules over the size limit."""
+    graph = package_graph(root)
+    found = [f"import circle: {' <-> '.join(c)}" for c in cycles(graph)]
+    pod = reachable(graph, MODEL_POD)
+    found += [f"{MODEL_POD} reaches {p}" for p in MODEL_POD_FORBIDDEN if p in pod]
+    found += [f"{src} (shared/) imports {dst} (services/)" for src in sorted(graph) if src.startswith("shared")
+              for dst in sorted(graph[src]) if dst.startswith("services")]
+    found += [f"{rel}: {n} lines (limit {MAX_LINES})" for rel, n in large_modules(root)]
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dot", action="store_true", help="print the package graph in Graphviz dot")
@@ -158,12 +171,9 @@ def main() -> int:
         return 0
     for src in sorted(graph):
         print(f"{src:28} -> {', '.join(sorted(graph[src])) or '-'}")
-    problems = [f"import circle: {' <-> '.join(c)}" for c in cycles(graph)]
-    pod = reachable(graph, MODEL_POD)
-    problems += [f"{MODEL_POD} reaches {p}" for p in MODEL_POD_FORBIDDEN if p in pod]
-    problems += [f"{rel}: {n} lines (limit {MAX_LINES})" for rel, n in large_modules()]
-    print("\n".join(problems) if problems else "\nno import circle; no module over the limit")
-    return 1 if problems else 0
+    found = problems()
+    print("\n".join(found) if found else "\nno import circle; no module over the limit")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

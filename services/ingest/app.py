@@ -16,6 +16,9 @@ def build(settings: IngestSettings, resources: Resources, images: ImageSettings)
     core = IngestCore(resources.analyzer(), sessions, store, images.image_intake(),
                       event_limits=settings.event_limits(), attribute_threshold=settings.ingest_attribute_threshold,
                       analyze_timeout_s=settings.ingest_analyze_timeout_s)
-    config = settings.worker_config(partitions=resources.settings.kafka.kafka_partitions)
-    worker = IngestWorker(core, resources.bootstrap(), config, producer=resources.producer())
+    bootstrap = resources.bootstrap()
+    # A real Kafka keeps what this worker did not consume for the next one; the embedded broker does not.
+    config = settings.worker_config(partitions=resources.settings.kafka.kafka_partitions,
+                                    drain=resources.broker_pid is not None)
+    worker = IngestWorker(core, bootstrap, config, producer=resources.producer())
     return Components(parts=[Named("ingest worker", worker)])

@@ -1,11 +1,11 @@
-"""The ingest worker's Kafka transport: a consumer-group member on `catalog.uploads` in its own thread.
+"""The ingest worker's Kafka transport: a consumer-group member on `catalog.uploads` (shared ConsumerThread).
 
-Thin by design: records go to `IngestCore.process` undecoded; poison records (outcome FAILED) go to
-`catalog.uploads.dlq` with the reason in headers and are committed with their batch, so the partition never
-blocks; every indexed product is announced on `catalog.indexed`. If `process` raises (model, Qdrant or
-database down), the handler raises too and `BatchConsumer` rewinds and retries the batch: nothing is lost,
-and the idempotent sinks make the retry converge. Offsets are committed only after the handler returned,
-i.e. after both stores, the DLQ and the `catalog.indexed` messages were acknowledged.
+Thin by design: records go to `IngestCore.process` undecoded; poison records (outcome FAILED) are returned to
+the consumer thread, which copies them to `catalog.uploads.dlq` with the reason in headers before the batch
+commits, so the partition never blocks; every indexed product is announced on `catalog.indexed`. If `process`
+raises (model, Qdrant or database down), the batch is retried: nothing is lost, and the idempotent sinks make
+the retry converge. Offsets are committed only after the handler returned, i.e. after both stores, the DLQ and
+the `catalog.indexed` messages were acknowledged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.ingest.core import BatchResult, IncomingEvent, IngestCore, Status
 from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC, event_to_json
-from shared.messaging import BatchConsumer, Record, ensure_topics, make_producer, send_to_dlq
+from shared.messaging import make_producer
+from shared.messaging.consumer_thread import ConsumerConfig, ConsumerThread, Poison
+from shared.messaging.kafka import Record
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ class WorkerConfig:
     client_id: str | None = None
     send_timeout_s: float = 10.0
     start_timeout_s: float = 30.0
+    drain_s: float = 0.0  # on stop, keep ingesting until caught up, at most this long (embedded broker)
+
+    def consumer(self) -> ConsumerConfig:
+        return ConsumerConfig(topic=self.topic, dlq_topic=self.dlq_topic, group_id=self.group_id,
+                              partitions=self.partitions, max_records=self.max_records,
+                              poll_timeout_ms=self.poll_timeout_ms, max_poll_interval_ms=self.max_poll_interval_ms,
+                              client_id=self.client_id, send_timeout_s=self.send_timeout_s,
+                              start_timeout_s=self.start_timeout_s, drain_s=self.drain_s)
 
 
 class IngestWorker:
@@ -64,10 +74,7 @@ class IngestWorker:
         self.config = config
         self._producer = producer
         self._owns_producer = producer is None
-        self._stop = threading.Event()
-        self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._thread: ConsumerThread | None = None
         self._lock = threading.Lock()
         self._stats: Tally[str] = Tally()
 
@@ -78,59 +85,29 @@ class IngestWorker:
         if self._thread is not None:
             raise RuntimeError("worker already started")
         cfg = self.config
-        ensure_topics(self.bootstrap, {cfg.topic: cfg.partitions, cfg.dlq_topic: cfg.partitions,
-                                       cfg.indexed_topic: cfg.partitions})
         if self._producer is None:
             self._producer = make_producer(self.bootstrap, client_id=f"{cfg.group_id}-producer")
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{cfg.group_id}", daemon=True)
+        self._thread = ConsumerThread(self.bootstrap, cfg.consumer(), self.handle, self._producer,
+                                      extra_topics={cfg.indexed_topic: cfg.partitions})
         self._thread.start()
-        if not self._started.wait(cfg.start_timeout_s):
-            self.stop()
-            raise TimeoutError(f"ingest consumer did not start within {cfg.start_timeout_s:.0f}s")
-        if self._error is not None:
-            self.stop()
-            raise RuntimeError(f"ingest consumer failed to start: {self._error}") from self._error
-        log.info("ingest worker consuming %s as group %s", cfg.topic, cfg.group_id)
         return self
 
-    def _run(self) -> None:
-        cfg = self.config
-        try:
-            consumer = BatchConsumer(self.bootstrap, cfg.topic, cfg.group_id, client_id=cfg.client_id,
-                                     max_poll_interval_ms=cfg.max_poll_interval_ms)
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        try:
-            consumer.run(self.handle, self._stop, max_records=cfg.max_records, timeout_ms=cfg.poll_timeout_ms)
-        except BaseException as exc:
-            self._error = exc
-            log.exception("ingest consumer stopped on an error")
-        finally:
-            consumer.close()
-
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Finish the batch in hand, leave the group; True when the thread ended within `timeout`."""
-        self._stop.set()
-        stopped = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            stopped = not self._thread.is_alive()
+        stopped = self._thread.stop(timeout) if self._thread is not None else True
         if self._owns_producer and self._producer is not None and stopped:
-            self._producer.close(timeout=timeout)
+            self._producer.close(timeout=10)
             self._producer = None
         return stopped
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.running
 
     @property
     def error(self) -> BaseException | None:
         """What ended the consumer thread, if it ended on an error."""
-        return self._error
+        return self._thread.error if self._thread is not None else None
 
     def stats(self) -> dict[str, int]:
         """Events handled so far by outcome (indexed, deleted, duplicate, failed), plus images and batches."""
@@ -145,17 +122,15 @@ class IngestWorker:
 
     # -- the handler ----------------------------------------------------------------------------------------
 
-    def handle(self, records: list[Record]) -> BatchResult:
-        """One batch: apply, dead-letter the poison, announce the indexed; raise to have the batch retried."""
+    def handle(self, records: list[Record]) -> list[Poison]:
+        """One batch: apply, announce the indexed, return the poison (the consumer thread dead-letters it);
+        raise to have the batch retried."""
         start = time.perf_counter()
         producer = self._producer
         if producer is None:
             raise RuntimeError("worker not started: no producer")
         result = self.core.process([IncomingEvent(r.value, r.topic, r.partition, r.offset, r.key) for r in records])
         cfg = self.config
-        for outcome in result.failed:
-            send_to_dlq(producer, cfg.dlq_topic, records[outcome.index], outcome.reason, outcome.error_type,
-                        timeout_s=cfg.send_timeout_s)
         sent = [producer.send(cfg.indexed_topic, key=msg.product_id.encode(), value=event_to_json(msg))
                 for msg in result.indexed]
         if sent:
@@ -163,7 +138,7 @@ class IngestWorker:
             for future in sent:
                 future.get(timeout=cfg.send_timeout_s)
         self._record(result, time.perf_counter() - start)
-        return result
+        return [Poison(records[o.index], o.reason, o.error_type or "unknown") for o in result.failed]
 
     def _record(self, result: BatchResult, seconds: float) -> None:
         for outcome in result.outcomes:

@@ -28,16 +28,19 @@ class IngestSettings(FashionSettings):
                                                description="inline (base64) image cap; larger images go by uri")
     ingest_attribute_threshold: float = Field(0.5, ge=0.0, le=1.0,
                                               description="attribute score kept as a product attribute")
+    ingest_drain_s: float = Field(10.0, ge=0, description="on SIGTERM with the embedded broker (which forgets what "
+                                  "was not consumed), keep ingesting until caught up, at most this long")
     ingest_analyze_timeout_s: float = Field(60.0, gt=0, description="deadline of one batched analysis")
 
     def event_limits(self) -> EventLimits:
         return EventLimits(max_images=self.ingest_max_images_per_event,
                            max_inline_bytes=self.ingest_max_inline_image_bytes)
 
-    def worker_config(self, partitions: int) -> WorkerConfig:
+    def worker_config(self, partitions: int, *, drain: bool = False) -> WorkerConfig:
         from services.ingest.consumer import WorkerConfig
 
         return WorkerConfig(topic=self.uploads_topic, dlq_topic=self.dlq_topic, indexed_topic=self.indexed_topic,
                             group_id=self.ingest_group, partitions=partitions,
                             max_records=self.ingest_batch, poll_timeout_ms=self.ingest_poll_timeout_ms,
-                            max_poll_interval_ms=self.ingest_max_poll_interval_ms)
+                            max_poll_interval_ms=self.ingest_max_poll_interval_ms,
+                            drain_s=self.ingest_drain_s if drain else 0.0)

@@ -24,9 +24,9 @@ def build(settings: SearchSettings, resources: Resources, images: ImageSettings)
                       max_top_k=settings.max_top_k,
                       query_log=QueryLog(sessions, max_pending=settings.log_max_pending,
                                          linger_s=settings.log_linger_ms / 1000))
-    clicks = ClickConsumer(resources.bootstrap(), sessions, topic=settings.clicks_topic,
+    clicks = ClickConsumer(resources.bootstrap(), sessions, resources.producer(), topic=settings.clicks_topic,
                            dlq_topic=settings.clicks_dlq_topic, group_id=settings.clicks_group,
-                           dlq_producer=resources.producer(), partitions=resources.settings.kafka.kafka_partitions)
+                           partitions=resources.settings.kafka.kafka_partitions)
     janitor = PhotoJanitor(sessions, unclicked_retention=timedelta(hours=settings.photo_unclicked_retention_h),
                            clicked_retention=timedelta(days=settings.photo_retention_days),
                            max_total_bytes=int(settings.photo_max_gib * 2**30),

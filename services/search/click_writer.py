@@ -8,7 +8,7 @@ click consumer (clicks.py) reads it back with `parse_click` inside `ClickWriter`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -20,14 +20,12 @@ from fashion.v1 import events_pb2
 from services.search.core import Click
 from shared.db import repository
 from shared.errors import FashionError, InvalidInput
+from shared.messaging.consumer_thread import Poison
 
 log = logging.getLogger(__name__)
 
 CLICKS_WRITTEN = Counter("fashion_search_clicks_written_total", "Click events handled by the click writer.",
                          ["outcome"])
-
-PoisonHandler = Callable[[Any, Exception], None]
-
 
 def click_json(click: Click) -> bytes:
     message = events_pb2.SearchClick(click_id=click.click_id, query_id=click.query_id, product_id=click.product_id,
@@ -56,19 +54,19 @@ class ClickWriter:
     """Writes consumed SearchClick records to the database, idempotently (a replay stores nothing new).
 
     A malformed record, or one naming an unknown query or a product that query never showed, is counted,
-    logged and given to `on_poison` (the DLQ in production); it never blocks the partition. Database
-    failures propagate, so the consumer retries the batch; the writes being idempotent makes that safe.
+    logged and returned as poison (the consumer thread dead-letters it); it never blocks the partition.
+    Database failures propagate, so the consumer retries the batch; the writes being idempotent makes that safe.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], *, on_poison: PoisonHandler | None = None) -> None:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.sessions = session_factory
-        self.on_poison = on_poison
         self.recorded = 0
         self.duplicates = 0
         self.rejected = 0
 
-    def handle(self, records: Sequence[Any]) -> None:
-        """`records`: objects with `value` (bytes), e.g. shared.messaging.Record."""
+    def handle(self, records: Sequence[Any]) -> list[Poison]:
+        """`records`: objects with `value` (bytes), e.g. shared.messaging.Record; returns the rejected ones."""
+        poison: list[Poison] = []
         for record in records:
             try:
                 click = parse_click(record.value)
@@ -76,7 +74,7 @@ class ClickWriter:
                     new = repository.record_click(session, click.click_id, click.query_id, click.product_id,
                                                   click.position, clicked_at=click.clicked_at)
             except FashionError as exc:
-                self._reject(record, exc)
+                poison.append(self._reject(record, exc))
                 continue
             if new:
                 self.recorded += 1
@@ -84,11 +82,11 @@ class ClickWriter:
             else:
                 self.duplicates += 1
                 CLICKS_WRITTEN.labels("duplicate").inc()
+        return poison
 
-    def _reject(self, record: Any, exc: Exception) -> None:
+    def _reject(self, record: Any, exc: Exception) -> Poison:
         self.rejected += 1
         CLICKS_WRITTEN.labels("rejected").inc()
         where = f"{getattr(record, 'topic', '?')}[{getattr(record, 'partition', '?')}]@{getattr(record, 'offset', '?')}"
         log.warning("skipping click record %s: %s", where, exc)
-        if self.on_poison is not None:
-            self.on_poison(record, exc)
+        return Poison.of(record, exc)

@@ -9,7 +9,6 @@ order on one partition). The consumer commits after the database write, and the 
 from __future__ import annotations
 
 import logging
-import threading
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -19,7 +18,7 @@ from services.search.click_writer import ClickWriter, click_json
 from services.search.core import Click
 from services.search.settings import CLICKS_DLQ_TOPIC, CLICKS_TOPIC
 from shared.errors import Unavailable
-from shared.messaging import BatchConsumer, Record, ensure_topics, send_to_dlq
+from shared.messaging.consumer_thread import ConsumerConfig, ConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -42,66 +41,39 @@ class KafkaClickSink:
 
 
 class ClickConsumer:
-    """A thread consuming `topic` into the database with ClickWriter; poison records go to `dlq_topic`.
-
-    `dlq_producer` is the process's producer (needed for the DLQ; without one, poison is logged and skipped).
-    """
+    """A thread consuming `topic` into the database with ClickWriter; poison records go to `dlq_topic`
+    (through the shared ConsumerThread, which dead-letters for every consumer)."""
 
     def __init__(
         self,
         bootstrap: str,
         session_factory: sessionmaker[Session],
+        producer: KafkaProducer,
         *,
         topic: str = CLICKS_TOPIC,
         dlq_topic: str = CLICKS_DLQ_TOPIC,
         group_id: str = "fashion-search-clicks",
-        dlq_producer: KafkaProducer | None = None,
         partitions: int = 3,
-        ensure: bool = True,
     ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.dlq_topic = dlq_topic
-        self.group_id = group_id
-        self.partitions = partitions
-        self.ensure = ensure
-        self.dlq_producer = dlq_producer
-        self.writer = ClickWriter(session_factory, on_poison=self._to_dlq if dlq_producer is not None else None)
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.writer = ClickWriter(session_factory)
+        self.thread = ConsumerThread(bootstrap, ConsumerConfig(topic=topic, dlq_topic=dlq_topic, group_id=group_id,
+                                                               partitions=partitions, max_records=100),
+                                     self.writer.handle, producer)
 
     def start(self) -> ClickConsumer:
-        if self._thread is not None:
-            raise RuntimeError("click consumer already started")
-        if self.ensure:
-            ensure_topics(self.bootstrap, {self.topic: self.partitions, self.dlq_topic: self.partitions})
-        self._thread = threading.Thread(target=self._run, name="search-clicks", daemon=True)
-        self._thread.start()
+        self.thread.start()
         return self
-
-    def _run(self) -> None:
-        try:  # the consumer is created, used and closed on this one thread (kafka-python is not thread-safe)
-            with BatchConsumer(self.bootstrap, self.topic, self.group_id) as consumer:
-                consumer.run(self.writer.handle, self._stop)
-        except BaseException as exc:
-            self.error = exc
-            log.exception("click consumer on %s stopped", self.topic)
-
-    def _to_dlq(self, record: Record, exc: Exception) -> None:
-        assert self.dlq_producer is not None
-        send_to_dlq(self.dlq_producer, self.dlq_topic, record, str(exc), type(exc).__name__)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Finish the batch in hand, commit, leave the group. Idempotent."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("click consumer did not stop within %.0fs", timeout)
+        self.thread.stop(timeout)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.thread.error
 
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.thread.running
 
     def __enter__(self) -> ClickConsumer:
         return self.start()

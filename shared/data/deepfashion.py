@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from shared.data.folder import has_product_folders, load_folder
-from shared.data.listfile import Row, read_list, require_file
+from shared.data.labels import apply_attribute_labels, apply_category_labels, read_attributes, read_categories
+from shared.data.listfile import PARTITION, Row, lookup, read_list, require_file
 from shared.data.records import Benchmark, ImageRecord, PairBenchmark
 from shared.errors import DataFormatError, InvalidInput
 from shared.vocabulary import (
-    ATTRIBUTE_GROUPS,
     LANDMARK_SLOTS,
     NUM_LANDMARKS,
     VIS_ABSENT,
@@ -49,7 +49,6 @@ __all__ = [
 
 BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks", "folder")
 
-PARTITION = "Eval/list_eval_partition.txt"
 ITEM_INSHOP = "Anno/list_item_inshop.txt"
 BBOX_INSHOP = "Anno/list_bbox_inshop.txt"
 LANDMARKS_INSHOP = "Anno/list_landmarks_inshop.txt"
@@ -82,13 +81,6 @@ _SIGNATURES: dict[str, tuple[str, ...]] = {
     "attributes": (CATEGORY_IMG, ATTR_IMG),
     "landmarks": (LANDMARKS,),
 }
-
-def _lookup(row: Row, records: dict[str, ImageRecord]) -> ImageRecord:
-    record = records.get(row.tokens[0])
-    if record is None:
-        raise row.error(f"an image listed in {PARTITION}", row.tokens[0])
-    return record
-
 
 def _split(row: Row, allowed: tuple[str, ...]) -> str:
     status = row.tokens[-1]
@@ -174,7 +166,7 @@ def _apply_bboxes(path: Path, records: dict[str, ImageRecord], columns: tuple[st
     """Bounding boxes are the last four columns; in-shop/consumer-to-shop files also give clothes and source type."""
     for row in read_list(path, columns):
         row.expect_columns(len(columns), " ".join(columns))
-        record = _lookup(row, records)
+        record = lookup(row, records)
         if "clothes_type" in columns:
             record.clothes_type = _clothes_type(row, 1)
         if "source_type" in columns:
@@ -194,7 +186,7 @@ def _apply_landmarks(path: Path, records: dict[str, ImageRecord], *, always_eigh
     for row in read_list(path, _LANDMARK_COLUMNS):
         if len(row.tokens) < 3:
             raise row.error("image_name clothes_type variation_type and landmark triples")
-        record = _lookup(row, records)
+        record = lookup(row, records)
         record.clothes_type, record.landmarks, record.visibility = _parse_landmarks(row, always_eight)
 
 
@@ -224,62 +216,6 @@ def _parse_landmarks(row: Row, always_eight: bool) -> tuple[ClothesType, np.ndar
     return clothes_type, landmarks, visibility
 
 
-# ------------------------------------------------------------------------------- categories and attributes
-
-
-def _name_and_type(row: Row, columns: str) -> tuple[str, int]:
-    """Split ``name  type`` where the name may hold spaces (``abstract print  1``): the type is the last token.
-
-    Returns the name (spaces inside kept as written) and the index of the type token.
-    """
-    if len(row.tokens) < 2:
-        raise row.error(f"2 columns ({columns})", f"{len(row.tokens)} columns")
-    return row.text.rsplit(None, 1)[0].strip(), len(row.tokens) - 1
-
-
-def _read_categories(path: Path) -> list[Category]:
-    categories = []
-    for row in read_list(path, ("category_name", "category_type")):
-        name, index = _name_and_type(row, "category_name category_type")
-        clothes_type = ClothesType(row.integer(index, "category_type 1 (upper), 2 (lower) or 3 (full)", (1, 2, 3)))
-        categories.append(Category(name, clothes_type))
-    return categories
-
-
-def _read_attributes(path: Path) -> list[Attribute]:
-    attributes = []
-    expected = "attribute_type 1..5 (" + ", ".join(ATTRIBUTE_GROUPS) + ")"
-    for row in read_list(path, ("attribute_name", "attribute_type")):
-        name, index = _name_and_type(row, "attribute_name attribute_type")
-        group = ATTRIBUTE_GROUPS[row.integer(index, expected, range(1, len(ATTRIBUTE_GROUPS) + 1)) - 1]
-        attributes.append(Attribute(name, group))
-    return attributes
-
-
-def _apply_category_labels(path: Path, records: dict[str, ImageRecord], categories: list[Category]) -> None:
-    expected = f"an integer category label between 1 and {len(categories)}"
-    for row in read_list(path, ("image_name", "category_label")):
-        row.expect_columns(2, "image_name category_label")
-        record = _lookup(row, records)
-        record.category = row.integer(1, expected, range(1, len(categories) + 1)) - 1
-
-
-def _apply_attribute_labels(path: Path, records: dict[str, ImageRecord], num_attributes: int) -> None:
-    """Multi-hot attributes: the files say -1 (negative), 0 (unknown) or 1 (positive); only 1 counts."""
-    for row in read_list(path, ("image_name", "attribute_labels")):
-        if len(row.tokens) - 1 != num_attributes:
-            raise row.error(f"{num_attributes} attribute values after the image name", f"{len(row.tokens) - 1}")
-        record = _lookup(row, records)
-        try:
-            labels = np.array(row.tokens[1:], dtype=np.int8)
-        except (ValueError, OverflowError):
-            labels = None
-        if labels is None or not np.isin(labels, (-1, 0, 1)).all():
-            bad = next(token for token in row.tokens[1:] if token not in ("-1", "0", "1"))
-            raise row.error("attribute values -1, 0 or 1", bad)
-        record.attributes = (labels == 1).astype(np.uint8)
-
-
 def _load_vocabularies(
     root: Path, records: dict[str, ImageRecord], benchmark: str, *, required: bool
 ) -> tuple[list[Category], list[Attribute]]:
@@ -290,14 +226,14 @@ def _load_vocabularies(
     categories: list[Category] = []
     attributes: list[Attribute] = []
     if _pair_present(root, CATEGORY_CLOTH, CATEGORY_IMG, benchmark, required):
-        categories = _read_categories(root / CATEGORY_CLOTH)
-        _apply_category_labels(root / CATEGORY_IMG, records, categories)
+        categories = read_categories(root / CATEGORY_CLOTH)
+        apply_category_labels(root / CATEGORY_IMG, records, categories)
         for record in records.values():
             if record.clothes_type is None and record.category is not None:
                 record.clothes_type = categories[record.category].clothes_type
     if _pair_present(root, ATTR_CLOTH, ATTR_IMG, benchmark, required):
-        attributes = _read_attributes(root / ATTR_CLOTH)
-        _apply_attribute_labels(root / ATTR_IMG, records, len(attributes))
+        attributes = read_attributes(root / ATTR_CLOTH)
+        apply_attribute_labels(root / ATTR_IMG, records, len(attributes))
     return categories, attributes
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from shared.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from shared.data.records import ImageRecord
+
+PARTITION = "Eval/list_eval_partition.txt"  # every image of a benchmark is listed here first
 
 INTEGER = re.compile(r"-?[0-9]+")
 _MAX_GOT = 80  # longer offending lines (an attribute line is ~3000 characters) are cut in messages
@@ -93,3 +98,11 @@ def require_file(root: Path, relative: str, benchmark: str) -> Path:
     if not path.is_file():
         raise DataFormatError(path, None, f"the file {relative}, which the {benchmark} benchmark needs", "missing")
     return path
+
+
+def lookup(row: Row, records: dict[str, ImageRecord]) -> ImageRecord:
+    """The record of the image a line names, which the partition file must have listed."""
+    record = records.get(row.tokens[0])
+    if record is None:
+        raise row.error(f"an image listed in {PARTITION}", row.tokens[0])
+    return record

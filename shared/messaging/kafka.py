@@ -262,6 +262,7 @@ class BatchConsumer:
         max_backoff_s: float = 5.0,
         lag_interval_s: float = 5.0,
         on_poison: Callable[[Record, Exception], object] | None = None,
+        drain_s: float = 0.0,
     ) -> None:
         """Poll, hand each non-empty batch to `handler`, commit after it returns, until `stop` is set.
 
@@ -271,16 +272,34 @@ class BatchConsumer:
         dead-letters), a record the handler raises on while the records behind it succeed is isolated and
         handed to it, so one unforeseen bad record cannot stall its partition (shared/messaging/isolation.py).
         A handler must return well within `max_poll_interval_ms`; while isolating, the consumer keeps its
-        group membership alive between handler calls.
+        group membership alive between handler calls. With `drain_s`, a stop first consumes until the topic is
+        caught up, at most that long, and logs how many records were left.
         """
         # Sleeping longer than max_poll_interval_ms between polls would get us thrown out of the group.
         max_backoff_s = min(max_backoff_s, self.max_poll_interval_ms / 2000)
         delay = min(backoff_s, max_backoff_s)
         next_lag = 0.0
-        while not stop.is_set():
+        # What cuts backoff waits and poison isolation short: the stop, unless a drain is asked for (both are
+        # bounded, and a drain must still handle what it polls).
+        interrupt = stop if drain_s <= 0 else Event()
+        drain_until: float | None = None
+        while True:
+            if stop.is_set():
+                if drain_s <= 0:
+                    break
+                if drain_until is None:
+                    drain_until = time.monotonic() + drain_s
+                    log.info("draining %s before stopping (at most %.0fs)", self.topic, drain_s)
+                elif time.monotonic() >= drain_until:
+                    log.warning("stopped with %d records of %s not consumed (drain time %.0fs is up)",
+                                self._records_left(), self.topic, drain_s)
+                    break
             batch = self.poll_batch(max_records=max_records, timeout_ms=timeout_ms)
+            if not batch and drain_until is not None and self._records_left() == 0:
+                log.info("drained %s: every record consumed", self.topic)
+                break
             if batch:
-                done = self._handle(batch, handler, on_poison, stop)
+                done = self._handle(batch, handler, on_poison, interrupt)
                 if done:
                     self._commit_quietly(batch[:done])
                 if done < len(batch):
@@ -288,7 +307,7 @@ class BatchConsumer:
                     log.warning("handler failed on %d of %d records of %s; retrying them in %.1fs",
                                 len(batch) - done, len(batch), self.topic, delay)
                     self.rewind(batch[done:])
-                    stop.wait(delay)
+                    interrupt.wait(delay)
                     delay = min(delay * 2, max_backoff_s)
                     continue
                 delay = min(backoff_s, max_backoff_s)
@@ -298,6 +317,16 @@ class BatchConsumer:
                     self.lag()
                 except KafkaError as exc:
                     log.debug("lag refresh failed: %s", exc)
+
+    def _records_left(self) -> int:
+        """Records of our partitions not consumed yet; -1 when unknown (no partitions assigned yet, because
+        the group join is still under way, or the broker did not answer)."""
+        if not self.assignment():
+            return -1
+        try:
+            return sum(self.lag(timeout_ms=2000).values())
+        except KafkaError:
+            return -1
 
     def _handle(self, batch: list[Record], handler: Callable[[list[Record]], None],
                 on_poison: Callable[[Record, Exception], object] | None, stop: Event) -> int:

@@ -45,13 +45,12 @@ from shared.fashionnet.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from shared.fashionnet.losses import LossWeights, Targets, attribute_pos_weight, distillation_loss, total_loss
-from shared.fashionnet.registry import backbone_of
+from shared.fashionnet.losses import LossWeights, attribute_pos_weight, distillation_loss, total_loss
+from shared.training.cached_set import CachedSet, load_cached_set
 from shared.training.metric_losses import METRIC_LOSSES, MetricLoss, make_metric_loss
 from shared.training.sampler import CrossDomainBatchSampler
-from shared.training.trunk_cache import DEFAULT_CACHE_DIR, CachedImage, TrunkCache, build_cache, cache_key
-from shared.training.views import transform_landmarks, view_params
-from shared.vocabulary import NUM_LANDMARKS, VIS_ABSENT
+from shared.training.trunk_cache import DEFAULT_CACHE_DIR
+from shared.vocabulary import VIS_ABSENT
 
 log = logging.getLogger(__name__)
 
@@ -131,67 +130,6 @@ def _training_records(bench: Benchmark, domains: tuple[str, ...] | None) -> list
         wanted = f" from domains {', '.join(domains)}" if domains else ""
         raise InvalidInput(f"expected images{wanted} in split 'train' of {bench.root}, found none")
     return records
-
-
-@dataclass
-class CachedSet:
-    """Phase 2's whole training set in memory: cached features plus every label, per image and view."""
-
-    mid: torch.Tensor  # (N, V, C, h, w) float16
-    pooled: torch.Tensor  # (N, V, C') float16
-    landmarks: torch.Tensor  # (N, V, 8, 2) fractions of the view
-    visibility: torch.Tensor  # (N, V, 8)
-    category: torch.Tensor  # (N,)
-    attributes: torch.Tensor  # (N, A)
-    attributes_known: torch.Tensor  # (N,)
-    item: torch.Tensor  # (N,) -1 = no item
-
-    def targets(self, index: torch.Tensor, view: torch.Tensor, device: torch.device) -> Targets:
-        return Targets(landmarks=self.landmarks[index, view].to(device),
-                       visibility=self.visibility[index, view].to(device),
-                       category=self.category[index].to(device), attributes=self.attributes[index].to(device),
-                       attributes_known=self.attributes_known[index].to(device), item=self.item[index].to(device))
-
-
-def _labels(records: list[ImageRecord], entries: list[CachedImage], views: int, digests: list[str],
-            num_attributes: int, item_index: dict[str, int]) -> dict[str, torch.Tensor]:
-    n = len(records)
-    landmarks = np.zeros((n, views, NUM_LANDMARKS, 2), np.float32)
-    visibility = np.full((n, views, NUM_LANDMARKS), VIS_ABSENT, np.int64)
-    for i, (record, entry) in enumerate(zip(records, entries, strict=True)):
-        if record.landmarks is None or record.visibility is None:
-            continue
-        fractions = record.landmarks.astype(np.float32) / np.array(entry.size, np.float32)
-        for v in range(views):
-            landmarks[i, v], visibility[i, v] = transform_landmarks(fractions, record.visibility.astype(np.int64),
-                                                                    view_params(digests[i], v))
-    attributes = np.zeros((n, num_attributes), np.float32)
-    for i, record in enumerate(records):
-        if record.attributes is not None and num_attributes:
-            attributes[i] = record.attributes
-    return {
-        "landmarks": torch.from_numpy(landmarks), "visibility": torch.from_numpy(visibility),
-        "category": torch.tensor([-1 if r.category is None else r.category for r in records]),
-        "attributes": torch.from_numpy(attributes),
-        "attributes_known": torch.tensor([r.attributes is not None and num_attributes > 0 for r in records]),
-        "item": torch.tensor([item_index.get(r.item_id, -1) if r.item_id else -1 for r in records]),
-    }
-
-
-def load_cached_set(bench: Benchmark, records: list[ImageRecord], model: torch.nn.Module, metadata: ModelMetadata,
-                    config: TrainConfig, item_index: dict[str, int], *, progress: bool) -> tuple[CachedSet, str]:
-    """Phase 1: every record's cached features (computed where missing) and labels; plus the cache summary."""
-    backbone_name = backbone_of(metadata.architecture)
-    key = cache_key(model.backbone, backbone_name, metadata.input_size, config.views)
-    cache = TrunkCache(config.cache_dir, key)
-    entries, digests = build_cache(bench, records, model.backbone, cache=cache, views=config.views,
-                                   input_size=metadata.input_size, mean=metadata.mean, std=metadata.std,
-                                   workers=config.workers, progress=progress)
-    labels = _labels(records, entries, config.views, digests, len(metadata.attributes), item_index)
-    mid = torch.from_numpy(np.stack([e.mid for e in entries]))
-    pooled = torch.from_numpy(np.stack([e.pooled for e in entries]))
-    summary = f"trunk cache {cache.dir}: {cache.stats.describe()}"
-    return CachedSet(mid=mid, pooled=pooled, **labels), summary
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -350,7 +288,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         log.info("resuming %s at epoch %d", last, start_epoch)
 
     phase1_start = time.monotonic()
-    data, cache_summary = load_cached_set(bench, records, model, metadata, config, item_index, progress=progress)
+    data, cache_summary = load_cached_set(bench, records, model, metadata, item_index, views=config.views,
+                                          cache_dir=config.cache_dir, workers=config.workers, progress=progress)
     phase1_s = time.monotonic() - phase1_start
     if progress:
         tqdm.write(cache_summary)

@@ -351,10 +351,9 @@ def test_click_writer_is_idempotent_and_skips_poison(env: Env) -> None:
     unknown = json_format.MessageToJson(events_pb2.SearchClick(click_id="x", query_id="nope", product_id="p1")).encode()
     values = [good, good, b"{not json", b"", b'{"queryId": "q"}', unknown]
     records = [SimpleNamespace(value=v, topic="search.clicks", partition=0, offset=i) for i, v in enumerate(values)]
-    poisoned: list[tuple[int, str]] = []
-    writer = ClickWriter(env.sessions, on_poison=lambda record, exc: poisoned.append((record.offset, str(exc))))
-    writer.handle(records)
-    writer.handle(records[:1])  # a redelivery
+    writer = ClickWriter(env.sessions)
+    poisoned = [(p.record.offset, p.reason) for p in writer.handle(records)]
+    assert writer.handle(records[:1]) == []  # a redelivery
     assert (writer.recorded, writer.duplicates, writer.rejected) == (1, 2, 4)
     assert [offset for offset, _ in poisoned] == [2, 3, 4, 5]
     assert "missing click_id, product_id" in poisoned[2][1] and "unknown query_id" in poisoned[3][1]

@@ -91,8 +91,8 @@ def stack(tiny_checkpoint, kafka_bootstrap: str, tmp_path_factory) -> Iterator[S
     producer = make_producer(kafka_bootstrap)
     core = SearchCore(runtime, sessions, store, ImageIntake(), click_sink=KafkaClickSink(producer, topic))
     server, port = create_server(search_servicers(core))
-    consumer = ClickConsumer(kafka_bootstrap, sessions, topic=topic, dlq_topic=dlq_topic, group_id=f"clicks-{suffix}",
-                             dlq_producer=producer, ensure=False).start()
+    consumer = ClickConsumer(kafka_bootstrap, sessions, producer, topic=topic, dlq_topic=dlq_topic,
+                             group_id=f"clicks-{suffix}").start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield Stack(search_pb2_grpc.SearchServiceStub(channel), sessions, consumer, kafka_bootstrap, topic,

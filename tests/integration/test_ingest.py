@@ -426,3 +426,23 @@ def test_worker_delete_removes_the_product_from_search(pipeline: Pipeline) -> No
     assert store.count("products") == points_before - own
     with pytest.raises(NotFound):
         store.get_vector("products", "id_00000002")
+
+
+def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str, runtime: ModelRuntime,
+                                                            catalog: Path, tmp_path: Path) -> None:
+    """The embedded broker forgets what was not consumed when it stops, so with `drain_s` a stop first
+    catches up: every event published before the SIGTERM is in the stores when stop() returns."""
+    suffix = uuid.uuid4().hex[:8]
+    config = WorkerConfig(topic=f"drain.uploads.{suffix}", dlq_topic=f"drain.dlq.{suffix}",
+                          indexed_topic=f"drain.indexed.{suffix}", group_id=f"drain-{suffix}", partitions=2,
+                          max_records=4, poll_timeout_ms=200, drain_s=60.0)
+    stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        events = list(events_from_folder(catalog))
+        assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
+        worker = IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap, config).start()
+        assert worker.stop(), "the drain did not finish"
+        assert worker.error is None
+        assert stores.count(ProcessedEvent) == ITEMS
+    finally:
+        close()
