@@ -34,7 +34,7 @@ from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.fashionnet import default_metadata
 from shared.fashionnet.checkpoint import build_model
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake
 from shared.vocabulary import Attribute, Category, ClothesType
 
 DATA = Path("var/bench/retrain-steps")
@@ -95,7 +95,7 @@ def main() -> None:
                                                          base_version="bench-1")[0].run_id
         with sessions() as s:
             split = build_pairs(s, min_pairs=config.min_pairs)
-        bank = ImageBank(sessions, meta.input_size, ImageLimits())
+        bank = ImageBank(sessions, meta.input_size, ImageIntake())
         pairs = usable_pairs(split.train, bank)
         ticks: list[tuple[float, ft.Progress]] = []
         extra = {"cached_features": False} if args.pixels else {}

@@ -38,26 +38,13 @@ BATCH_SECONDS = Histogram("fashion_ingest_batch_seconds", "Handler time per batc
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
+class WorkerConfig(ConsumerConfig):
+    """The consumer's settings with the ingest topics as defaults, plus where indexed products are announced."""
+
     topic: str = UPLOADS_TOPIC
     dlq_topic: str = UPLOADS_DLQ_TOPIC
-    indexed_topic: str = INDEXED_TOPIC
     group_id: str = "fashion-ingest"
-    partitions: int = 3  # for topics this worker creates; existing topics keep theirs
-    max_records: int = 32
-    poll_timeout_ms: int = 500
-    max_poll_interval_ms: int = 30_000
-    client_id: str | None = None
-    send_timeout_s: float = 10.0
-    start_timeout_s: float = 30.0
-    drain_s: float = 0.0  # on stop, keep ingesting until caught up, at most this long (embedded broker)
-
-    def consumer(self) -> ConsumerConfig:
-        return ConsumerConfig(topic=self.topic, dlq_topic=self.dlq_topic, group_id=self.group_id,
-                              partitions=self.partitions, max_records=self.max_records,
-                              poll_timeout_ms=self.poll_timeout_ms, max_poll_interval_ms=self.max_poll_interval_ms,
-                              client_id=self.client_id, send_timeout_s=self.send_timeout_s,
-                              start_timeout_s=self.start_timeout_s, drain_s=self.drain_s)
+    indexed_topic: str = INDEXED_TOPIC
 
 
 class IngestWorker:
@@ -87,7 +74,7 @@ class IngestWorker:
         cfg = self.config
         if self._producer is None:
             self._producer = make_producer(self.bootstrap, client_id=f"{cfg.group_id}-producer")
-        self._thread = ConsumerThread(self.bootstrap, cfg.consumer(), self.handle, self._producer,
+        self._thread = ConsumerThread(self.bootstrap, cfg, self.handle, self._producer,
                                       extra_topics={cfg.indexed_topic: cfg.partitions})
         self._thread.start()
         return self

@@ -24,7 +24,7 @@ from shared.db.repository import ClickPair
 from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.fashionnet.preprocess import image_to_array, normalize
-from shared.imaging import ImageLimits, read_uri
+from shared.imaging import ImageIntake, ImageSource
 from shared.training.metrics import retrieval_topk
 
 TOPK = (1, 20)
@@ -87,7 +87,7 @@ class Encoder:
 
 
 def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sessions: sessionmaker[Session],
-             limits: ImageLimits, *, page_size: int = 256,
+             intake: ImageIntake, *, page_size: int = 256,
              tick: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
     """Each encoder's top-1/top-20 on the held-out photos against the whole live catalogue (shop images).
 
@@ -103,8 +103,7 @@ def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sess
         if not page:
             break
         after = page[-1].image_id
-        decoded = [(image.product_id, decode_or_skip(lambda uri=image.uri: read_uri(uri, limits), limits,
-                                                      image.uri))
+        decoded = [(image.product_id, decode_or_skip(ImageSource(uri=image.uri), intake, image.uri))
                    for image in page if image.uri]
         decoded = [(p, im) for p, im in decoded if im is not None]
         image_products.extend(p for p, _ in decoded)
@@ -114,7 +113,7 @@ def evaluate(encoders: Mapping[str, Encoder], holdout: Sequence[ClickPair], sess
             tick()
     if not image_products:
         raise InvalidInput("expected catalogue products with readable shop images to evaluate against, found none")
-    photos = [(pair.positive_product_id, decode_or_skip(lambda pair=pair: pair.query_image, limits,
+    photos = [(pair.positive_product_id, decode_or_skip(ImageSource(data=pair.query_image), intake,
                                                         f"query photo {pair.query_id}")) for pair in holdout]
     photos = [(p, im) for p, im in photos if im is not None]
     if not photos:

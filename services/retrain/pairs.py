@@ -22,18 +22,19 @@ from shared.db import repository
 from shared.db.repository import ClickPair
 from shared.errors import FashionError, InvalidInput
 from shared.fashionnet.preprocess import image_to_array
-from shared.imaging import ImageLimits, decode_image, read_uri
+from shared.imaging import ImageIntake, ImageSource
 
 log = logging.getLogger(__name__)
 
 _IMAGE_CACHE = 4096  # decoded images kept per run (uint8 at the model's input size)
 
 
-def decode_or_skip(load: Callable[[], bytes], limits: ImageLimits, name: str) -> Image.Image | None:
-    """The image ``load`` reads, decoded within ``limits``; None (and a warning) when it cannot be read or
-    decoded, so one missing file or corrupt photo among thousands leaves a run, or an evaluation, going."""
+def decode_or_skip(source: ImageSource, intake: ImageIntake, name: str) -> Image.Image | None:
+    """The image ``source`` names, read and decoded through the process's intake (its limits and input
+    policy); None (and a warning) when it cannot be, so one missing file or corrupt photo among thousands
+    leaves a run, or an evaluation, going."""
     try:
-        return decode_image(load(), limits, name=name)
+        return intake.load(source, name=name).image
     except FashionError as exc:
         log.warning("skipping an unreadable image: %s", exc)
         return None
@@ -90,10 +91,10 @@ class ImageBank:
     log is read from disk again rather than held in memory.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], input_size: int, limits: ImageLimits) -> None:
+    def __init__(self, sessions: sessionmaker[Session], input_size: int, intake: ImageIntake) -> None:
         self.sessions = sessions
         self.input_size = input_size
-        self.limits = limits
+        self.intake = intake
         self.uris: dict[str, list[str]] = {}
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
         self._photos: dict[str, ClickPair] = {}
@@ -105,11 +106,11 @@ class ImageBank:
         for product_id in wanted:
             self.uris[product_id] = [image.uri for image in found.get(product_id, []) if image.uri]
 
-    def _cached(self, key: str, load: Callable[[], bytes], name: str) -> np.ndarray | None:
+    def _cached(self, key: str, source: ImageSource, name: str) -> np.ndarray | None:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        image = decode_or_skip(load, self.limits, name)
+        image = decode_or_skip(source, self.intake, name)
         array = None if image is None else image_to_array(image, self.input_size)
         self._cache[key] = array
         if len(self._cache) > _IMAGE_CACHE:
@@ -117,7 +118,7 @@ class ImageBank:
         return array
 
     def uri(self, uri: str) -> np.ndarray | None:
-        return self._cached("uri:" + uri, lambda: read_uri(uri, self.limits), uri)
+        return self._cached("uri:" + uri, ImageSource(uri=uri), uri)
 
     def photo_key(self, pair: ClickPair) -> str:
         key = "photo:" + _photo(pair)
@@ -132,7 +133,7 @@ class ImageBank:
         if key.startswith("uri:"):
             return self.uri(key.removeprefix("uri:"))
         pair = self._photos[key]
-        return self._cached(key, lambda: pair.query_image, f"query photo {pair.query_id}")
+        return self._cached(key, ImageSource(data=pair.query_image), f"query photo {pair.query_id}")
 
     def readable(self, key: str) -> bool:
         return self.array(key) is not None

@@ -28,10 +28,11 @@ from services.retrain.config import RetrainConfig
 from services.retrain.finetune import Progress, ProgressCallback, finetune
 from services.retrain.gate import Encoder, audit_photos, evaluate, gate
 from services.retrain.pairs import ImageBank, build_pairs, usable_pairs
+from shared.config import ImageSettings
 from shared.db.models import RunState
 from shared.errors import FashionError, InvalidInput, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint, save_checkpoint
-from shared.imaging import ImageLimits
+from shared.imaging import ImageIntake
 from shared.training.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def run_training(
     sessions: sessionmaker[Session],
     runs_dir: Path,
     device: str = "auto",
-    limits: ImageLimits | None = None,
+    intake: ImageIntake | None = None,
     progress_cb: ProgressCallback | None = None,
     progress_bar: bool = True,
     cache_dir: Path | None = None,
@@ -56,14 +57,14 @@ def run_training(
     Backbone features are cached in ``cache_dir`` (default ``runs_dir/trunk-cache``), shared by every run:
     the next run on the same serving model reads its catalogue images' features from there.
     """
-    limits = limits or ImageLimits()
+    intake = intake or ImageSettings().image_intake()  # the same limits (and input policy) as the services
     start = runs.start_run(sessions, run_id)
     if start.state not in runs.TRAINING_STATES:
         return start.state
     try:
         return _train_and_judge(run_id, sessions=sessions, config=start.config, base_version=start.base_version,
                                 base_path=start.base_path, run_dir=Path(runs_dir).resolve() / run_id,
-                                device=resolve_device(device), limits=limits, progress_cb=progress_cb,
+                                device=resolve_device(device), intake=intake, progress_cb=progress_cb,
                                 progress_bar=progress_bar,
                                 cache_dir=Path(cache_dir or Path(runs_dir) / "trunk-cache").resolve())
     except Unavailable:
@@ -74,12 +75,12 @@ def run_training(
 
 
 def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: RetrainConfig, base_version: str,
-                     base_path: str, run_dir: Path, device: torch.device, limits: ImageLimits,
+                     base_path: str, run_dir: Path, device: torch.device, intake: ImageIntake,
                      progress_cb: ProgressCallback | None, progress_bar: bool, cache_dir: Path) -> RunState:
     with sessions() as session:
         split = build_pairs(session, holdout_fraction=config.holdout_fraction, min_pairs=config.min_pairs)
     model, metadata = load_checkpoint(base_path)
-    bank = ImageBank(sessions, metadata.input_size, limits)
+    bank = ImageBank(sessions, metadata.input_size, intake)
     train_pairs = usable_pairs(split.train, bank)
     if len(train_pairs) < 2:
         raise InvalidInput(f"expected at least 2 training pairs with readable images, found {len(train_pairs)} of "
@@ -94,12 +95,12 @@ def _train_and_judge(run_id: str, *, sessions: sessionmaker[Session], config: Re
     encoders = {"candidate": Encoder(model, metadata, device), "serving": Encoder(serving_model, serving_meta, device)}
     tick = (lambda: progress_cb(Progress(run_id, config.epochs, config.epochs, 0, 0, float("nan")))
             ) if progress_cb is not None else None
-    scores = evaluate(encoders, split.holdout, sessions, limits, tick=tick)
+    scores = evaluate(encoders, split.holdout, sessions, intake, tick=tick)
     judged = scores
     metrics: dict[str, Any] = {**scores, "pairs": {"train": len(train_pairs), "holdout": len(split.holdout)}}
     if config.audit_data:
         audit = audit_photos(config.audit_data)
-        judged = evaluate(encoders, audit, sessions, limits, tick=tick)
+        judged = evaluate(encoders, audit, sessions, intake, tick=tick)
         metrics["audit"] = {**judged, "photos": len(audit)}
     decision = gate(judged["candidate"], judged["serving"], config.min_improvement)
     metrics["gate"] = {"min_improvement": config.min_improvement, "accepted": decision.accepted,

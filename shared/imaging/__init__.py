@@ -1,16 +1,9 @@
 """Images entering the system: `ImageIntake` (intake.py) turns a source into a decoded picture, by way of the
-safe decoder (decode.py). Services use the intake; `read_uri` and `decode_image` stay exported for code not yet
-switched to it (services/retrain)."""
+safe decoder (decode.py). Every service reads images through the intake, so its limits and input policy hold
+everywhere."""
 
-from shared.imaging.decode import ALLOWED_FORMATS, ImageLimits, decode_image
-from shared.imaging.intake import (
-    DecodedImage,
-    ImageIntake,
-    ImageSource,
-    IntakePolicy,
-    deadline_after,
-    read_uri,
-)
+from shared.imaging.decode import ALLOWED_FORMATS, ImageLimits
+from shared.imaging.intake import DecodedImage, ImageIntake, ImageSource, IntakePolicy, deadline_after
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -20,6 +13,4 @@ __all__ = [
     "ImageSource",
     "IntakePolicy",
     "deadline_after",
-    "decode_image",
-    "read_uri",
 ]

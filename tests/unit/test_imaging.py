@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from shared.errors import InvalidInput, TooLarge
-from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy, deadline_after, decode_image, read_uri
+from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy, deadline_after
+from shared.imaging.decode import decode_image
+from shared.imaging.intake import read_uri
 
 
 def _png(size=(64, 48), mode="RGB") -> bytes:
