@@ -237,7 +237,12 @@ class BatchConsumer:
                 self._consumer.seek(tp, offset)
 
     def lag(self, timeout_ms: int = 5000) -> dict[int, int]:
-        """Per assigned partition: end offset minus our position (records not yet consumed)."""
+        """Per assigned partition: end offset minus our position (records not yet consumed).
+
+        The end is the larger of ListOffsets' answer and the high watermark the last fetch reported: Tansu
+        answers ListOffsets(latest) with a stale offset (1 for a partition holding 10 records, measured), which
+        made the lag gauge read 0 while records waited; Kafka's two figures agree.
+        """
         assigned = [tp for tp in self._consumer.assignment() if tp.topic == self.topic]
         if not assigned:
             return {}
@@ -245,9 +250,10 @@ class BatchConsumer:
         lag: dict[int, int] = {}
         for tp in assigned:
             position = self._consumer.position(tp, timeout_ms=timeout_ms)
-            if position is None or tp not in ends:
+            end = max(ends.get(tp) or 0, self._consumer.highwater(tp) or 0)
+            if position is None or (tp not in ends and self._consumer.highwater(tp) is None):
                 continue
-            lag[tp.partition] = max(0, ends[tp] - position)
+            lag[tp.partition] = max(0, end - position)
             CONSUMER_LAG.labels(self.topic, str(tp.partition)).set(lag[tp.partition])
         return lag
 

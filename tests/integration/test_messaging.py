@@ -308,3 +308,16 @@ def test_broker_that_cannot_start_says_why(tmp_path) -> None:  # type: ignore[no
     script.chmod(0o755)
     with pytest.raises(BrokerStartError, match="(?s)exited with code 3.*cannot open storage"):
         LocalBroker(binary=str(script), log_path=tmp_path / "b.log", start_timeout_s=5).start()
+
+
+def test_lag_counts_what_waits_even_where_list_offsets_is_stale(kafka_bootstrap: str) -> None:
+    """Tansu answers ListOffsets(latest) with a stale offset; the lag must still count the records waiting."""
+    topic = _name("lag")
+    ensure_topics(kafka_bootstrap, {topic: 1})
+    _produce(kafka_bootstrap, topic, 10)
+    with BatchConsumer(kafka_bootstrap, topic, _name("group")) as consumer:
+        got: list[Record] = []
+        _wait(lambda: len(got) >= 3, JOIN_TIMEOUT_S, "3 records",
+              step=lambda: got.extend(consumer.poll_batch(max_records=3 - len(got), timeout_ms=300)))
+        assert consumer.lag() == {0: 7}
+        assert consumer_lag(consumer) == {0: 7}
