@@ -49,8 +49,14 @@ clean:
 # Apache Kafka, Qdrant, Postgres and Redis. GPU host by default; `make up VARIANT=cpu` builds the CPU image and
 # drops the GPU reservations. Every service in one local process instead: `.venv/bin/fashion up`.
 VARIANT ?= cuda
-COMPOSE := VARIANT=$(VARIANT) docker compose $(if $(filter cpu,$(VARIANT)),-f docker-compose.yml -f deploy/compose.cpu.yml)
-.PHONY: down
+# TLS=1 adds mutual TLS between the containers (deploy/compose.tls.yml; run `make certs` once first).
+TLS ?=
+COMPOSE := VARIANT=$(VARIANT) docker compose -f docker-compose.yml $(if $(filter cpu,$(VARIANT)),-f deploy/compose.cpu.yml) $(if $(TLS),-f deploy/compose.tls.yml)
+.PHONY: down certs
+
+# A private CA and gRPC server/client certificates in deploy/tls/out (docs/DEPLOY.md, "TLS").
+certs:
+	deploy/tls/make-certs.sh
 
 up:
 	$(COMPOSE) up -d

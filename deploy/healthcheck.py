@@ -6,7 +6,10 @@ The image installs this file as `fashion-healthcheck` (see deploy/Dockerfile), s
 Kubernetes needs none of this: its probes speak grpc.health.v1 natively (`grpc: {port, service}`).
 
 The address defaults to 127.0.0.1 and the FASHION_PORT the service itself was started with, so a check
-cannot drift from the port the server listens on.
+cannot drift from the port the server listens on. When the service serves TLS (FASHION_TLS_CERT_FILE), the
+check speaks TLS too, trusting FASHION_TLS_CA_FILE (and presenting FASHION_TLS_CLIENT_CERT_FILE / _KEY_FILE
+where the server requires client certificates): Kubernetes' native gRPC probes cannot, so the TLS overlay
+(deploy/k8s/tls) runs this instead.
 """
 
 from __future__ import annotations
@@ -25,9 +28,28 @@ def default_address() -> str:
     return f"127.0.0.1:{os.environ.get('FASHION_PORT', DEFAULT_PORT)}"
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
+def _read(name: str) -> bytes | None:
+    path = os.environ.get(name)
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def credentials_from_env() -> grpc.ChannelCredentials | None:
+    """TLS credentials when FASHION_TLS_CA_FILE is set, else None (plaintext)."""
+    ca = _read("FASHION_TLS_CA_FILE")
+    if ca is None:
+        return None
+    return grpc.ssl_channel_credentials(ca, _read("FASHION_TLS_CLIENT_KEY_FILE"), _read("FASHION_TLS_CLIENT_CERT_FILE"))
+
+
+def check(address: str, service: str = "", timeout: float = 3.0,
+          credentials: grpc.ChannelCredentials | None = None) -> tuple[bool, str]:
     """(serving, what was seen): one Health.Check call with a deadline; any failure is "not serving"."""
-    with grpc.insecure_channel(address) as channel:
+    channel_of = (lambda: grpc.secure_channel(address, credentials)) if credentials is not None \
+        else (lambda: grpc.insecure_channel(address))
+    with channel_of() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -43,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", default="", help='full service name, e.g. fashion.v1.SearchService ("" = server)')
     parser.add_argument("--timeout", type=float, default=3.0, help="deadline of the check in seconds")
     args = parser.parse_args(argv)
-    serving, seen = check(args.address, args.service, args.timeout)
+    serving, seen = check(args.address, args.service, args.timeout, credentials_from_env())
     print(f"{args.address} {args.service or '(server)'}: {seen}", file=sys.stdout if serving else sys.stderr)
     return 0 if serving else 1
 

@@ -26,23 +26,15 @@ class Echo(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.FindSimilarResponse(query_id=f"q-{request.product_id}")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                      ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
-    return d
+    """The certificates deploy/tls/make-certs.sh makes for compose and Kubernetes (so the script is tested too)."""
+    out = tmp_path_factory.mktemp("pki")
+    subprocess.run(["bash", str(ROOT / "deploy" / "tls" / "make-certs.sh"), str(out)], check=True, capture_output=True)
+    return out
 
 
 def _serve(settings: GrpcServerSettings) -> tuple[grpc.Server, str]:
@@ -100,3 +92,16 @@ def test_clear_text_admin_token_to_a_remote_address_is_warned_about(caplog: pyte
         assert not caplog.records
         warn_if_clear_text_secret("admin.fashion.svc:50051", None, "the admin token")
     assert "the admin token to admin.fashion.svc:50051 in clear text" in caplog.text
+
+
+def test_the_container_health_check_speaks_tls(tls_address: str, pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/healthcheck.py (fashion-healthcheck), which the TLS overlays use instead of native gRPC probes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.main(["--address", tls_address]) == 1  # plaintext against a TLS server: not serving
+    monkeypatch.setenv("FASHION_TLS_CA_FILE", str(pki / "ca.pem"))
+    assert healthcheck.main(["--address", tls_address, "--service", "fashion.v1.SearchService"]) == 0

@@ -653,3 +653,35 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert healthcheck.main(["--address", f"127.0.0.1:{port}", "--timeout", "0.5"]) == 1
+
+
+# -- TLS overlays -----------------------------------------------------------------------------------------------
+TLS_ENV = {"FASHION_TLS_CERT_FILE", "FASHION_TLS_KEY_FILE", "FASHION_TLS_CLIENT_CA_FILE", "FASHION_TLS_CA_FILE",
+           "FASHION_TLS_CLIENT_CERT_FILE", "FASHION_TLS_CLIENT_KEY_FILE"}
+
+
+def test_compose_tls_overlay_covers_every_grpc_service() -> None:
+    overlay = yaml.safe_load((ROOT / "deploy" / "compose.tls.yml").read_text())["services"]
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    served = {w.name for w in compose_workloads() if w.role in TARGETS}
+    assert set(overlay) == served and set(overlay) <= set(base)
+    for name, service in overlay.items():
+        assert set(service["environment"]) == TLS_ENV <= settings_envs(), name
+        assert service["volumes"] == ["./deploy/tls/out:/etc/fashion/tls:ro"], name
+
+
+def test_k8s_tls_overlay_patches_every_grpc_deployment_and_probes_with_tls() -> None:
+    overlay = yaml.safe_load((K8S_DIR / "tls" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."]
+    patched = {p["target"]["name"]: yaml.safe_load(p["patch"]) for p in overlay["patches"]}
+    assert set(patched) == {w.name for w in k8s_workloads() if w.role in TARGETS}
+    for name, patch in patched.items():
+        spec = patch["spec"]["template"]["spec"]
+        assert spec["volumes"] == [{"name": "tls", "secret": {"secretName": "fashion-tls"}}], name
+        (container,) = spec["containers"]
+        assert container["name"] == name and {e["name"] for e in container["env"]} == TLS_ENV
+        if name in grpc_roles():  # native gRPC probes cannot speak TLS: the TLS-aware health check replaces them
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["grpc"] is None, (name, probe)
+                assert container[probe]["exec"]["command"] == [
+                    "fashion-healthcheck", "--service", health_service_names()[name]], (name, probe)
