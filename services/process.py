@@ -111,7 +111,9 @@ class Process:
     def database_url(self) -> str | None:
         return self.resources.database_url
 
+    @property
     def sessions(self):
+        """The database's session factory (`with stack.sessions() as session:`)."""
         return self.resources.sessions()
 
     @property

@@ -102,3 +102,21 @@ def test_a_service_runs_alone_against_a_remote_model_service(name, model_process
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_process_hands_out_database_sessions_like_a_sessionmaker(tmp_path) -> None:
+    """What the demo and the benchmarks use: `with stack.sessions() as session:`."""
+    import sqlalchemy as sa
+
+    from services.process import Process, ProcessSettings
+    from services.resources import ResourceSettings
+    from shared.config import StoreSettings
+    from shared.db import sqlite_url
+
+    stores = StoreSettings(data_dir=tmp_path, database_url=sqlite_url(tmp_path / "fashion.db"))
+    process = Process(ProcessSettings(resources=ResourceSettings(stores=stores)), {})
+    try:
+        with process.sessions() as session:
+            assert session.execute(sa.text("select count(*) from products")).scalar() == 0
+    finally:
+        process.resources.stop()
