@@ -115,6 +115,9 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 TERMINAL_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if not RUN_TRANSITIONS[s])
 ACTIVE_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if RUN_TRANSITIONS[s])
+# States in which a retrain worker owns the run (queued, training, evaluating: those that may move to "training");
+# its heartbeat says it is alive. Later states belong to evaluation's outcome or to promotion.
+TRAINING_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if RunState.TRAINING in RUN_TRANSITIONS[s])
 
 
 def _in_list(column: str, values: type[enum.StrEnum] | tuple[enum.StrEnum, ...]) -> str:

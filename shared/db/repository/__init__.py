@@ -43,9 +43,11 @@ from shared.db.repository.runs import (
     active_run,
     create_or_get_active_run,
     get_run,
+    is_stalled,
     list_runs,
     move_run,
     runs_in_state,
+    silent_for,
     update_run,
 )
 from shared.db.repository.search_log import (
@@ -84,6 +86,7 @@ __all__ = [
     "get_products",
     "get_query",
     "get_run",
+    "is_stalled",
     "list_model_versions",
     "list_runs",
     "mark_product_deleted",
@@ -101,6 +104,7 @@ __all__ = [
     "serving_version",
     "set_model_state",
     "set_serving",
+    "silent_for",
     "stopped_serving_at",
     "update_run",
     "upsert_image",
