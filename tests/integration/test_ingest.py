@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +245,84 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
     assert stores.count(ImageRow, ImageRow.product_id == "p") == 1 and stores.count(ImagePrediction) == 3
     assert stores.store.count("products") == 2  # p's one image and r's; q's point went with its delete
     assert stores.count(ProcessedEvent) == 5
+
+
+def _points_of(stores: Stores, product_id: str) -> list[dict]:
+    """The payloads of `product_id`'s points in the serving collection."""
+    name = stores.store.collection_name(stores.store.alias_target())
+    records, _ = stores.store.client.scroll(name, limit=10_000, with_payload=True)
+    return [r.payload for r in records if (r.payload or {}).get("product_id") == product_id]
+
+
+def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(stores: Stores,
+                                                                              runtime: ModelRuntime) -> None:
+    """Two producers hashing keys differently put one product's events on two partitions: they may arrive
+    out of order. The event that occurred last wins in both stores; an older one arriving later is STALE."""
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    core = IngestCore(runtime, stores.factory, stores.store)
+
+    def product(product_id: str) -> Product:
+        with stores.factory() as session:
+            return session.get(Product, product_id)
+
+    newer = build_upsert_event("p", [_jpeg(20)], title="P new", occurred_at=t0 + timedelta(minutes=1))
+    older = build_upsert_event("p", [_jpeg(21), _jpeg(22)], title="P old", occurred_at=t0)
+    assert core.process([IncomingEvent.of(newer, partition=1)]).counts() == {"indexed": 1}
+    late = core.process([IncomingEvent.of(older, partition=0)])
+    assert [o.status for o in late.outcomes] == [Status.STALE] and late.failed == [] and late.indexed == []
+    assert (product("p").title, product("p").event_occurred_at) == ("P new", t0 + timedelta(minutes=1))
+    assert stores.count(ImageRow, ImageRow.product_id == "p") == 1
+    assert [pt["title"] for pt in _points_of(stores, "p")] == ["P new"]
+    # Its replay is a plain duplicate (it was claimed), and out of order within one batch is the same.
+    assert core.process([IncomingEvent.of(older)]).counts() == {"duplicate": 1}
+    batch = [build_upsert_event("p", [_jpeg(23)], title="P newest", occurred_at=t0 + timedelta(minutes=3)),
+             build_upsert_event("p", [_jpeg(24)], title="P older", occurred_at=t0 + timedelta(minutes=2))]
+    assert core.process([IncomingEvent.of(e) for e in batch]).counts() == {"indexed": 1, "stale": 1}
+    assert product("p").title == "P newest" and [pt["title"] for pt in _points_of(stores, "p")] == ["P newest"]
+
+    # A delete that overtakes the upsert it followed, for a product never seen: the upsert must not list it.
+    gone = build_delete_event("q", occurred_at=t0 + timedelta(minutes=5))
+    listed = build_upsert_event("q", [_jpeg(25)], title="Q", occurred_at=t0 + timedelta(minutes=4))
+    result = core.process([IncomingEvent.of(gone), IncomingEvent.of(listed)])
+    assert [o.status for o in result.outcomes] == [Status.DELETED, Status.STALE]
+    assert product("q").deleted and _points_of(stores, "q") == []
+    # ... and a later upsert lists it again.
+    back = build_upsert_event("q", [_jpeg(26)], title="Q again", occurred_at=t0 + timedelta(minutes=6))
+    assert core.process([IncomingEvent.of(back)]).counts() == {"indexed": 1}
+    assert (product("q").title, product("q").deleted) == ("Q again", False) and len(_points_of(stores, "q")) == 1
+
+    # Without occurred_at, today's behaviour: applied in arrival order, the product keeps its time.
+    untimed = build_upsert_event("p", [_jpeg(27)], title="P untimed")
+    assert core.process([IncomingEvent.of(untimed)]).counts() == {"indexed": 1}
+    assert (product("p").title, product("p").event_occurred_at) == ("P untimed", t0 + timedelta(minutes=3))
+    stale_delete = build_delete_event("p", occurred_at=t0 + timedelta(minutes=2, seconds=30))
+    assert core.process([IncomingEvent.of(stale_delete)]).counts() == {"stale": 1}
+    assert not product("p").deleted and [pt["title"] for pt in _points_of(stores, "p")] == ["P untimed"]
+
+
+def test_two_workers_applying_one_product_at_once_leave_the_newest_in_both_stores(stores: Stores,
+                                                                                  runtime: ModelRuntime) -> None:
+    """The product's row lock is held while Qdrant is written, so concurrent workers take turns in both stores."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    cores = [IngestCore(runtime, stores.factory, stores.store) for _ in range(2)]
+    cores[0].process([IncomingEvent.of(build_upsert_event("warm-up", [_jpeg(30)], title="W"))])  # the collection
+    for round_ in range(4):
+        # Round by round, the older event goes to the other worker.
+        events = [build_upsert_event("r", [_jpeg(40 + 2 * round_ + i)], title=f"R {round_}.{i}",
+                                     occurred_at=t0 + timedelta(minutes=2 * round_ + i)) for i in (0, 1)]
+        barrier = threading.Barrier(2)
+
+        def apply(core: IngestCore, event: events_pb2.CatalogEvent, barrier: threading.Barrier = barrier) -> Status:
+            barrier.wait()
+            return core.process([IncomingEvent.of(event)]).outcomes[0].status
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(apply, cores[::1 if round_ % 2 else -1], events))
+        # The older one is STALE when the newer got the lock first, else both apply in time order.
+        assert statuses[1] is Status.INDEXED and statuses[0] in (Status.INDEXED, Status.STALE)
+        with stores.factory() as session:
+            assert session.get(Product, "r").title == f"R {round_}.1"
+        assert [pt["title"] for pt in _points_of(stores, "r")] == [f"R {round_}.1"]
 
 
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
