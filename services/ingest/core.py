@@ -12,9 +12,10 @@ what it announces). What the code guarantees, and why:
   version that built the serving collection (search embeds queries with that version too).
 * `sinks.CatalogSinks` writes each chunk: events older than what their product shows (`occurred_at`) are
   STALE and skipped, Qdrant is written, then the same database transaction writes products, images,
-  predictions and claims the event ids. A crash in between leaves the events unclaimed, so they are
-  replayed; a replay of a claimed event is skipped. Point ids and image ids are derived from content, so a
-  replay with a new event id rewrites the same rows and points.
+  predictions, claims the event ids and queues the `catalog.indexed` announcements (the outbox). A crash in
+  between leaves the events unclaimed, so they are replayed; a replay of a claimed event is skipped. Point
+  ids and image ids are derived from content, so a replay with a new event id rewrites the same rows and
+  points.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class IngestCore:
     """Applies batches of catalogue events to the stores. Thread-compatible: one `process` call at a time.
 
     `on_indexed` is called once per upserted product after the database commit (an in-process hook, e.g.
-    for progress; the Kafka worker produces `catalog.indexed` from `BatchResult.indexed` itself).
+    for progress). `catalog.indexed` goes through the outbox the sinks write with each claim; the Kafka worker
+    sends `BatchResult.indexed` from it (outbox.py).
     """
 
     def __init__(

@@ -8,7 +8,8 @@
    (`repository.lock_products`); an older one is STALE: claimed, not applied, not dead-lettered. Events
    without `occurred_at` apply in arrival order, as they always did.
 2. Qdrant (idempotent): replace each upserted product's points, drop deleted products everywhere.
-3. Postgres: products, images, predictions and the event claims, then commit.
+3. Postgres: products, images, predictions, the event claims, and the `catalog.indexed` announcements
+   (the outbox, sent by `outbox.AnnouncementRelay`), then commit.
 
 Qdrant is written while the transaction holds the product locks, so two workers applying one product take
 turns in both stores. A crash before the commit leaves the events unclaimed: they are replayed, and the
@@ -17,6 +18,7 @@ content-derived point and image ids make the replay converge.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -118,6 +120,8 @@ class CatalogSinks:
         for w in stale:  # claimed too: a replay is then a plain duplicate
             outcomes[w.index] = Outcome(w.index, Status.STALE if w.event.event_id in fresh else Status.DUPLICATE,
                                         w.event.event_id, w.product_id)
+        repository.add_announcements(session, [dataclasses.asdict(o.indexed) for o in outcomes.values()
+                                               if o.indexed is not None])
         return outcomes
 
     def _in_order(self, session: Session, ready: list[Work]) -> tuple[list[Work], list[Work]]:

@@ -7,6 +7,7 @@ synthetic catalogue, replay it, feed it poison, delete a product. Every wait is 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import threading
@@ -34,7 +35,7 @@ from services.ingest.events import build_delete_event, build_upsert_event, event
 from services.ingest.publish import events_from_folder, publish
 from shared.db import create_database_if_missing, drop_database, make_engine, session_factory, sqlite_url, upgrade
 from shared.db.models import Image as ImageRow
-from shared.db.models import ImagePrediction, ProcessedEvent, Product
+from shared.db.models import ImagePrediction, IndexedAnnouncement, ProcessedEvent, Product
 from shared.errors import NotFound
 from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
 from shared.serving.runtime import ModelRuntime
@@ -507,6 +508,54 @@ def test_worker_delete_removes_the_product_from_search(pipeline: Pipeline) -> No
     assert store.count("products") == points_before - own
     with pytest.raises(NotFound):
         store.get_vector("products", "id_00000002")
+
+
+class Crash(BaseException):
+    """Stands in for the process dying: it gets past every `except Exception`, and nothing after it runs."""
+
+
+def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
+        kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path, tmp_path: Path) -> None:
+    """The first worker commits a batch (stores, claims and its outbox rows) and dies before announcing it; its
+    offsets are not committed. The worker that replaces it finds those events claimed (duplicates, nothing to
+    announce from the batch) and its sweep sends what the dead one left in the outbox."""
+    from prometheus_client import REGISTRY
+
+    suffix = uuid.uuid4().hex[:8]
+    config = WorkerConfig(topic=f"crash.uploads.{suffix}", dlq_topic=f"crash.dlq.{suffix}",
+                          indexed_topic=f"crash.indexed.{suffix}", group_id=f"crash-{suffix}", partitions=2,
+                          max_records=16, poll_timeout_ms=200, outbox_sweep_s=0.5)
+    stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    swept_before = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"}) or 0.0
+    try:
+        events = list(events_from_folder(catalog))
+        # The dead worker's sweeper must not rescue its own rows: in a real crash it dies with the process.
+        dying = IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap,
+                             dataclasses.replace(config, outbox_sweep_s=3600))
+        dying.start()
+        crashed: list[str] = []
+
+        def die(indexed) -> bool:
+            crashed.extend(m.event_id for m in indexed)
+            raise Crash("killed between the commit and the send")
+
+        dying._relay.send = die  # type: ignore[method-assign, union-attr]
+        assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
+        _wait(lambda: isinstance(dying.error, Crash), "the worker to die after its first batch")
+        dying.stop(timeout=15)
+        assert crashed and stores.count(ProcessedEvent) >= len(crashed)  # committed, not announced
+
+        reader = Pipeline(kafka_bootstrap, config, stores, None, None, catalog)  # type: ignore[arg-type]
+        with IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap, config):
+            _wait(lambda: stores.count(ProcessedEvent) == ITEMS, "every event to be applied")
+            announced = {parse_indexed(r.value).event_id for r in reader.read(config.indexed_topic, ITEMS)}
+            _wait(lambda: stores.count(IndexedAnnouncement, IndexedAnnouncement.sent_at.is_(None)) == 0,
+                  "the outbox to be marked sent")
+        assert announced == {e.event_id for e in events}
+        swept = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"})
+        assert swept == swept_before + len(crashed)
+    finally:
+        close()
 
 
 def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str, runtime: ModelRuntime,
