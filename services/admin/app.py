@@ -4,6 +4,7 @@ promotion worker, the one owner of re-indexing and of the serving alias."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from services.admin.core import AdminCore
 from services.admin.promoter import Promoter
@@ -13,6 +14,9 @@ from services.admin.settings import AdminSettings
 from services.resources import Resources
 from shared.config import ImageSettings
 from shared.host import Components, Named
+
+if TYPE_CHECKING:
+    from services.retrain.trigger import Retraining
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +29,22 @@ def build(settings: AdminSettings, resources: Resources, images: ImageSettings) 
                         analyze_timeout_s=settings.promotion_analyze_timeout_s)
     if settings.token() is None:
         log.warning("AdminService refuses every call: set FASHION_ADMIN_TOKEN to enable it")
-    core = AdminCore(sessions, promoter, _retrain_trigger())
-    worker = PromotionWorker(promoter, sessions, settings.promotion_poll_s)
+    retraining = _retraining()
+    core = AdminCore(sessions, promoter, retraining.trigger if retraining else None,
+                     stale_after_s=retraining.stale_after_s if retraining else None)
+    # The promotion worker's poll also reaps runs whose retrain worker died (see promotion_worker.py).
+    worker = PromotionWorker(promoter, sessions, settings.promotion_poll_s,
+                             reaper=retraining.reap if retraining else None)
     return Components(servicers=list(admin_servicers(core, settings.token())),
                       parts=[Named("promotion worker", worker)])
 
 
-
-def _retrain_trigger():
-    """TriggerRetrain enqueues the Celery task of services/retrain (imported on first use: no torch, no Celery
-    here); a process without services/retrain answers UNAVAILABLE."""
+def _retraining() -> Retraining | None:
+    """TriggerRetrain and the reaper enqueue the Celery task of services/retrain (imported on first use: no torch,
+    no Celery here); a process without services/retrain answers UNAVAILABLE and reaps nothing."""
     try:
-        from services.retrain.trigger import make_trigger
+        from services.retrain.trigger import Retraining
     except ImportError:
         log.warning("services.retrain is not installed: TriggerRetrain will answer UNAVAILABLE")
         return None
-    return make_trigger()
+    return Retraining()

@@ -57,11 +57,18 @@ def print_models(models: list[admin_pb2.ModelVersion], console: Console) -> None
     console.print(table)
 
 
+def run_state(run: admin_pb2.TrainingRun) -> str:
+    """The state to show: "stalled" instead of what the run was doing once its worker fell silent (the server
+    judges that against its own threshold; older servers never set the flag)."""
+    return "stalled" if run.stalled else run.state
+
+
 def print_run(run: admin_pb2.TrainingRun, console: Console) -> None:
     table = Table(title=f"training run {run.run_id}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    rows = [("state", run.state), ("epoch", f"{run.epoch}/{run.epochs}"), ("loss", f"{run.loss:.4f}"),
+    state = f"[bold red]stalled[/] (was {run.state})" if run.stalled else run.state
+    rows = [("state", state), ("epoch", f"{run.epoch}/{run.epochs}"), ("loss", f"{run.loss:.4f}"),
             ("candidate", run.candidate_version or "-"), ("message", run.message or "-"),
             ("metrics", _metrics(run.metrics))]
     for name, value in rows:
@@ -109,13 +116,13 @@ def follow_run(address: str, token: str | None, run_id: str, *, poll_s: float = 
         task = progress.add_task("run", total=None, state="queued", loss="-", eta="-", message="")
         while True:
             run = _call(address, token, "GetTrainingRun", request, timeout)
-            progress.update(task, total=run.epochs or None, completed=run.epoch, state=run.state,
+            progress.update(task, total=run.epochs or None, completed=run.epoch, state=run_state(run),
                             loss=f"{run.loss:.4f}" if run.loss else "-",
                             eta=f"{run.eta_seconds:.0f}s" if run.eta_seconds else "-", message=run.message[:60])
             if run.state in TERMINAL_RUN_STATES:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
-                raise FashionError(f"run {run_id} is still {run.state} after {max_wait_s:.0f}s; expected it to "
+                raise FashionError(f"run {run_id} is still {run_state(run)} after {max_wait_s:.0f}s; expected it to "
                                    "finish sooner (follow it again with GetTrainingRun)")
             sleep(poll_s)
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.admin.promoter import Promoter
 from shared.db import repository
-from shared.db.models import ModelState, ModelVersion, TrainingRun
+from shared.db.models import ModelState, ModelVersion, TrainingRun, utcnow
 from shared.errors import InvalidInput, Unavailable
 
 if TYPE_CHECKING:
@@ -39,11 +39,24 @@ class RunInfo:
     candidate_version: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    heartbeat_at: datetime | None = None
+    stalled: bool = False  # see of()
 
     @classmethod
-    def of(cls, run: TrainingRun) -> RunInfo:
-        return cls(run.run_id, run.state, run.epoch or 0, run.epochs or 0, run.loss, run.eta_seconds,
-                   run.message or "", _numbers(run.metrics), run.candidate_version, run.created_at, run.updated_at)
+    def of(cls, run: TrainingRun, *, stale_after_s: float | None = None, now: datetime | None = None) -> RunInfo:
+        """The run as the API shows it. With ``stale_after_s``, a run whose worker fell silent is ``stalled``
+        and its message says so first: the state stays what the run was doing (no DB state: nothing moved it,
+        and a resumed worker simply beats again), so a client polling for ``training`` is not misled into
+        waiting on a dead worker."""
+        message = run.message or ""
+        now = now or utcnow()
+        stalled = stale_after_s is not None and repository.is_stalled(run, now, stale_after_s)
+        if stalled:
+            silence = f"stalled: no heartbeat from a retrain worker for {repository.silent_for(run, now):.0f} s"
+            message = f"{silence}; {message}" if message else silence
+        return cls(run.run_id, run.state, run.epoch or 0, run.epochs or 0, run.loss, run.eta_seconds, message,
+                   _numbers(run.metrics), run.candidate_version, run.created_at, run.updated_at, run.heartbeat_at,
+                   stalled)
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,15 @@ def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AdminCore:
-    def __init__(self, sessions: sessionmaker[Session], promoter: Promoter, trigger: Trigger | None) -> None:
+    """``stale_after_s``: the retrain workers' stale-heartbeat threshold, for showing a run as stalled (None: a
+    process without retraining judges no liveness)."""
+
+    def __init__(self, sessions: sessionmaker[Session], promoter: Promoter, trigger: Trigger | None, *,
+                 stale_after_s: float | None = None) -> None:
         self.sessions = sessions
         self.promoter = promoter
         self.trigger = trigger
+        self.stale_after_s = stale_after_s
 
     def trigger_retrain(self, params: Mapping[str, Any]) -> tuple[str, bool]:
         """Create (or find the active) training run and enqueue it; (run_id, created)."""
@@ -117,7 +135,7 @@ class AdminCore:
         if not run_id or not run_id.strip():
             raise InvalidInput("expected a run_id (from TriggerRetrain), got an empty one")
         with self.sessions() as session:
-            return RunInfo.of(repository.get_run(session, run_id))
+            return RunInfo.of(repository.get_run(session, run_id), stale_after_s=self.stale_after_s)
 
     def list_models(self) -> list[ModelInfo]:
         with self.sessions() as session:

@@ -65,7 +65,7 @@ def run_pb(run: RunInfo) -> admin_pb2.TrainingRun:
         run_id=run.run_id, state=run.state, epoch=run.epoch, epochs=run.epochs,
         loss=run.loss or 0.0, eta_seconds=run.eta_seconds or 0.0, message=run.message, metrics=run.metrics,
         candidate_version=run.candidate_version or "", created_at=_timestamp(run.created_at),
-        updated_at=_timestamp(run.updated_at))
+        updated_at=_timestamp(run.updated_at), stalled=run.stalled, heartbeat_at=_timestamp(run.heartbeat_at))
 
 
 def model_pb(model: ModelInfo) -> admin_pb2.ModelVersion:

@@ -2,10 +2,13 @@
 
 Thin by design: records go to `IngestCore.process` undecoded; poison records (outcome FAILED) are returned to
 the consumer thread, which copies them to `catalog.uploads.dlq` with the reason in headers before the batch
-commits, so the partition never blocks; every indexed product is announced on `catalog.indexed`. If `process`
-raises (model, Qdrant or database down), the batch is retried: nothing is lost, and the idempotent sinks make
-the retry converge. Offsets are committed only after the handler returned, i.e. after both stores, the DLQ and
-the `catalog.indexed` messages were acknowledged.
+commits, so the partition never blocks. If `process` raises (model, Qdrant or database down), the batch is
+retried: nothing is lost, and the idempotent sinks make the retry converge. Offsets are committed only after
+the handler returned, i.e. after both stores and the DLQ were written.
+
+Indexed products are announced on `catalog.indexed` through the outbox the core writes with each event claim
+(outbox.py): the worker sends a batch's announcements right after it, and its sweeper sends whatever a crashed
+predecessor or a failed send left pending.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.ingest.core import BatchResult, IncomingEvent, IngestCore, Status
-from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC, event_to_json
+from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC
+from services.ingest.outbox import AnnouncementRelay, AnnouncementSweeper
 from shared.messaging import make_producer
 from shared.messaging.consumer_thread import ConsumerConfig, ConsumerThread, Poison
 from shared.messaging.kafka import Record
@@ -45,6 +49,8 @@ class WorkerConfig(ConsumerConfig):
     dlq_topic: str = UPLOADS_DLQ_TOPIC
     group_id: str = "fashion-ingest"
     indexed_topic: str = INDEXED_TOPIC
+    outbox_sweep_s: float = 30.0  # how often pending announcements are looked for, and how old they must be
+    outbox_retention_s: float = 86_400.0  # how long sent announcements are kept
 
 
 class IngestWorker:
@@ -62,6 +68,8 @@ class IngestWorker:
         self._producer = producer
         self._owns_producer = producer is None
         self._thread: ConsumerThread | None = None
+        self._relay: AnnouncementRelay | None = None
+        self._sweeper: AnnouncementSweeper | None = None
         self._lock = threading.Lock()
         self._stats: Tally[str] = Tally()
 
@@ -74,13 +82,19 @@ class IngestWorker:
         cfg = self.config
         if self._producer is None:
             self._producer = make_producer(self.bootstrap, client_id=f"{cfg.group_id}-producer")
+        self._relay = AnnouncementRelay(self.core.session_factory, self._producer, cfg.indexed_topic,
+                                        send_timeout_s=cfg.send_timeout_s)
         self._thread = ConsumerThread(self.bootstrap, cfg, self.handle, self._producer,
                                       extra_topics={cfg.indexed_topic: cfg.partitions})
-        self._thread.start()
+        self._thread.start()  # creates the indexed topic, which the sweep may send to at once
+        self._sweeper = AnnouncementSweeper(self._relay, cfg.outbox_sweep_s, retention_s=cfg.outbox_retention_s)
+        self._sweeper.start()
         return self
 
     def stop(self, timeout: float | None = None) -> bool:
         """Finish the batch in hand, leave the group; True when the thread ended within `timeout`."""
+        if self._sweeper is not None:
+            self._sweeper.stop()
         stopped = self._thread.stop(timeout) if self._thread is not None else True
         if self._owns_producer and self._producer is not None and stopped:
             self._producer.close(timeout=10)
@@ -113,17 +127,13 @@ class IngestWorker:
         """One batch: apply, announce the indexed, return the poison (the consumer thread dead-letters it);
         raise to have the batch retried."""
         start = time.perf_counter()
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("worker not started: no producer")
+        relay = self._relay
+        if relay is None:
+            raise RuntimeError("worker not started: no announcement relay")
         result = self.core.process([IncomingEvent(r.value, r.topic, r.partition, r.offset, r.key) for r in records])
-        cfg = self.config
-        sent = [producer.send(cfg.indexed_topic, key=msg.product_id.encode(), value=event_to_json(msg))
-                for msg in result.indexed]
-        if sent:
-            producer.flush(timeout=cfg.send_timeout_s)
-            for future in sent:
-                future.get(timeout=cfg.send_timeout_s)
+        # Committed, announcements included (the outbox): a failed send here is the sweep's to retry, not a
+        # reason to retry the batch, whose events are claimed now.
+        relay.send(result.indexed)
         self._record(result, time.perf_counter() - start)
         return [Poison(records[o.index], o.reason, o.error_type or "unknown") for o in result.failed]
 

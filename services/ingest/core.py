@@ -10,54 +10,49 @@ what it announces). What the code guarantees, and why:
   consumer retries the whole batch, and since every write below is idempotent the retry converges.
 * Every image of every upsert in the batch goes through ONE `analyzer.analyze` call, pinned to the model
   version that built the serving collection (search embeds queries with that version too).
-* Qdrant is written first, then one database transaction writes products, images, predictions and claims
-  the event ids. A crash in between leaves the events unclaimed, so they are replayed; a replay of a
-  claimed event is skipped. Point ids and image ids are derived from content, so a replay with a new
-  event id rewrites the same rows and points.
+* `sinks.CatalogSinks` writes each chunk: events older than what their product shows (`occurred_at`) are
+  STALE and skipped, Qdrant is written, then the same database transaction writes products, images,
+  predictions, claims the event ids and queues the `catalog.indexed` announcements (the outbox). A crash in
+  between leaves the events unclaimed, so they are replayed; a replay of a claimed event is skipped. Point
+  ids and image ids are derived from content, so a replay with a new event id rewrites the same rows and
+  points.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.ingest.domain import BatchResult, CatalogEvent, Outcome, ProductIndexed, Status
+from services.ingest.domain import BatchResult, Outcome, ProductIndexed, Status
 from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, EventLimits, decode_event, event_to_json
+from services.ingest.sinks import POISON_ERRORS, CatalogSinks, Work, failed, poison
 from shared.catalog.alias import serving_version
-from shared.catalog.indexing import CatalogImage, analyze_images, catalog_point, read_upload
-from shared.db import repository
+from shared.catalog.indexing import analyze_images, read_upload
 from shared.db.models import ProcessedEvent
-from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.imaging import ImageIntake
 from shared.serving.analyzer import Analyzer
 from shared.vectorstore import VectorStore
-from shared.vectorstore.payload import ProductPayload
 
 if TYPE_CHECKING:
     from fashion.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "this record is bad", as opposed to "a dependency is down" (which must raise).
-POISON_ERRORS: tuple[type[FashionError], ...] = (InvalidInput, TooLarge)
-
-
 CHUNK_IMAGES = 32  # one model batch
 
 
-def _chunks_by_images(work: list[_Work], size: int) -> list[list[_Work]]:
+def _chunks_by_images(work: list[Work], size: int) -> list[list[Work]]:
     """Consecutive groups of events holding at most `size` images each (an event is never split; one with more
     images than `size` gets a chunk of its own). Never over: a chunk of size + 3 images made the model run a
     full batch and then a batch of 3 (profiled: mean batch 23 instead of 32)."""
-    chunks: list[list[_Work]] = [[]]
+    chunks: list[list[Work]] = [[]]
     count = 0
     for w in work:
         images = len(w.event.images) if w.upsert else 0
@@ -67,19 +62,6 @@ def _chunks_by_images(work: list[_Work], size: int) -> list[list[_Work]]:
         chunks[-1].append(w)
         count += images
     return [c for c in chunks if c]
-
-
-def _distinct_product_runs(work: list[_Work]) -> list[list[_Work]]:
-    """Consecutive runs of events in which no product appears twice (order kept)."""
-    runs: list[list[_Work]] = [[]]
-    seen: set[str] = set()
-    for w in work:
-        if w.product_id in seen:
-            runs.append([])
-            seen = set()
-        runs[-1].append(w)
-        seen.add(w.product_id)
-    return [run for run in runs if run]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,39 +81,12 @@ class IncomingEvent:
         return cls(event_to_json(event), topic, partition, offset, event.product.product_id.encode())
 
 
-@dataclass
-class _Work:
-    index: int
-    record: IncomingEvent
-    event: CatalogEvent
-    images: list[CatalogImage] = field(default_factory=list)
-    failure: FashionError | None = None
-    labels: tuple[str, list[str]] | None = None  # (category, attributes), once its images are analysed
-
-    @property
-    def upsert(self) -> bool:
-        return self.event.upsert
-
-    @property
-    def product_id(self) -> str:
-        return self.event.product.product_id
-
-
-def _failed(index: int, exc: BaseException, event_id: str = "", product_id: str = "") -> Outcome:
-    return Outcome(index, Status.FAILED, event_id, product_id, reason=str(exc) or type(exc).__name__,
-                   error_type=type(exc).__name__)
-
-
-def _poison(exc: FashionError, prefix: str) -> FashionError:
-    cls = TooLarge if isinstance(exc, TooLarge) else InvalidInput
-    return cls(f"{prefix}: {exc}")
-
-
 class IngestCore:
     """Applies batches of catalogue events to the stores. Thread-compatible: one `process` call at a time.
 
     `on_indexed` is called once per upserted product after the database commit (an in-process hook, e.g.
-    for progress; the Kafka worker produces `catalog.indexed` from `BatchResult.indexed` itself).
+    for progress). `catalog.indexed` goes through the outbox the sinks write with each claim; the Kafka worker
+    sends `BatchResult.indexed` from it (outbox.py).
     """
 
     def __init__(
@@ -152,7 +107,7 @@ class IngestCore:
         self.intake = intake or ImageIntake()
         self.on_indexed = on_indexed
         self.event_limits = event_limits
-        self.attribute_threshold = attribute_threshold
+        self.sinks = CatalogSinks(session_factory, store, attribute_threshold=attribute_threshold)
         self.analyze_timeout_s = analyze_timeout_s
         # Background threads hand chunks to the model while this thread decodes chunk k+1 and writes chunk k-1
         # (see `_apply_in_chunks`). Two, so the next chunk is resized (in the analyzer's caller thread) while
@@ -184,7 +139,7 @@ class IngestCore:
         images = sum(o.images for o in ordered if o.status is Status.INDEXED)
         return BatchResult(ordered, version, images, time.perf_counter() - start)
 
-    def _apply_in_chunks(self, work: list[_Work], outcomes: dict[int, Outcome]) -> str | None:
+    def _apply_in_chunks(self, work: list[Work], outcomes: dict[int, Outcome]) -> str | None:
         """Decode, analyse and write in chunks of about CHUNK_IMAGES images, pipelined: the model runs on
         chunk k while this thread decodes chunk k+1 and then writes chunk k-1 to Qdrant and the database.
 
@@ -192,7 +147,7 @@ class IngestCore:
         event claims), so replays stay idempotent; the caller commits Kafka offsets after all chunks.
         """
         version: str | None = None
-        in_flight: tuple[list[_Work], Future[str | None]] | None = None
+        in_flight: tuple[list[Work], Future[str | None]] | None = None
         for chunk in _chunks_by_images(work, CHUNK_IMAGES):
             for w in chunk:
                 if w.upsert:
@@ -205,35 +160,34 @@ class IngestCore:
             version = self._write_chunk(*in_flight, outcomes) or version
         return version
 
-    def _write_chunk(self, chunk: list[_Work], analysed: Future[str | None],
+    def _write_chunk(self, chunk: list[Work], analysed: Future[str | None],
                      outcomes: dict[int, Outcome]) -> str | None:
         version = analysed.result()  # re-raises infrastructure errors: the batch is then retried whole
         for w in chunk:
             if w.failure is not None:
-                outcomes[w.index] = _failed(w.index, w.failure, w.event.event_id, w.product_id)
+                outcomes[w.index] = failed(w.index, w.failure, w.event.event_id, w.product_id)
         ready = [w for w in chunk if w.failure is None]
         if ready:
-            self._write_vectors(ready, version)
-            outcomes.update(self._write_database(ready, version))
+            outcomes.update(self.sinks.write(ready, version))
         return version
 
     def _parse(self, batch: Sequence[IncomingEvent],
-               outcomes: dict[int, Outcome]) -> tuple[list[_Work], dict[int, int]]:
+               outcomes: dict[int, Outcome]) -> tuple[list[Work], dict[int, int]]:
         """Parse every record; returns the events to apply and {index of a repeated event id: first index}."""
-        work: list[_Work] = []
+        work: list[Work] = []
         first_seen: dict[str, int] = {}
         copies: dict[int, int] = {}
         for index, record in enumerate(batch):
             try:
                 event = decode_event(record.value, self.event_limits)
             except POISON_ERRORS as exc:
-                outcomes[index] = _failed(index, exc)
+                outcomes[index] = failed(index, exc)
                 continue
             if event.event_id in first_seen:
                 copies[index] = first_seen[event.event_id]
                 continue
             first_seen[event.event_id] = index
-            work.append(_Work(index, record, event))
+            work.append(Work(index, record, event))
         return work, copies
 
     def _already_claimed(self, event_ids: list[str]) -> set[str]:
@@ -249,14 +203,14 @@ class IngestCore:
 
     # -- images and the model ---------------------------------------------------------------------------------
 
-    def _load_images(self, work: _Work) -> None:
+    def _load_images(self, work: Work) -> None:
         """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
         try:
             work.images = read_upload(self.intake, work.product_id, work.event.images)
         except POISON_ERRORS as exc:
-            work.failure = _poison(exc, f"event {work.event.event_id} (product {work.product_id})")
+            work.failure = poison(exc, f"event {work.event.event_id} (product {work.product_id})")
 
-    def _analyze(self, upserts: list[_Work]) -> str | None:
+    def _analyze(self, upserts: list[Work]) -> str | None:
         """One analyze call for every image of the batch; on a typed input error, isolate it per event."""
         if not upserts:
             return None
@@ -271,125 +225,5 @@ class IngestCore:
                 try:
                     analyze_images(self.analyzer, w.images, version, timeout=self.analyze_timeout_s)
                 except POISON_ERRORS as single:
-                    w.failure = _poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
+                    w.failure = poison(single, f"event {w.event.event_id} (product {w.product_id}): model")
         return version
-
-    # -- sinks --------------------------------------------------------------------------------------------
-
-    def _labels(self, work: _Work) -> tuple[str, list[str]]:
-        """Product category = majority of its images' top-1 (ties: earliest image); attributes = union.
-
-        Computed once per event: both sinks (the Qdrant payload and the products row) need them.
-        """
-        if work.labels is None:
-            analyses = [im.analysis for im in work.images if im.analysis is not None]
-            votes = Counter(a.category()[0] for a in analyses)
-            best = max(votes.values())
-            category = next(a.category()[0] for a in analyses if votes[a.category()[0]] == best)
-            attributes = sorted({name for a in analyses
-                                 for name, _, _ in a.attributes_above(self.attribute_threshold)})
-            work.labels = (category, attributes)
-        return work.labels
-
-    def _write_vectors(self, ready: list[_Work], version: str | None) -> None:
-        """Qdrant first (idempotent): replace each upserted product's points; remove deleted ones everywhere."""
-        delete_versions: list[str] | None = None
-        known: dict[str, list[str]] = {}
-        if self.store.local:  # only local mode deletes stale points by id (a server deletes by product filter)
-            with self.session_factory() as session:
-                found = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
-            known = {product_id: [im.image_id for im in images] for product_id, images in found.items()}
-        for w in ready:
-            if w.upsert:
-                assert version is not None
-                category, attributes = self._labels(w)
-                product = w.event.product
-                payload = ProductPayload(title=product.title, category=category, attributes=tuple(attributes),
-                                         price=product.price, in_stock=product.in_stock, brand=product.brand,
-                                         currency=product.currency)
-                points = [catalog_point(im, payload) for im in w.images]
-                self.store.replace_product(version, w.product_id, points, known.get(w.product_id, []))
-                known[w.product_id] = [im.image_id for im in w.images]  # what a later event in this chunk replaces
-            else:
-                if delete_versions is None:  # every collection, so a re-index in progress drops it too
-                    delete_versions = self.store.list_versions()
-                for v in delete_versions:
-                    self.store.delete_product(v, w.product_id)
-
-    def _write_database(self, ready: list[_Work], version: str | None) -> dict[int, Outcome]:
-        """One transaction for the chunk; if the database refuses one event, apply them one by one."""
-        try:
-            with self.session_factory.begin() as session:
-                return self._apply(session, ready, version)
-        except POISON_ERRORS as exc:
-            log.warning("batch transaction refused an event (%s); applying events one by one", exc)
-        outcomes: dict[int, Outcome] = {}
-        for w in ready:
-            try:
-                with self.session_factory.begin() as session:
-                    outcomes.update(self._apply(session, [w], version))
-            except POISON_ERRORS as exc:
-                reason = _poison(exc, f"event {w.event.event_id} (product {w.product_id}): database")
-                outcomes[w.index] = _failed(w.index, reason, w.event.event_id, w.product_id)
-        return outcomes
-
-    def _apply(self, session: Session, ready: list[_Work], version: str | None) -> dict[int, Outcome]:
-        """Apply events in order, a few statements per run of events naming distinct products.
-
-        Profiled: seven statements per event were a quarter of the ingest thread's time; per run they are
-        five or six, whatever its length. A product named twice in a chunk starts a new run, so the later
-        event still wins, as it would applied alone.
-        """
-        outcomes: dict[int, Outcome] = {}
-        for run in _distinct_product_runs(ready):
-            upserts = [w for w in run if w.upsert]
-            if upserts:
-                assert version is not None
-                self._write_upserts(session, upserts, version)
-            for w in run:
-                if not w.upsert:
-                    repository.mark_product_deleted(session, w.product_id)
-            fresh = repository.claim_events(session, [(w.event.event_id, w.record.topic, w.record.partition,
-                                                       w.record.offset) for w in run])
-            for w in run:
-                outcomes[w.index] = self._outcome(w, version, claimed=w.event.event_id in fresh)
-        return outcomes
-
-    def _write_upserts(self, session: Session, upserts: list[_Work], version: str) -> None:
-        products = []
-        for w in upserts:
-            product = w.event.product
-            category, attributes = self._labels(w)
-            products.append({"product_id": w.product_id, "title": product.title, "brand": product.brand or None,
-                             "price": product.price, "currency": product.currency or None,
-                             "in_stock": product.in_stock, "category": category, "attributes": attributes})
-        repository.upsert_products(session, products)
-        # A re-upload replaces the product's picture set: images it no longer has go (predictions cascade),
-        # as their points went from Qdrant, so a re-index from the database cannot resurrect them.
-        repository.delete_images_except(session, {w.product_id: [im.image_id for im in w.images] for w in upserts})
-        repository.upsert_images_many(session, [
-            {"image_id": im.image_id, "product_id": w.product_id, "uri": im.uri, "sha256": im.sha256,
-             "width": im.picture.width, "height": im.picture.height} for w in upserts for im in w.images])
-        predictions = []
-        for w in upserts:
-            for im in w.images:
-                analysis = im.analysis
-                assert analysis is not None
-                category, score = analysis.category()
-                predictions.append({"image_id": im.image_id, "category": category, "category_score": score,
-                                    "attributes": {a: sc for a, _, sc in analysis.attributes_above(
-                                        self.attribute_threshold)},
-                                    "landmarks": analysis.landmarks})
-        repository.save_predictions_many(session, version, predictions)
-
-    @staticmethod
-    def _outcome(w: _Work, version: str | None, *, claimed: bool) -> Outcome:
-        event = w.event
-        if not claimed:  # another worker applied it between our check and now: same content, nothing to announce
-            return Outcome(w.index, Status.DUPLICATE, event.event_id, w.product_id)
-        if not w.upsert:
-            return Outcome(w.index, Status.DELETED, event.event_id, w.product_id)
-        assert version is not None  # an upsert was analysed
-        indexed = ProductIndexed(product_id=w.product_id, model_version=version, images=len(w.images),
-                                 event_id=event.event_id)
-        return Outcome(w.index, Status.INDEXED, event.event_id, w.product_id, images=len(w.images), indexed=indexed)

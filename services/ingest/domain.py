@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from shared.imaging import ImageSource
@@ -34,12 +35,16 @@ class CatalogProduct:
 
 @dataclass(frozen=True, slots=True)
 class CatalogEvent:
-    """A validated upsert (product + its pictures) or delete (only `product.product_id` counts)."""
+    """A validated upsert (product + its pictures) or delete (only `product.product_id` counts).
+
+    `occurred_at` (aware, UTC), when the producer said: an event older than the newest one applied to its
+    product is ignored (sinks.py); without it, events apply in the order they arrive."""
 
     event_id: str
     type: EventType
     product: CatalogProduct
     images: tuple[ImageSource, ...] = ()
+    occurred_at: datetime | None = None
 
     @property
     def upsert(self) -> bool:
@@ -60,6 +65,7 @@ class Status(StrEnum):
     INDEXED = "indexed"
     DELETED = "deleted"
     DUPLICATE = "duplicate"  # already applied (claimed earlier, or a second copy in the same batch)
+    STALE = "stale"  # older (occurred_at) than the event already applied to its product: ignored, not poison
     FAILED = "failed"  # poison: send to the DLQ with `reason`
 
 

@@ -17,7 +17,7 @@ import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -95,12 +95,15 @@ def decode_event(data: bytes | None, limits: EventLimits = DEFAULT_EVENT_LIMITS)
 
 
 def catalog_event(event: events_pb2.CatalogEvent) -> CatalogEvent:
-    """A validated message as a plain event; a delete keeps only its product id (nothing else of it is read)."""
+    """A validated message as a plain event; a delete keeps only its product id and time (nothing else of it is
+    read)."""
     p = event.product
+    occurred_at = event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None
     if event.type != UPSERT:
-        return CatalogEvent(event.event_id, EventType.DELETE, CatalogProduct(p.product_id))
+        return CatalogEvent(event.event_id, EventType.DELETE, CatalogProduct(p.product_id), occurred_at=occurred_at)
     product = CatalogProduct(p.product_id, p.title, p.brand, p.price, p.currency, p.in_stock, p.category_hint)
-    return CatalogEvent(event.event_id, EventType.UPSERT, product, tuple(image_source(im) for im in event.images))
+    return CatalogEvent(event.event_id, EventType.UPSERT, product, tuple(image_source(im) for im in event.images),
+                        occurred_at)
 
 
 def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT_EVENT_LIMITS) -> None:

@@ -31,6 +31,10 @@ class IngestSettings(FashionSettings):
     ingest_drain_s: float = Field(10.0, ge=0, description="on SIGTERM with the embedded broker (which forgets what "
                                   "was not consumed), keep ingesting until caught up, at most this long")
     ingest_analyze_timeout_s: float = Field(60.0, gt=0, description="deadline of one batched analysis")
+    ingest_outbox_sweep_s: float = Field(30.0, gt=0, description="how often a worker sends catalog.indexed "
+                                         "announcements left pending that long (a crash, a failed send)")
+    ingest_outbox_retention_s: float = Field(86_400.0, ge=0, description="how long sent announcements stay in "
+                                             "the outbox table, for inspection")
 
     def event_limits(self) -> EventLimits:
         return EventLimits(max_images=self.ingest_max_images_per_event,
@@ -43,4 +47,6 @@ class IngestSettings(FashionSettings):
                             group_id=self.ingest_group, partitions=partitions,
                             max_records=self.ingest_batch, poll_timeout_ms=self.ingest_poll_timeout_ms,
                             max_poll_interval_ms=self.ingest_max_poll_interval_ms,
-                            drain_s=self.ingest_drain_s if drain else 0.0)
+                            drain_s=self.ingest_drain_s if drain else 0.0,
+                            outbox_sweep_s=self.ingest_outbox_sweep_s,
+                            outbox_retention_s=self.ingest_outbox_retention_s)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.retrain.config import RetrainConfig
 from shared.db import repository
-from shared.db.models import ModelState, RunState, TrainingRun, utcnow
+from shared.db.models import TRAINING_RUN_STATES, ModelState, RunState, TrainingRun, utcnow
 from shared.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY = "retrain"
 # States in which training still has work to do (those RUN_TRANSITIONS lets move to "training"); later states
 # belong to evaluation's outcome or to promotion.
-TRAINING_STATES = (RunState.QUEUED, RunState.TRAINING, RunState.EVALUATING)
+TRAINING_STATES = TRAINING_RUN_STATES
+# A run nobody picks up after a reap (no worker running, or its message lost) is sent again after 2, 4, 8 and
+# then every 16 stale periods: each send is one more message waiting in the queue, a no-op once the run ran.
+REAP_BACKOFF_CAP = 16
 
 
 # ----------------------------------------------------------------------------------------------- trigger
@@ -45,9 +48,9 @@ def trigger_run(
     """Create a queued run (or return the active one) and enqueue its task: ``(run_id, created)``.
 
     One active run per ``key``: concurrent triggers get the same run and only the creator enqueues, after its
-    transaction committed (a worker must find the row). With ``stale_after_s``, an existing queued/training run
-    silent for longer than that is enqueued again (the task is idempotent on the run id), so a lost task
-    cannot wedge retraining. If enqueueing fails the run is marked failed, so it blocks no later trigger.
+    transaction committed (a worker must find the row). With ``stale_after_s``, an existing run that stalled
+    is reaped as :func:`reap_stale_runs` would (the task is idempotent on the run id), so a lost task cannot
+    wedge retraining. If enqueueing fails the run is marked failed, so it blocks no later trigger.
     """
     config = config or RetrainConfig()
     with sessions.begin() as session:
@@ -58,8 +61,7 @@ def trigger_run(
         run, created = repository.create_or_get_active_run(session, key, epochs=config.epochs,
                                                            config=config.to_dict(), base_version=serving.version)
         run_id = run.run_id
-        resend = not created and stale_after_s is not None and _silent_for(run, utcnow()) > stale_after_s \
-            and RunState(run.state) in TRAINING_STATES
+        resend = not created and stale_after_s is not None and _reap_if_due(session, run, utcnow(), stale_after_s)
     if created or resend:
         try:
             enqueue(run_id)
@@ -68,15 +70,83 @@ def trigger_run(
                 fail_run(sessions, run_id, f"could not enqueue the training task: {exc}")
             raise Unavailable(f"could not enqueue training run {run_id}: expected the Celery broker to accept "
                               f"the task ({exc})") from exc
-        if resend:
-            log.warning("training run %s showed no sign of life for over %.0f s; enqueued it again", run_id,
-                        stale_after_s)
     return run_id, created
 
 
-def _silent_for(run: Any, now: datetime) -> float:
-    last = run.heartbeat_at or run.updated_at or run.created_at
-    return (now - last).total_seconds()
+# ----------------------------------------------------------------------------------------------- reaping
+
+
+def reap_stale_runs(sessions: sessionmaker[Session], enqueue: Callable[[str], object], *, stale_after_s: float,
+                    now: datetime | None = None) -> list[str]:
+    """Send the task of every stalled run again (its whole worker died: pod deleted, OOM); returns their ids.
+
+    Why: the dead worker's message is not lost but held unacknowledged by Redis until the visibility timeout
+    (hours, as it must outlast the longest run), so the run would sit in ``training`` that long. The new
+    delivery resumes from ``last.pt``; the original one, when Redis hands it out at last, finds the run trained
+    (``needs_training``) or being trained under the lock (``when_locked``): a no-op.
+
+    Decided and recorded under the run's row lock, so two admin processes reap a run once; sent after the
+    commit, like a trigger's task. A send that fails (Redis down), or a crash before it, is tried again by a
+    later reap, after the backoff for unanswered reaps: with the broker down nothing could train anyway.
+    """
+    now = now or utcnow()
+    with sessions() as session:
+        candidates = [r.run_id for r in repository.runs_in_state(session, *TRAINING_STATES)
+                      if _reap_due(r, now, stale_after_s)]
+    reaped = []
+    for run_id in candidates:
+        with sessions.begin() as session:
+            if not _reap_if_due(session, repository.get_run(session, run_id, for_update=True), now, stale_after_s):
+                continue  # another admin process reaped it since we looked
+        try:
+            enqueue(run_id)
+        except Exception as exc:
+            log.error("could not send the task of stalled training run %s again (a later reap retries): %s",
+                      run_id, exc)
+            with sessions.begin() as session:
+                if RunState(repository.get_run(session, run_id, for_update=True).state) in TRAINING_STATES:
+                    repository.update_run(session, run_id, message=f"re-enqueueing after its worker fell silent "
+                                          f"failed ({exc}); a later reap retries")
+            continue
+        reaped.append(run_id)
+    return reaped
+
+
+def _pending_reap(run: TrainingRun) -> datetime | None:
+    """When the run was last reaped, if no worker has beaten since (that task still waits, or was lost)."""
+    stamp = (run.progress or {}).get("reaped_at")
+    last = datetime.fromisoformat(stamp) if stamp else None
+    if last is None or (run.heartbeat_at is not None and run.heartbeat_at >= last):
+        return None
+    return last
+
+
+def _reap_due(run: TrainingRun, now: datetime, stale_after_s: float) -> bool:
+    """Stalled, and not reaped yet during this silence (or reaped, unanswered, long enough ago: backing off)."""
+    if not repository.is_stalled(run, now, stale_after_s):
+        return False
+    pending = _pending_reap(run)
+    if pending is None:
+        return True
+    streak = int((run.progress or {}).get("reap_streak", 1))
+    return (now - pending).total_seconds() > stale_after_s * min(2 ** streak, REAP_BACKOFF_CAP)
+
+
+def _reap_if_due(session: Session, run: TrainingRun, now: datetime, stale_after_s: float) -> bool:
+    """Record a reap on the row (read under its lock) if one is due; the caller then sends the task."""
+    if not _reap_due(run, now, stale_after_s):
+        return False
+    notes = run.progress or {}
+    streak = 1 if _pending_reap(run) is None else int(notes.get("reap_streak", 1)) + 1
+    reaps = int(notes.get("reaps", 0)) + 1
+    silent = repository.silent_for(run, now)
+    repository.update_run(
+        session, run.run_id, progress={"reaped_at": now.isoformat(), "reaps": reaps, "reap_streak": streak},
+        message=f"re-enqueued at {now:%Y-%m-%d %H:%M:%S} UTC after {silent:.0f} s without a heartbeat (reap "
+                f"{reaps}); a worker resumes it from last.pt")
+    log.warning("training run %s (%s) showed no sign of life for %.0f s (over %.0f s): its worker died or none "
+                "took it; sending its task again (reap %d)", run.run_id, run.state, silent, stale_after_s, reaps)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- liveness

@@ -47,8 +47,8 @@ class RetrainSettings(StoreSettings):
     retrain_visibility_timeout_s: int = Field(5 * 3600, ge=5, description="longer than the time limit")
     retrain_restore_interval_s: int = Field(10, ge=1, description="how often workers look for expired tasks")
     retrain_lock_timeout_s: float = Field(60.0, ge=1, description="training lock expiry; extended while alive")
-    retrain_stale_after_s: float = Field(300.0, ge=1, description="a running run's heartbeat older than this "
-                                                                    "means its worker died")
+    retrain_stale_after_s: float = Field(300.0, ge=1, description="a training run's heartbeat older than this "
+                                         "means its worker died: the API shows it stalled, the admin re-enqueues it")
     retrain_max_retries: int = Field(10, ge=0, description="retries on infrastructure errors (DB/Redis down)")
     retrain_retry_backoff_max_s: int = Field(600, ge=1)
 

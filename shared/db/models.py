@@ -115,6 +115,9 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 TERMINAL_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if not RUN_TRANSITIONS[s])
 ACTIVE_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if RUN_TRANSITIONS[s])
+# States in which a retrain worker owns the run (queued, training, evaluating: those that may move to "training");
+# its heartbeat says it is alive. Later states belong to evaluation's outcome or to promotion.
+TRAINING_RUN_STATES: tuple[RunState, ...] = tuple(s for s in RunState if RunState.TRAINING in RUN_TRANSITIONS[s])
 
 
 def _in_list(column: str, values: type[enum.StrEnum] | tuple[enum.StrEnum, ...]) -> str:
@@ -146,6 +149,10 @@ class Product(Base):
     attributes: Mapped[list[Any]] = mapped_column(default=list, comment="predicted attribute names")
     deleted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     deleted_at: Mapped[datetime | None]
+    # Producers partitioning by another hash than ours deliver one product's events on several partitions, out
+    # of order: the newest event applied is remembered so that an older one arriving later changes nothing.
+    event_occurred_at: Mapped[datetime | None] = mapped_column(
+        comment="occurred_at of the newest catalogue event applied; older events are ignored")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now(), onupdate=utcnow)
 
@@ -218,6 +225,31 @@ class ProcessedEvent(Base):
     partition: Mapped[int]
     offset: Mapped[int] = mapped_column(sa.BigInteger)
     processed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+
+
+# SQLite makes only an INTEGER primary key an auto-incrementing rowid.
+BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+PENDING_PREDICATE = "sent_at IS NULL"
+
+
+class IndexedAnnouncement(Base):
+    """The outbox of ``catalog.indexed``: one row per indexed upsert, written in the transaction that claims
+    its event, so an announcement survives a crash between that commit and the send. ``sent_at`` is set once
+    Kafka acknowledged it; pending rows are sent in ``id`` order (a partial index keeps finding them cheap)."""
+
+    __tablename__ = "indexed_announcements"
+    __table_args__ = (
+        sa.Index("ix_indexed_announcements_pending", "id", postgresql_where=sa.text(PENDING_PREDICATE),
+                 sqlite_where=sa.text(PENDING_PREDICATE)),
+    )
+
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(sa.String(256), unique=True)
+    product_id: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[str] = mapped_column(sa.String(128))
+    images: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+    sent_at: Mapped[datetime | None]
 
 
 class SearchQuery(Base):

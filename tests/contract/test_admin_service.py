@@ -1,13 +1,14 @@
 """AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
 
 The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
-through the production trigger (services.retrain.trigger.make_trigger) with a fake enqueue that counts calls.
+through the production trigger (services.retrain.trigger.Retraining) with a fake enqueue that counts calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -15,14 +16,14 @@ import pytest
 from rich.console import Console
 
 from fashion.v1 import admin_pb2, admin_pb2_grpc
-from services.admin.client import models_cli, promote_cli, retrain_cli, rollback_cli
+from services.admin.client import follow_run, models_cli, print_run, promote_cli, retrain_cli, rollback_cli
 from services.admin.core import AdminCore
 from services.admin.promoter import Promoter
 from services.admin.server import admin_servicers, bearer_metadata
 from services.retrain.settings import RetrainSettings
-from services.retrain.trigger import make_trigger
+from services.retrain.trigger import Retraining
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
-from shared.db.models import ModelState, RunState
+from shared.db.models import ModelState, RunState, utcnow
 from shared.errors import FashionError, NotFound, Unauthenticated
 from shared.grpc.server import create_server
 from shared.serving.runtime import ModelRuntime
@@ -32,6 +33,7 @@ TOKEN = "s3cret-admin-token"
 SERVING = "tiny-1"
 CANDIDATE = "tiny-2"
 TIMEOUT = 30
+STALE_S = 300.0
 
 
 @dataclasses.dataclass
@@ -65,7 +67,8 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     qdrant = open_client(str(root / "qdrant"))
     promoter = Promoter(runtime, sessions, VectorStore(qdrant), batch_size=4, preload_wait_s=0)
     enqueued: list[str] = []
-    core = AdminCore(sessions, promoter, make_trigger(RetrainSettings(), enqueue=enqueued.append))
+    retraining = Retraining(RetrainSettings(retrain_stale_after_s=STALE_S), enqueue=enqueued.append)
+    core = AdminCore(sessions, promoter, retraining.trigger, stale_after_s=retraining.stale_after_s)
     server, port = create_server(admin_servicers(core, TOKEN))
     open_server, open_port = create_server(admin_servicers(core, None))
     try:
@@ -209,6 +212,30 @@ def test_retrain_cli_follows_the_run_until_it_ends(env: Env) -> None:
     assert (run.run_id, run.state, run.epoch, run.epochs) == (started.run_id, "rejected", 2, 2) and len(polls) == 2
     assert dict(run.metrics) == pytest.approx({"top20": 0.4, "serving_top20": 0.5})
     assert "rejected" in text and "not better" in text and "serving_top20 0.500" in text
+
+
+def test_a_run_whose_worker_fell_silent_is_shown_stalled(env: Env) -> None:
+    with env.sessions.begin() as session:
+        run, _ = repository.create_or_get_active_run(session, "stalled-test", epochs=4)
+        repository.move_run(session, run.run_id, RunState.TRAINING, epoch=1, heartbeat=True)
+        run_id = run.run_id
+    get = admin_pb2.GetTrainingRunRequest(run_id=run_id)
+    alive = env.stub.GetTrainingRun(get, metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    assert (alive.state, alive.stalled, alive.message) == ("training", False, "") and alive.HasField("heartbeat_at")
+    with env.sessions.begin() as session:  # its worker's pod was deleted 10 minutes ago
+        repository.get_run(session, run_id).heartbeat_at = utcnow() - timedelta(minutes=10)
+
+    stalled = env.stub.GetTrainingRun(get, metadata=bearer_metadata(TOKEN), timeout=TIMEOUT)
+    assert (stalled.state, stalled.stalled) == ("training", True)  # what it was doing; no new state
+    assert stalled.message.startswith("stalled: no heartbeat from a retrain worker for 6")
+    console = Console(record=True, width=160)
+    with pytest.raises(FashionError, match=f"run {run_id} is still stalled after 0s"):
+        follow_run(env.address, TOKEN, run_id, max_wait_s=0, console=console, sleep=lambda _: None)
+    print_run(stalled, console)
+    text = console.export_text()
+    assert "stalled " in text and "stalled (was training)" in text
+    with env.sessions.begin() as session:
+        repository.move_run(session, run_id, RunState.FAILED, message="ended by the test")
 
 
 def test_run_states_are_spelled_as_the_api_documents() -> None:

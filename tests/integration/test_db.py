@@ -251,6 +251,70 @@ def test_claim_event_is_idempotent(db: Db) -> None:
         assert repository.claim_event(s, "evt-3", "catalog.uploads", 0, 43) is True
 
 
+def test_product_locks_keep_the_newest_event_time_and_leave_tombstones(db: Db) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    with db.factory.begin() as s:
+        repository.upsert_products(s, [{"product_id": "p1", "title": "Coat", "event_occurred_at": t0}])
+    with db.factory.begin() as s:
+        # p1 exists with its time; p2 was never seen: it gets a deleted, untitled row to lock.
+        assert repository.lock_products(s, ["p2", "p1", "p1"]) == {"p1": t0, "p2": None}
+        assert repository.mark_product_deleted(s, "p2", occurred_at=t0 + timedelta(minutes=1)) is False
+        # An upsert without a time keeps the product's.
+        repository.upsert_products(s, [{"product_id": "p1", "title": "Coat 2"}])
+    with db.factory() as s:
+        assert repository.get_products(s, ["p2"]) == {}  # a tombstone is no product
+        tombstone = repository.get_products(s, ["p2"], include_deleted=True)["p2"]
+        assert (tombstone.title, tombstone.deleted) == ("", True)
+        assert tombstone.event_occurred_at == t0 + timedelta(minutes=1)
+        assert repository.get_product(s, "p1").event_occurred_at == t0
+    with db.factory.begin() as s:
+        assert repository.lock_products(s, []) == {}
+        repository.upsert_products(s, [{"product_id": "p2", "title": "Scarf", "event_occurred_at": t0 + timedelta(
+            minutes=2)}])
+    with db.factory() as s:
+        product = repository.get_product(s, "p2")  # a later upsert lists it again
+        assert (product.title, product.deleted, product.event_occurred_at) == ("Scarf", False, t0 + timedelta(
+            minutes=2))
+
+
+# --- outbox -------------------------------------------------------------------------------------------
+
+
+def test_outbox_rows_are_pending_until_marked_then_purged(db: Db) -> None:
+    def announcement(n: int) -> dict[str, object]:
+        return {"event_id": f"e{n}", "product_id": f"p{n}", "model_version": "v1", "images": n}
+
+    with db.factory.begin() as s:
+        repository.add_announcements(s, [announcement(n) for n in (1, 2, 3)])
+        repository.add_announcements(s, [{**announcement(1), "images": 9}])  # queued before: left as it was
+    with db.factory.begin() as s:
+        pending = repository.pending_announcements(s)
+        assert [(a.event_id, a.images, a.sent_at) for a in pending] == [("e1", 1, None), ("e2", 2, None),
+                                                                        ("e3", 3, None)]
+        assert repository.pending_announcements(s, created_before=pending[0].created_at) == []
+        assert [a.event_id for a in repository.pending_announcements(s, limit=1)] == ["e1"]
+        assert repository.mark_announced(s, ["e1", "e2", "e9"]) == 2
+    with db.factory.begin() as s:
+        assert [a.event_id for a in repository.pending_announcements(s)] == ["e3"]
+        assert repository.mark_announced(s, ["e1"]) == 0  # marked once
+        assert repository.purge_announced(s, datetime.now(UTC) - timedelta(hours=1)) == 0  # sent just now: kept
+        assert repository.purge_announced(s, datetime.now(UTC) + timedelta(seconds=1)) == 2
+        assert [a.event_id for a in repository.pending_announcements(s)] == ["e3"]
+
+
+def test_pending_outbox_rows_locked_by_one_sweeper_are_skipped_by_another(db: Db) -> None:
+    if not db.concurrent_writers:
+        pytest.skip("SQLite runs writers one after the other: a second sweeper waits instead")
+    with db.factory.begin() as s:
+        repository.add_announcements(s, [{"event_id": f"e{n}", "product_id": "p", "model_version": "v1",
+                                          "images": 1} for n in range(4)])
+    with db.factory.begin() as first:
+        taken = [a.event_id for a in repository.pending_announcements(first, limit=2)]
+        with db.factory.begin() as second:
+            assert [a.event_id for a in repository.pending_announcements(second)] == ["e2", "e3"]
+    assert taken == ["e0", "e1"]
+
+
 # --- search log ---------------------------------------------------------------------------------------
 
 
@@ -507,6 +571,31 @@ def test_migration_0002_splits_config_from_progress_and_renames_running_both_way
         upgrade(fresh_url)
         with session_factory(engine)() as s:
             assert {r.run_id: (r.state, r.config, r.progress) for r in repository.list_runs(s)} == after
+    finally:
+        engine.dispose()
+
+
+def test_migration_0003_adds_event_times_and_the_outbox_both_ways(fresh_url: str) -> None:
+    upgrade(fresh_url, "0002")
+    engine = make_engine(fresh_url)
+    products = sa.table("products", sa.column("product_id"), sa.column("title"), sa.column("attributes", sa.JSON))
+    try:
+        with engine.begin() as connection:
+            connection.execute(products.insert(), [{"product_id": "p1", "title": "Coat", "attributes": []}])
+        upgrade(fresh_url)
+        with session_factory(engine).begin() as s:
+            assert repository.get_product(s, "p1").event_occurred_at is None  # the first timed event applies
+            repository.add_announcements(s, [{"event_id": "e1", "product_id": "p1", "model_version": "v1",
+                                              "images": 1}])
+        downgrade(fresh_url, "0002")
+        inspector = sa.inspect(engine)
+        assert "indexed_announcements" not in inspector.get_table_names()
+        assert "event_occurred_at" not in {c["name"] for c in inspector.get_columns("products")}
+        with engine.connect() as connection:
+            assert connection.execute(sa.select(products.c.title)).scalars().all() == ["Coat"]
+        upgrade(fresh_url)
+        with session_factory(engine)() as s:
+            assert repository.pending_announcements(s) == [] and repository.get_product(s, "p1").title == "Coat"
     finally:
         engine.dispose()
 

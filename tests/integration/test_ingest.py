@@ -7,13 +7,17 @@ synthetic catalogue, replay it, feed it poison, delete a product. Every wait is 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ from services.ingest.events import build_delete_event, build_upsert_event, event
 from services.ingest.publish import events_from_folder, publish
 from shared.db import create_database_if_missing, drop_database, make_engine, session_factory, sqlite_url, upgrade
 from shared.db.models import Image as ImageRow
-from shared.db.models import ImagePrediction, ProcessedEvent, Product
+from shared.db.models import ImagePrediction, IndexedAnnouncement, ProcessedEvent, Product
 from shared.errors import NotFound
 from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
 from shared.serving.runtime import ModelRuntime
@@ -244,6 +248,84 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
     assert stores.count(ProcessedEvent) == 5
 
 
+def _points_of(stores: Stores, product_id: str) -> list[dict]:
+    """The payloads of `product_id`'s points in the serving collection."""
+    name = stores.store.collection_name(stores.store.alias_target())
+    records, _ = stores.store.client.scroll(name, limit=10_000, with_payload=True)
+    return [r.payload for r in records if (r.payload or {}).get("product_id") == product_id]
+
+
+def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(stores: Stores,
+                                                                              runtime: ModelRuntime) -> None:
+    """Two producers hashing keys differently put one product's events on two partitions: they may arrive
+    out of order. The event that occurred last wins in both stores; an older one arriving later is STALE."""
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    core = IngestCore(runtime, stores.factory, stores.store)
+
+    def product(product_id: str) -> Product:
+        with stores.factory() as session:
+            return session.get(Product, product_id)
+
+    newer = build_upsert_event("p", [_jpeg(20)], title="P new", occurred_at=t0 + timedelta(minutes=1))
+    older = build_upsert_event("p", [_jpeg(21), _jpeg(22)], title="P old", occurred_at=t0)
+    assert core.process([IncomingEvent.of(newer, partition=1)]).counts() == {"indexed": 1}
+    late = core.process([IncomingEvent.of(older, partition=0)])
+    assert [o.status for o in late.outcomes] == [Status.STALE] and late.failed == [] and late.indexed == []
+    assert (product("p").title, product("p").event_occurred_at) == ("P new", t0 + timedelta(minutes=1))
+    assert stores.count(ImageRow, ImageRow.product_id == "p") == 1
+    assert [pt["title"] for pt in _points_of(stores, "p")] == ["P new"]
+    # Its replay is a plain duplicate (it was claimed), and out of order within one batch is the same.
+    assert core.process([IncomingEvent.of(older)]).counts() == {"duplicate": 1}
+    batch = [build_upsert_event("p", [_jpeg(23)], title="P newest", occurred_at=t0 + timedelta(minutes=3)),
+             build_upsert_event("p", [_jpeg(24)], title="P older", occurred_at=t0 + timedelta(minutes=2))]
+    assert core.process([IncomingEvent.of(e) for e in batch]).counts() == {"indexed": 1, "stale": 1}
+    assert product("p").title == "P newest" and [pt["title"] for pt in _points_of(stores, "p")] == ["P newest"]
+
+    # A delete that overtakes the upsert it followed, for a product never seen: the upsert must not list it.
+    gone = build_delete_event("q", occurred_at=t0 + timedelta(minutes=5))
+    listed = build_upsert_event("q", [_jpeg(25)], title="Q", occurred_at=t0 + timedelta(minutes=4))
+    result = core.process([IncomingEvent.of(gone), IncomingEvent.of(listed)])
+    assert [o.status for o in result.outcomes] == [Status.DELETED, Status.STALE]
+    assert product("q").deleted and _points_of(stores, "q") == []
+    # ... and a later upsert lists it again.
+    back = build_upsert_event("q", [_jpeg(26)], title="Q again", occurred_at=t0 + timedelta(minutes=6))
+    assert core.process([IncomingEvent.of(back)]).counts() == {"indexed": 1}
+    assert (product("q").title, product("q").deleted) == ("Q again", False) and len(_points_of(stores, "q")) == 1
+
+    # Without occurred_at, today's behaviour: applied in arrival order, the product keeps its time.
+    untimed = build_upsert_event("p", [_jpeg(27)], title="P untimed")
+    assert core.process([IncomingEvent.of(untimed)]).counts() == {"indexed": 1}
+    assert (product("p").title, product("p").event_occurred_at) == ("P untimed", t0 + timedelta(minutes=3))
+    stale_delete = build_delete_event("p", occurred_at=t0 + timedelta(minutes=2, seconds=30))
+    assert core.process([IncomingEvent.of(stale_delete)]).counts() == {"stale": 1}
+    assert not product("p").deleted and [pt["title"] for pt in _points_of(stores, "p")] == ["P untimed"]
+
+
+def test_two_workers_applying_one_product_at_once_leave_the_newest_in_both_stores(stores: Stores,
+                                                                                  runtime: ModelRuntime) -> None:
+    """The product's row lock is held while Qdrant is written, so concurrent workers take turns in both stores."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    cores = [IngestCore(runtime, stores.factory, stores.store) for _ in range(2)]
+    cores[0].process([IncomingEvent.of(build_upsert_event("warm-up", [_jpeg(30)], title="W"))])  # the collection
+    for round_ in range(4):
+        # Round by round, the older event goes to the other worker.
+        events = [build_upsert_event("r", [_jpeg(40 + 2 * round_ + i)], title=f"R {round_}.{i}",
+                                     occurred_at=t0 + timedelta(minutes=2 * round_ + i)) for i in (0, 1)]
+        barrier = threading.Barrier(2)
+
+        def apply(core: IngestCore, event: events_pb2.CatalogEvent, barrier: threading.Barrier = barrier) -> Status:
+            barrier.wait()
+            return core.process([IncomingEvent.of(event)]).outcomes[0].status
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(apply, cores[::1 if round_ % 2 else -1], events))
+        # The older one is STALE when the newer got the lock first, else both apply in time order.
+        assert statuses[1] is Status.INDEXED and statuses[0] in (Status.INDEXED, Status.STALE)
+        with stores.factory() as session:
+            assert session.get(Product, "r").title == f"R {round_}.1"
+        assert [pt["title"] for pt in _points_of(stores, "r")] == [f"R {round_}.1"]
+
+
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
     from services.models.server import model_servicers
     from shared.grpc.server import create_server
@@ -426,6 +508,54 @@ def test_worker_delete_removes_the_product_from_search(pipeline: Pipeline) -> No
     assert store.count("products") == points_before - own
     with pytest.raises(NotFound):
         store.get_vector("products", "id_00000002")
+
+
+class Crash(BaseException):
+    """Stands in for the process dying: it gets past every `except Exception`, and nothing after it runs."""
+
+
+def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
+        kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path, tmp_path: Path) -> None:
+    """The first worker commits a batch (stores, claims and its outbox rows) and dies before announcing it; its
+    offsets are not committed. The worker that replaces it finds those events claimed (duplicates, nothing to
+    announce from the batch) and its sweep sends what the dead one left in the outbox."""
+    from prometheus_client import REGISTRY
+
+    suffix = uuid.uuid4().hex[:8]
+    config = WorkerConfig(topic=f"crash.uploads.{suffix}", dlq_topic=f"crash.dlq.{suffix}",
+                          indexed_topic=f"crash.indexed.{suffix}", group_id=f"crash-{suffix}", partitions=2,
+                          max_records=16, poll_timeout_ms=200, outbox_sweep_s=0.5)
+    stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    swept_before = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"}) or 0.0
+    try:
+        events = list(events_from_folder(catalog))
+        # The dead worker's sweeper must not rescue its own rows: in a real crash it dies with the process.
+        dying = IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap,
+                             dataclasses.replace(config, outbox_sweep_s=3600))
+        dying.start()
+        crashed: list[str] = []
+
+        def die(indexed) -> bool:
+            crashed.extend(m.event_id for m in indexed)
+            raise Crash("killed between the commit and the send")
+
+        dying._relay.send = die  # type: ignore[method-assign, union-attr]
+        assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
+        _wait(lambda: isinstance(dying.error, Crash), "the worker to die after its first batch")
+        dying.stop(timeout=15)
+        assert crashed and stores.count(ProcessedEvent) >= len(crashed)  # committed, not announced
+
+        reader = Pipeline(kafka_bootstrap, config, stores, None, None, catalog)  # type: ignore[arg-type]
+        with IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap, config):
+            _wait(lambda: stores.count(ProcessedEvent) == ITEMS, "every event to be applied")
+            announced = {parse_indexed(r.value).event_id for r in reader.read(config.indexed_topic, ITEMS)}
+            _wait(lambda: stores.count(IndexedAnnouncement, IndexedAnnouncement.sent_at.is_(None)) == 0,
+                  "the outbox to be marked sent")
+        assert announced == {e.event_id for e in events}
+        swept = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"})
+        assert swept == swept_before + len(crashed)
+    finally:
+        close()
 
 
 def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str, runtime: ModelRuntime,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,17 @@ def test_decoded_events_are_plain_dataclasses(tmp_path: Path) -> None:
     assert delete == CatalogEvent("d9", EventType.DELETE, CatalogProduct("p9")) and not delete.upsert
     with pytest.raises(InvalidInput, match="invalid JSON"):
         decode_event(b"{")
+
+
+def test_occurred_at_comes_through_as_an_aware_utc_time() -> None:
+    """What the ingest worker orders a product's events by (sinks.py); any offset on the wire becomes UTC."""
+    at = datetime(2026, 3, 1, 13, 30, 15, 250_000, tzinfo=timezone(timedelta(hours=1)))
+    delete = decode_event(event_to_json(build_delete_event("p9", occurred_at=at)))
+    assert delete.occurred_at == at and delete.occurred_at.utcoffset() == timedelta(0)
+    wire = json.loads(event_to_json(build_upsert_event("p9", [b"\x89PNG"], occurred_at=at)))
+    assert wire["occurredAt"] == "2026-03-01T12:30:15.250Z"
+    assert decode_event(json.dumps(wire).encode()).occurred_at == at
+    assert decode_event(event_to_json(build_delete_event("p9"))).occurred_at is None  # not said: arrival order
 
 
 def test_content_event_ids_are_deterministic() -> None:

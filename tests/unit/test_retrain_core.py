@@ -209,7 +209,8 @@ def test_trigger_re_enqueues_a_silent_run(sessions) -> None:
 
 
 def test_triggering_a_run_imports_neither_torch_nor_celery(sessions, tmp_path) -> None:
-    """The admin side's trigger (services/retrain/trigger.py) loads no model code, and Celery only when it fires."""
+    """The admin side's trigger and reaper (services/retrain/trigger.py) load no model code, and Celery only when
+    they send a task."""
     import subprocess
     import sys
 
@@ -218,13 +219,14 @@ def test_triggering_a_run_imports_neither_torch_nor_celery(sessions, tmp_path) -
     script = f"""
 import sys
 from services.retrain.settings import RetrainSettings
-from services.retrain.trigger import make_trigger
+from services.retrain.trigger import Retraining, make_trigger
 from shared.db import make_engine, session_factory
 
 sent = []
+sessions = session_factory(make_engine({url!r}))
 make_trigger(RetrainSettings())  # the Celery one, never fired here
-run_id, created = make_trigger(RetrainSettings(), enqueue=sent.append)(session_factory(make_engine({url!r})),
-                                                                      reason="test", epochs=2)
+run_id, created = make_trigger(RetrainSettings(), enqueue=sent.append)(sessions, reason="test", epochs=2)
+assert Retraining(RetrainSettings()).reap(sessions) == []  # the admin's every poll: nothing stalled, no Celery
 print(created, sent == [run_id], sorted(m for m in ("torch", "celery") if m in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

@@ -4,8 +4,9 @@
         if repository.claim_event(session, event_id, topic, partition, offset):
             repository.upsert_product(session, product_id, title=title, price=price)
 
-Split by aggregate: catalog (products, images, predictions), events (idempotency ledger), search_log
-(queries, impressions, clicks, training pairs), registry (model versions), runs (training runs).
+Split by aggregate: catalog (products, images, predictions), events (idempotency ledger), outbox (the
+catalog.indexed announcements to send), search_log (queries, impressions, clicks, training pairs), registry
+(model versions), runs (training runs).
 """
 
 from shared.db.repository.catalog import (
@@ -17,6 +18,7 @@ from shared.db.repository.catalog import (
     get_product,
     get_product_images,
     get_products,
+    lock_products,
     mark_product_deleted,
     products_changed_since,
     save_predictions,
@@ -28,6 +30,7 @@ from shared.db.repository.catalog import (
     upsert_products,
 )
 from shared.db.repository.events import claim_event, claim_events
+from shared.db.repository.outbox import add_announcements, mark_announced, pending_announcements, purge_announced
 from shared.db.repository.registry import (
     get_model_version,
     list_model_versions,
@@ -43,9 +46,11 @@ from shared.db.repository.runs import (
     active_run,
     create_or_get_active_run,
     get_run,
+    is_stalled,
     list_runs,
     move_run,
     runs_in_state,
+    silent_for,
     update_run,
 )
 from shared.db.repository.search_log import (
@@ -68,6 +73,7 @@ __all__ = [
     "PhotoExpiry",
     "QueryLogEntry",
     "active_run",
+    "add_announcements",
     "catalog_images_page",
     "claim_event",
     "claim_events",
@@ -84,12 +90,17 @@ __all__ = [
     "get_products",
     "get_query",
     "get_run",
+    "is_stalled",
     "list_model_versions",
     "list_runs",
+    "lock_products",
+    "mark_announced",
     "mark_product_deleted",
     "move_run",
+    "pending_announcements",
     "previous_serving_version",
     "products_changed_since",
+    "purge_announced",
     "query_impressions",
     "record_click",
     "record_queries",
@@ -101,6 +112,7 @@ __all__ = [
     "serving_version",
     "set_model_state",
     "set_serving",
+    "silent_for",
     "stopped_serving_at",
     "update_run",
     "upsert_image",

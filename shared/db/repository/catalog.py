@@ -67,6 +67,9 @@ def upsert_product(
 def upsert_products(session: Session, products: Sequence[Mapping[str, Any]]) -> None:
     """`upsert_product` for many products (mappings of its keyword arguments plus ``product_id``), in one
     statement per kind of update (the ingest hot path: one for a whole chunk). Each product id at most once.
+
+    A mapping may also carry ``event_occurred_at``, the time of the event it comes from (see `lock_products`);
+    without one, the product keeps the time it had.
     """
     kinds: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
     seen: set[str] = set()
@@ -79,19 +82,54 @@ def upsert_products(session: Session, products: Sequence[Mapping[str, Any]]) -> 
         row = {"product_id": product_id, "title": product["title"], "brand": product.get("brand"),
                "price": _price(product.get("price")), "currency": _currency(product.get("currency")),
                "in_stock": bool(product.get("in_stock", True)), "category": category,
-               "attributes": list(attributes or []), "deleted": False, "deleted_at": None}
+               "attributes": list(attributes or []), "deleted": False, "deleted_at": None,
+               "event_occurred_at": product.get("event_occurred_at")}
         kinds.setdefault((category is not None, attributes is not None), []).append(row)
     for (has_category, has_attributes), rows in kinds.items():
         stmt = insert_for(session, Product).values(rows)
         keep = {"product_id"} | ({"category"} if not has_category else set()) | (
             {"attributes"} if not has_attributes else set())
         update = {name: stmt.excluded[name] for name in rows[0] if name not in keep}
+        update["event_occurred_at"] = sa.func.coalesce(stmt.excluded.event_occurred_at, Product.event_occurred_at)
         update["updated_at"] = utcnow()
         session.execute(stmt.on_conflict_do_update(index_elements=[Product.product_id], set_=update))
 
 
-def mark_product_deleted(session: Session, product_id: str) -> bool:
-    """Soft-delete: True when a live product was marked, False when unknown or already deleted (replays)."""
+def lock_products(session: Session, product_ids: Iterable[str]) -> dict[str, datetime | None]:
+    """Lock the rows of ``product_ids`` until the transaction ends; returns each one's ``event_occurred_at``
+    (the time of the newest event applied to it, None when none said).
+
+    The ingest worker decides whether an event is older than what its product shows, then writes Qdrant and the
+    database, all under this lock, so two workers applying one product's events (on two partitions) take turns.
+    A product without a row gets one first, deleted and untitled, to have something to lock: an upsert in the
+    same transaction fills it in; after a delete it stays, a tombstone remembering when the product was deleted,
+    so that an upsert from before the delete, arriving after it, cannot list the product again. Rows are
+    created and locked in product-id order, the same for every writer, so two chunks cannot deadlock.
+    """
+    ids = sorted(set(product_ids))
+    if not ids:
+        return {}
+    now = utcnow()
+    for batch in chunks(ids, IN_CHUNK // 8):
+        session.execute(insert_for(session, Product).values(
+            [{"product_id": _require_id("product_id", pid), "title": "", "attributes": [], "deleted": True,
+              "deleted_at": now} for pid in batch]).on_conflict_do_nothing())
+    applied: dict[str, datetime | None] = {}
+    for batch in chunks(ids):
+        stmt = (sa.select(Product.product_id, Product.event_occurred_at).where(Product.product_id.in_(batch))
+                .order_by(Product.product_id).with_for_update())
+        applied.update((pid, at) for pid, at in session.execute(stmt))
+    return applied
+
+
+def mark_product_deleted(session: Session, product_id: str, *, occurred_at: datetime | None = None) -> bool:
+    """Soft-delete: True when a live product was marked, False when unknown or already deleted (replays).
+
+    ``occurred_at``: the delete event's time, kept on the row (a tombstone too) like an upsert's.
+    """
+    if occurred_at is not None:
+        session.execute(sa.update(Product).where(Product.product_id == product_id)
+                        .values(event_occurred_at=occurred_at).execution_options(synchronize_session=False))
     now = utcnow()
     result = session.execute(
         sa.update(Product)

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from shared.db.models import ACTIVE_RUN_STATES, RUN_TRANSITIONS, TERMINAL_RUN_STATES, RunState, TrainingRun, utcnow
+from shared.db.models import (
+    ACTIVE_RUN_STATES,
+    RUN_TRANSITIONS,
+    TERMINAL_RUN_STATES,
+    TRAINING_RUN_STATES,
+    RunState,
+    TrainingRun,
+    utcnow,
+)
 from shared.db.repository._sql import insert_for
 from shared.errors import FashionError, InvalidInput, NotFound
 
@@ -145,8 +154,23 @@ def _write(session: Session, run: TrainingRun, heartbeat: bool, fields: dict[str
     return run
 
 
-def runs_in_state(session: Session, state: RunState) -> list[TrainingRun]:
-    """Runs in `state`, oldest first (e.g. those waiting in `reindexing` for the promotion worker)."""
-    stmt = (sa.select(TrainingRun).where(TrainingRun.state == state.value).order_by(TrainingRun.created_at)
-            .execution_options(populate_existing=True))
+def runs_in_state(session: Session, *states: RunState) -> list[TrainingRun]:
+    """Runs in any of `states`, oldest first (e.g. those waiting in `reindexing` for the promotion worker)."""
+    stmt = (sa.select(TrainingRun).where(TrainingRun.state.in_([s.value for s in states]))
+            .order_by(TrainingRun.created_at).execution_options(populate_existing=True))
     return list(session.scalars(stmt))
+
+
+# -- liveness: one definition for the trigger, the reaper and the API --------------------------------------
+
+
+def silent_for(run: TrainingRun, now: datetime) -> float:
+    """Seconds since the run last showed a sign of life: its worker's heartbeat, else (never picked up) its
+    creation. The worker's keeper thread beats every third of the lock expiry while the run trains."""
+    return (now - (run.heartbeat_at or run.created_at)).total_seconds()
+
+
+def is_stalled(run: TrainingRun, now: datetime, stale_after_s: float) -> bool:
+    """A run a worker should own (queued, training, evaluating) that has been silent for over `stale_after_s`:
+    its worker died, or none took its task. States past training have no heartbeat to judge."""
+    return RunState(run.state) in TRAINING_RUN_STATES and silent_for(run, now) > stale_after_s
