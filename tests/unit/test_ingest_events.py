@@ -27,7 +27,7 @@ from services.ingest.events import (
     parse_indexed,
     validate_event,
 )
-from services.ingest.publish import events_from_folder, synthetic_fields
+from services.ingest.publish import events_from_folder, roots_error, synthetic_fields
 from shared.errors import InvalidInput, TooLarge
 from shared.imaging import ImageSource
 
@@ -213,3 +213,13 @@ def test_product_folders_give_one_product_per_folder_with_its_shop_photos(tmp_pa
     assert [e.product.product_id for e in events] == ["P1", "P2"]
     assert [[Path(i.uri).name for i in e.images] for e in events] == [["a.png"], ["back.jpg", "front.jpg"]]
 
+
+def test_publish_refuses_a_folder_the_running_stack_would_not_read(tmp_path: Path) -> None:
+    """stack.json names the roots of the running `fashion up`; a folder outside them would be dead-lettered."""
+    (tmp_path / "catalog" / "shirts").mkdir(parents=True)
+    state = {"targets": ["search", "ingest"], "image_roots": [str(tmp_path / "catalog")]}
+    assert roots_error(tmp_path / "catalog" / "shirts", state) is None
+    error = roots_error(tmp_path, state)
+    assert error is not None and f"FASHION_IMAGE_ROOTS={tmp_path.resolve()}" in error
+    assert roots_error(tmp_path, {**state, "targets": ["search"]}) is None  # no ingest there to refuse it
+    assert roots_error(tmp_path, {"targets": ["ingest"]}) is None  # a stack from before roots were recorded
