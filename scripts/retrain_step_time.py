@@ -29,12 +29,12 @@ import torch
 from services.retrain import finetune as ft
 from services.retrain.config import RetrainConfig
 from services.retrain.pairs import ImageBank, build_pairs, usable_pairs
+from shared.config import ImageSettings
 from shared.data.deepfashion import load_benchmark
 from shared.data.synth import ATTRIBUTES, CATEGORIES, generate
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.fashionnet import default_metadata
 from shared.fashionnet.checkpoint import build_model
-from shared.imaging import ImageIntake
 from shared.vocabulary import Attribute, Category, ClothesType
 
 DATA = Path("var/bench/retrain-steps")
@@ -95,7 +95,7 @@ def main() -> None:
                                                          base_version="bench-1")[0].run_id
         with sessions() as s:
             split = build_pairs(s, min_pairs=config.min_pairs)
-        bank = ImageBank(sessions, meta.input_size, ImageIntake())
+        bank = ImageBank(sessions, meta.input_size, ImageSettings().image_intake())
         pairs = usable_pairs(split.train, bank)
         ticks: list[tuple[float, ft.Progress]] = []
         extra = {"cached_features": False} if args.pixels else {}

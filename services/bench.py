@@ -21,7 +21,7 @@ from services.demo import wait_until_indexed
 from services.ingest.publish import events_from_folder, publish
 from services.resources import ResourceSettings
 from services.stack import Stack, StackSettings
-from shared.config import GrpcServerSettings, ModelSettings
+from shared.config import GrpcServerSettings, ImageSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.data.synth import ATTRIBUTES, CATEGORIES
 from shared.db.session import fresh_stores
@@ -65,7 +65,8 @@ def _start(workdir: Path, checkpoint: Path | None, name: str) -> Stack:
     checkpoint = checkpoint or default_checkpoint(workdir / "bench-model" / "model.pt")
     settings = StackSettings(grpc=GrpcServerSettings(port=0),
                              resources=ResourceSettings(stores=fresh_stores(workdir / name, f"fashion_{name}"),
-                                                        model=ModelSettings(checkpoint=checkpoint)))
+                                                        model=ModelSettings(checkpoint=checkpoint)),
+                             images=ImageSettings().with_roots(workdir))  # the catalogue it publishes
     return Stack(settings).start()
 
 

@@ -239,14 +239,17 @@ def publish(
     revision: Annotated[str, typer.Option(help="change it to force a re-index of unchanged products")] = "",
 ) -> None:
     """Turn a folder into catalogue upload events on Kafka (one per product, keyed by product id)."""
-    from services.ingest.publish import publish_folder
+    from services.ingest.publish import publish_folder, roots_error
     from services.state_file import stale_state_error
     from shared.config import KafkaSettings, StoreSettings
 
-    bootstrap = bootstrap or KafkaSettings().kafka_bootstrap or _stack_state().get("kafka_bootstrap")
+    state = _stack_state()
+    bootstrap = bootstrap or KafkaSettings().kafka_bootstrap or state.get("kafka_bootstrap")
     if not bootstrap:
         stale = stale_state_error(StoreSettings().data_dir)
         raise typer.BadParameter(stale or "no Kafka to publish to: start `fashion up` or pass --bootstrap HOST:PORT")
+    if bootstrap == state.get("kafka_bootstrap") and (error := roots_error(folder, state)):
+        raise typer.BadParameter(error)  # the local stack's ingest would dead-letter every event
     count = publish_folder(bootstrap, folder, revision=revision)
     console.print(f"published {count} catalogue events to {bootstrap}")
 

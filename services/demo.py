@@ -21,7 +21,7 @@ from services.ingest.publish import events_from_folder, publish
 from services.resources import ResourceSettings
 from services.search.client import write_html
 from services.stack import Stack, StackSettings
-from shared.config import GrpcServerSettings, ModelSettings
+from shared.config import GrpcServerSettings, ImageSettings, ModelSettings
 from shared.data.deepfashion import load_benchmark
 from shared.db import repository
 from shared.db.session import fresh_stores
@@ -79,7 +79,8 @@ def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, con
     console.rule(f"{label}: every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
     settings = StackSettings(grpc=GrpcServerSettings(port=0),
                              resources=ResourceSettings(stores=fresh_stores(workdir / "stack", "fashion_demo"),
-                                                        model=ModelSettings(checkpoint=checkpoint)))
+                                                        model=ModelSettings(checkpoint=checkpoint)),
+                             images=ImageSettings().with_roots(root))  # the catalogue it publishes, wherever it is
     stack = Stack(settings).start()
     try:
         console.print(f"serving on {stack.address}; kafka {stack.bootstrap}; db {stack.database_url}")
@@ -94,7 +95,7 @@ def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, con
                       f"({images / ingest_s:.1f} images/s end to end)")
         top1, top20, n, example = query_consumer_photos(stack.address, root)
         if html is not None and example is not None:
-            write_html(html, example[0], example[1])
+            write_html(html, example[0], example[1], intake=settings.images.image_intake())
     finally:
         stack.stop()
     return {"top1": top1 / n, "top20": top20 / n, "queries": n, "products": len(events)}

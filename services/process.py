@@ -94,8 +94,10 @@ class Process:
             self.server.not_serving()
 
     def _state(self) -> dict:
+        # image_roots: `fashion publish` refuses a folder this process's ingest would refuse every image of.
         return {"grpc": self.address, "kafka_bootstrap": self.bootstrap, "broker_pid": self.resources.broker_pid,
-                "database_url": self.database_url, "targets": self.targets}
+                "database_url": self.database_url, "targets": self.targets,
+                "image_roots": [str(root) for root in self.settings.images.image_intake().policy.roots]}
 
     # -- what tools (demo, bench, `fashion up`) read --------------------------------------------------------
     @property

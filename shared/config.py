@@ -6,12 +6,14 @@ single-machine ones, so `fashion up` runs with no configuration at all.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.imaging import ImageIntake, ImageLimits
+from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/fashion"
 
@@ -74,12 +76,66 @@ class KafkaSettings(FashionSettings):
 
 
 class ImageSettings(FashionSettings):
+    """Image limits and the input policy of every ImageIntake in the process (shared/imaging/policy.py)."""
+
     image_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     image_max_pixels: int = Field(40_000_000, ge=1024)
+    image_max_side: int = Field(1024, ge=0, description="pictures are decoded straight to at most this many pixels "
+                                                        "on their longer side (the model works at 224; 0 = full size)")
+    image_roots: Annotated[list[str], NoDecode] = Field(
+        ["."], description="catalogue folders (comma-separated or a JSON list) whose files catalogue events may name "
+                           "as paths or file:// URIs, checked after resolving symlinks and ..; relative to the "
+                           "working directory; empty = no files. FindSimilar and the model services never read files")
+    image_url_hosts: Annotated[list[str], NoDecode] = Field(
+        [], description="hosts http(s) image URLs may name: host (ports 80/443), host:port or *.domain, "
+                        "comma-separated; every redirect is checked again; empty = no URLs")
+    image_url_private_networks: Annotated[list[str], NoDecode] = Field(
+        [], description="networks (CIDR, comma-separated) an allowed host may resolve into although loopback, "
+                        "private or link-local, e.g. 10.0.0.0/8 for an in-cluster image server; empty = public only")
+    image_fetch_timeout_s: float = Field(10.0, gt=0, description="longest download of one image URL, redirects "
+                                                                 "included (an earlier caller deadline wins)")
+    image_max_fetches: int = Field(4, ge=1, description="image URL downloads at once per intake; FindSimilar and the "
+                                                        "model services refuse more at once (UNAVAILABLE), so slow "
+                                                        "URLs cannot hold every gRPC worker")
+    _intake: ImageIntake | None = PrivateAttr(None)
+    _public: ImageIntake | None = PrivateAttr(None)
+
+    @field_validator("image_roots", "image_url_hosts", "image_url_private_networks", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        """Comma-separated in the environment (a JSON list works too)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [i.strip() for i in text.split(",") if i.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _policy_parses(self) -> ImageSettings:
+        self.image_policy()  # a malformed host or network fails at start-up, naming itself
+        return self
 
     def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.image_max_bytes, max_pixels=self.image_max_pixels)
+        return ImageLimits(max_bytes=self.image_max_bytes, max_pixels=self.image_max_pixels,
+                           max_side=self.image_max_side, fetch_timeout_s=self.image_fetch_timeout_s,
+                           max_fetches=self.image_max_fetches)
+
+    def image_policy(self) -> IntakePolicy:
+        return IntakePolicy(roots=tuple(Path(r) for r in self.image_roots), url_hosts=tuple(self.image_url_hosts),
+                            private_networks=tuple(self.image_url_private_networks))
 
     def image_intake(self) -> ImageIntake:
-        """The one image intake of a process (limits now; the input policy's settings join them here)."""
-        return ImageIntake(self.image_limits())
+        """The catalogue intake of the process (ingest, re-index, retraining): built once, so its download
+        slots are the process's."""
+        if self._intake is None:
+            self._intake = ImageIntake(self.image_limits(), self.image_policy())
+        return self._intake
+
+    def public_image_intake(self) -> ImageIntake:
+        """The intake of the public RPCs (FindSimilar, the model services): no files; built once."""
+        if self._public is None:
+            self._public = self.image_intake().for_public()
+        return self._public
+
+    def with_roots(self, *roots: Path) -> ImageSettings:
+        """These settings with more catalogue roots (tools that publish a folder they made, e.g. the demo)."""
+        return type(self)(**{**self.model_dump(), "image_roots": [*self.image_roots, *map(str, roots)]})

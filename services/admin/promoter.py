@@ -75,7 +75,7 @@ class Promoter:
     """
 
     def __init__(self, runtime: Analyzer, sessions: sessionmaker[Session], store: VectorStore, *,
-                 batch_size: int = 64, preload_wait_s: float = 120.0, intake: ImageIntake | None = None,
+                 intake: ImageIntake, batch_size: int = 64, preload_wait_s: float = 120.0,
                  analyze_timeout_s: float = 120.0, tail_recheck_after_s: float = TAIL_RECHECK_AFTER_S,
                  tail_margin_s: float = TAIL_MARGIN_S) -> None:
         self.reindexer = Reindexer(runtime, sessions, store, batch_size=batch_size, intake=intake,

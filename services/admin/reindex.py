@@ -76,14 +76,14 @@ class Reindexer:
     collection created (the Promoter does both); every write is an idempotent upsert or delete."""
 
     def __init__(self, analyzer: Analyzer, sessions: sessionmaker[Session], store: VectorStore, *,
-                 batch_size: int = 64, intake: ImageIntake | None = None, analyze_timeout_s: float = 120.0) -> None:
+                 intake: ImageIntake, batch_size: int = 64, analyze_timeout_s: float = 120.0) -> None:
         if batch_size < 1:
             raise InvalidInput(f"expected batch_size >= 1, got {batch_size}")
         self.analyzer = analyzer
         self.sessions = sessions
         self.store = store
         self.batch_size = batch_size
-        self.intake = intake or ImageIntake()
+        self.intake = intake  # the catalogue intake: stored URIs are files under the roots or allowed URLs
         self.analyze_timeout_s = analyze_timeout_s
         self._interrupted = threading.Event()
 

@@ -15,7 +15,8 @@ def build(settings: IngestSettings, resources: Resources, images: ImageSettings)
     sessions, store = resources.sessions(), resources.store()  # the store first: models load its alias's version
     core = IngestCore(resources.analyzer(), sessions, store, images.image_intake(),
                       event_limits=settings.event_limits(), attribute_threshold=settings.ingest_attribute_threshold,
-                      analyze_timeout_s=settings.ingest_analyze_timeout_s)
+                      analyze_timeout_s=settings.ingest_analyze_timeout_s, chunk_limits=settings.chunk_limits(),
+                      fetch_budget_s=settings.ingest_fetch_budget_s)
     bootstrap = resources.bootstrap()
     # A real Kafka keeps what this worker did not consume for the next one; the embedded broker does not.
     config = settings.worker_config(partitions=resources.settings.kafka.kafka_partitions,

@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.ingest.chunks import DEFAULT_CHUNK_LIMITS, ChunkLimits, loaded_chunks
 from services.ingest.domain import BatchResult, Outcome, ProductIndexed, Status
 from services.ingest.events import DEFAULT_EVENT_LIMITS, UPLOADS_TOPIC, EventLimits, decode_event, event_to_json
 from services.ingest.sinks import POISON_ERRORS, CatalogSinks, Work, failed, poison
 from shared.catalog.alias import serving_version
 from shared.catalog.indexing import analyze_images, read_upload
 from shared.db.models import ProcessedEvent
-from shared.imaging import ImageIntake
+from shared.errors import InvalidInput
+from shared.imaging import ImageIntake, is_url
 from shared.serving.analyzer import Analyzer
 from shared.vectorstore import VectorStore
 
@@ -45,23 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK_IMAGES = 32  # one model batch
-
-
-def _chunks_by_images(work: list[Work], size: int) -> list[list[Work]]:
-    """Consecutive groups of events holding at most `size` images each (an event is never split; one with more
-    images than `size` gets a chunk of its own). Never over: a chunk of size + 3 images made the model run a
-    full batch and then a batch of 3 (profiled: mean batch 23 instead of 32)."""
-    chunks: list[list[Work]] = [[]]
-    count = 0
-    for w in work:
-        images = len(w.event.images) if w.upsert else 0
-        if chunks[-1] and count + images > size:
-            chunks.append([])
-            count = 0
-        chunks[-1].append(w)
-        count += images
-    return [c for c in chunks if c]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +79,28 @@ class IngestCore:
         analyzer: Analyzer,
         session_factory: sessionmaker[Session],
         store: VectorStore,
-        intake: ImageIntake | None = None,
+        intake: ImageIntake,
         *,
         on_indexed: Callable[[ProductIndexed], None] | None = None,
         event_limits: EventLimits = DEFAULT_EVENT_LIMITS,
         attribute_threshold: float = 0.5,
         analyze_timeout_s: float = 60.0,
+        chunk_limits: ChunkLimits = DEFAULT_CHUNK_LIMITS,
+        fetch_budget_s: float = 15.0,
     ) -> None:
         self.analyzer = analyzer
         self.session_factory = session_factory
         self.store = store
-        self.intake = intake or ImageIntake()
+        self.intake = intake  # the catalogue intake: files under the roots, allowed URLs
         self.on_indexed = on_indexed
         self.event_limits = event_limits
         self.sinks = CatalogSinks(session_factory, store, attribute_threshold=attribute_threshold)
         self.analyze_timeout_s = analyze_timeout_s
+        self.chunk_limits = chunk_limits
+        # The time one batch may spend reading events with image URLs, so slow hosts cannot push the batch past
+        # the consumer's max_poll_interval (events left when it has run out fail, and are dead-lettered).
+        self.fetch_budget_s = fetch_budget_s
+        self._fetch_left = fetch_budget_s  # of the batch in hand
         # Background threads hand chunks to the model while this thread decodes chunk k+1 and writes chunk k-1
         # (see `_apply_in_chunks`). Two, so the next chunk is resized (in the analyzer's caller thread) while
         # the model still runs the previous one; the model itself runs one batch at a time.
@@ -140,18 +132,17 @@ class IngestCore:
         return BatchResult(ordered, version, images, time.perf_counter() - start)
 
     def _apply_in_chunks(self, work: list[Work], outcomes: dict[int, Outcome]) -> str | None:
-        """Decode, analyse and write in chunks of about CHUNK_IMAGES images, pipelined: the model runs on
-        chunk k while this thread decodes chunk k+1 and then writes chunk k-1 to Qdrant and the database.
+        """Decode, analyse and write in chunks (`chunk_limits`: images and decoded pixels), pipelined: the model
+        runs on chunk k while this thread decodes chunk k+1 and then writes chunk k-1 to Qdrant and the database.
 
         Each chunk is applied exactly as a whole batch would be (Qdrant first, then one transaction with the
         event claims), so replays stay idempotent; the caller commits Kafka offsets after all chunks.
         """
         version: str | None = None
         in_flight: tuple[list[Work], Future[str | None]] | None = None
-        for chunk in _chunks_by_images(work, CHUNK_IMAGES):
-            for w in chunk:
-                if w.upsert:
-                    self._load_images(w)
+        self._fetch_left = self.fetch_budget_s
+        for chunk in loaded_chunks(work, self.chunk_limits, images=lambda w: len(w.event.images) if w.upsert else 0,
+                                   load=self._load_images):
             future = self._model_thread.submit(self._analyze, [w for w in chunk if w.upsert and w.failure is None])
             if in_flight is not None:
                 version = self._write_chunk(*in_flight, outcomes) or version
@@ -169,6 +160,8 @@ class IngestCore:
         ready = [w for w in chunk if w.failure is None]
         if ready:
             outcomes.update(self.sinks.write(ready, version))
+        for w in chunk:  # written and counted: the pictures go now, not when the whole batch is done
+            w.images = []
         return version
 
     def _parse(self, batch: Sequence[IncomingEvent],
@@ -182,6 +175,12 @@ class IngestCore:
                 event = decode_event(record.value, self.event_limits)
             except POISON_ERRORS as exc:
                 outcomes[index] = failed(index, exc)
+                continue
+            except Exception as exc:  # decoding touches no dependency: whatever it raises is this record's fault
+                log.exception("decoding record %s[%d]@%d raised unexpectedly", record.topic, record.partition,
+                              record.offset)
+                outcomes[index] = failed(index, InvalidInput(f"expected a valid CatalogEvent, decoding it failed: "
+                                                              f"{type(exc).__name__}: {exc}"))
                 continue
             if event.event_id in first_seen:
                 copies[index] = first_seen[event.event_id]
@@ -203,12 +202,25 @@ class IngestCore:
 
     # -- images and the model ---------------------------------------------------------------------------------
 
-    def _load_images(self, work: Work) -> None:
-        """Fetch and decode every image of an upsert; the first bad one fails the event, naming the image."""
+    def _load_images(self, work: Work) -> int:
+        """Fetch and decode every image of an upsert, URLs within what is left of the batch's fetch budget; the
+        first bad one fails the event, naming the image. Returns the decoded pixels now held."""
+        if not work.upsert:
+            return 0
+        where = f"event {work.event.event_id} (product {work.product_id})"
+        fetches = any(source.uri is not None and is_url(source.uri) for source in work.event.images)
+        start = time.monotonic()
         try:
-            work.images = read_upload(self.intake, work.product_id, work.event.images)
+            work.images = read_upload(self.intake, work.product_id, work.event.images,
+                                      deadline=start + max(0.0, self._fetch_left) if fetches else None)
         except POISON_ERRORS as exc:
-            work.failure = poison(exc, f"event {work.event.event_id} (product {work.product_id})")
+            work.failure = poison(exc, where)
+        except Exception as exc:  # reading and decoding touch no store: whatever they raise is this event's fault
+            log.exception("reading the images of %s raised unexpectedly", where)
+            work.failure = InvalidInput(f"{where}: expected readable, decodable images: {type(exc).__name__}: {exc}")
+        if fetches:
+            self._fetch_left -= time.monotonic() - start
+        return sum(im.picture.width * im.picture.height for im in work.images)
 
     def _analyze(self, upserts: list[Work]) -> str | None:
         """One analyze call for every image of the batch; on a typed input error, isolate it per event."""

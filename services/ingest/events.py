@@ -82,10 +82,12 @@ def parse_event(data: bytes | None, limits: EventLimits = DEFAULT_EVENT_LIMITS) 
         raise InvalidInput(f"expected a CatalogEvent as a JSON object, got a JSON {type(obj).__name__}")
     event = events_pb2.CatalogEvent()
     try:
-        json_format.ParseDict(obj, event)
+        # Unknown fields are ignored, as the proto3 JSON mapping allows: producers may add fields before we do.
+        json_format.ParseDict(obj, event, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise InvalidInput(f"expected a fashion.v1.CatalogEvent in its JSON mapping: {_one_line(exc)}") from None
-    validate_event(event, limits)
+    # An unknown enum name is ignored too (type stays UNSPECIFIED): say what was sent, not the default.
+    validate_event(event, limits, sent_type=obj.get("type"))
     return event
 
 
@@ -106,8 +108,12 @@ def catalog_event(event: events_pb2.CatalogEvent) -> CatalogEvent:
                         occurred_at)
 
 
-def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT_EVENT_LIMITS) -> None:
-    """The rules every event must meet before the worker touches a store (also used for built events)."""
+def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT_EVENT_LIMITS, *,
+                   sent_type: object = None) -> None:
+    """The rules every event must meet before the worker touches a store (also used for built events).
+
+    `sent_type`: the JSON `type` value as sent, named in the error when it is not a type we apply.
+    """
     if not event.event_id.strip():
         raise InvalidInput("expected a non-empty event_id (a unique id per event, used to skip replays)")
     if len(event.event_id) > MAX_EVENT_ID_CHARS:
@@ -115,8 +121,8 @@ def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT
                            f"got {len(event.event_id)}")
     where = f"event {event.event_id}"
     if event.type not in (UPSERT, DELETE):
-        raise InvalidInput(f"{where}: expected type EVENT_TYPE_UPSERT or EVENT_TYPE_DELETE, "
-                           f"got {events_pb2.CatalogEvent.EventType.Name(event.type)}")
+        got = sent_type if sent_type is not None else _type_name(event.type)
+        raise InvalidInput(f"{where}: expected type EVENT_TYPE_UPSERT or EVENT_TYPE_DELETE, got {_one_line(got)}")
     product = event.product
     if not event.HasField("product") or not product.product_id.strip():
         raise InvalidInput(f"{where}: expected product.product_id (the catalogue's id of the product)")
@@ -133,6 +139,14 @@ def validate_event(event: events_pb2.CatalogEvent, limits: EventLimits = DEFAULT
         raise TooLarge(f"{where}: expected at most {limits.max_images} images per event, got {len(event.images)}")
     for index, image in enumerate(event.images):
         _validate_image(image, index, limits, where)
+
+
+def _type_name(value: int) -> str:
+    """The enum name of `value`; proto3 enums are open, so a number without a name (type 99) is valid JSON."""
+    try:
+        return events_pb2.CatalogEvent.EventType.Name(value)
+    except ValueError:
+        return str(value)
 
 
 def _validate_product(product: events_pb2.Product, where: str) -> None:
@@ -254,5 +268,5 @@ def event_to_json(event: events_pb2.CatalogEvent | events_pb2.ProductIndexed | P
 def parse_indexed(data: bytes) -> events_pb2.ProductIndexed:
     """A catalog.indexed value -> ProductIndexed (for consumers of that topic and tests)."""
     message = events_pb2.ProductIndexed()
-    json_format.Parse(data.decode("utf-8"), message)
+    json_format.Parse(data.decode("utf-8"), message, ignore_unknown_fields=True)
     return message

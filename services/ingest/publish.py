@@ -29,6 +29,7 @@ from shared.data.deepfashion import PARTITION, load_benchmark
 from shared.data.folder import has_product_folders
 from shared.data.records import Benchmark, ImageRecord
 from shared.errors import InvalidInput
+from shared.imaging import IntakePolicy
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,20 @@ def publish(
     finally:
         producer.close(timeout=timeout_s)
     return len(futures)
+
+
+def roots_error(folder: str | Path, state: dict) -> str | None:
+    """Why the running `fashion up` described by `state` (stack.json) would refuse every image published from
+    `folder` (its ingest reads files only under its catalogue roots), or None."""
+    roots = state.get("image_roots")
+    if "ingest" not in state.get("targets", ()) or roots is None:
+        return None
+    if IntakePolicy(roots=tuple(Path(r) for r in roots)).under_roots(folder):
+        return None
+    where = ", ".join(roots) or "none: FASHION_IMAGE_ROOTS is empty"
+    return (f"{folder}: expected a folder under the catalogue roots the running `fashion up` reads images from "
+            f"({where}); start it with FASHION_IMAGE_ROOTS={Path(folder).resolve()} (or a folder above it), or "
+            "from a working directory above the folder")
 
 
 def publish_folder(bootstrap: str, path: str | Path, *, revision: str = "", topic: str = UPLOADS_TOPIC,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from services.ingest.chunks import ChunkLimits
 from services.ingest.events import INDEXED_TOPIC, UPLOADS_DLQ_TOPIC, UPLOADS_TOPIC, EventLimits
 from shared.config import FashionSettings
 
@@ -35,6 +36,21 @@ class IngestSettings(FashionSettings):
                                          "announcements left pending that long (a crash, a failed send)")
     ingest_outbox_retention_s: float = Field(86_400.0, ge=0, description="how long sent announcements stay in "
                                              "the outbox table, for inspection")
+    ingest_fetch_budget_s: float = Field(15.0, gt=0, description="time one batch may spend reading events with "
+                                         "image URLs (events left when it has run out fail to the DLQ); below "
+                                         "ingest_max_poll_interval_ms, so slow image hosts cannot overrun it")
+    ingest_chunk_pixels: int = Field(32_000_000, ge=1_000_000, description="decoded pixels one chunk of a batch "
+                                     "holds (two chunks are in memory at once); one event is never split")
+
+    @model_validator(mode="after")
+    def _fetch_budget_fits(self) -> IngestSettings:
+        if self.ingest_fetch_budget_s * 1000 >= self.ingest_max_poll_interval_ms:
+            raise ValueError(f"expected FASHION_INGEST_FETCH_BUDGET_S below FASHION_INGEST_MAX_POLL_INTERVAL_MS "
+                             f"({self.ingest_max_poll_interval_ms} ms), got {self.ingest_fetch_budget_s} s")
+        return self
+
+    def chunk_limits(self) -> ChunkLimits:
+        return ChunkLimits(pixels=self.ingest_chunk_pixels)
 
     def event_limits(self) -> EventLimits:
         return EventLimits(max_images=self.ingest_max_images_per_event,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.ingest.chunks import distinct_product_runs
 from services.ingest.domain import CatalogEvent, Outcome, ProductIndexed, Status
 from shared.catalog.indexing import CatalogImage, catalog_point
 from shared.db import repository
@@ -71,19 +72,6 @@ def failed(index: int, exc: BaseException, event_id: str = "", product_id: str =
 def poison(exc: FashionError, prefix: str) -> FashionError:
     cls = TooLarge if isinstance(exc, TooLarge) else InvalidInput
     return cls(f"{prefix}: {exc}")
-
-
-def _distinct_product_runs(work: list[Work]) -> list[list[Work]]:
-    """Consecutive runs of events in which no product appears twice (order kept)."""
-    runs: list[list[Work]] = [[]]
-    seen: set[str] = set()
-    for w in work:
-        if w.product_id in seen:
-            runs.append([])
-            seen = set()
-        runs[-1].append(w)
-        seen.add(w.product_id)
-    return [run for run in runs if run]
 
 
 class CatalogSinks:
@@ -192,7 +180,7 @@ class CatalogSinks:
         event still wins, as it would applied alone.
         """
         outcomes: dict[int, Outcome] = {}
-        for run in _distinct_product_runs(ready):
+        for run in distinct_product_runs(ready):
             upserts = [w for w in run if w.upsert]
             if upserts:
                 assert version is not None
@@ -220,7 +208,7 @@ class CatalogSinks:
         repository.delete_images_except(session, {w.product_id: [im.image_id for im in w.images] for w in upserts})
         repository.upsert_images_many(session, [
             {"image_id": im.image_id, "product_id": w.product_id, "uri": im.uri, "sha256": im.sha256,
-             "width": im.picture.width, "height": im.picture.height} for w in upserts for im in w.images])
+             "width": im.size[0], "height": im.size[1]} for w in upserts for im in w.images])
         predictions = []
         for w in upserts:
             for im in w.images:

@@ -13,4 +13,4 @@ from shared.host import Components
 
 def build(targets: Sequence[str], resources: Resources, images: ImageSettings) -> Components:
     """`targets`: which of the four model services (MODEL_TARGETS) this process serves."""
-    return Components(servicers=list(model_servicers(resources.runtime(), images.image_intake(), targets)))
+    return Components(servicers=list(model_servicers(resources.runtime(), images.public_image_intake(), targets)))

@@ -18,7 +18,7 @@ from shared.host import Closing, Components, Named
 
 def build(settings: SearchSettings, resources: Resources, images: ImageSettings) -> Components:
     sessions, store = resources.sessions(), resources.store()  # the store first: models load its alias's version
-    core = SearchCore(resources.analyzer(), sessions, store, images.image_intake(),
+    core = SearchCore(resources.analyzer(), sessions, store, images.public_image_intake(),
                       click_sink=KafkaClickSink(resources.producer(), settings.clicks_topic,
                                                 timeout_s=settings.clicks_timeout_s),
                       max_top_k=settings.max_top_k,

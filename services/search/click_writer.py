@@ -40,13 +40,17 @@ def parse_click(value: bytes | None) -> Click:
     if not value:
         raise InvalidInput("expected a SearchClick JSON object, got an empty record")
     try:
-        message = json_format.Parse(value.decode("utf-8"), events_pb2.SearchClick())
-    except (UnicodeDecodeError, json_format.ParseError) as exc:
+        # Unknown fields are ignored (proto3 JSON): producers may add fields before this consumer knows them.
+        message = json_format.Parse(value.decode("utf-8"), events_pb2.SearchClick(), ignore_unknown_fields=True)
+    except (UnicodeDecodeError, json_format.ParseError, RecursionError) as exc:
         raise InvalidInput(f"expected a SearchClick JSON object: {exc}") from None
     missing = [name for name in ("click_id", "query_id", "product_id") if not getattr(message, name)]
     if missing:
         raise InvalidInput(f"SearchClick is missing {', '.join(missing)}")
-    clicked_at = message.clicked_at.ToDatetime(tzinfo=UTC) if message.HasField("clicked_at") else None
+    try:
+        clicked_at = message.clicked_at.ToDatetime(tzinfo=UTC) if message.HasField("clicked_at") else None
+    except (ValueError, OverflowError) as exc:  # a timestamp outside datetime's years 1-9999
+        raise InvalidInput(f"expected a SearchClick clicked_at between years 1 and 9999: {exc}") from None
     return Click(message.click_id, message.query_id, message.product_id, message.position, clicked_at)
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from shared.config import ImageSettings
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
@@ -189,7 +190,7 @@ def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSi
                intake: ImageIntake | None = None) -> Path:
     """Write one self-contained page: the query (landmarks drawn on it) and a thumbnail per result."""
     e = escape
-    intake = intake or ImageIntake()
+    intake = intake or ImageSettings().image_intake()  # thumbnails of result files under the catalogue roots
     # Scaled to a fixed display size (up or down) before drawing, so dots look the same for any photo.
     query = ImageOps.contain(intake.load(ImageSource(data=query_image_bytes), name="query image").image,
                              (QUERY_PX, QUERY_PX))

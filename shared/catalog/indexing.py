@@ -41,7 +41,8 @@ class CatalogImage:
     product_id: str
     image_id: str
     uri: str | None  # where it can be read again; None for an inline upload
-    picture: Image.Image
+    picture: Image.Image  # decoded at the intake's working size (ImageLimits.max_side)
+    size: tuple[int, int]  # (width, height) of the picture as uploaded, from its header
     sha256: str = ""  # of the bytes read (uploads only: a stored image keeps its stored id)
     analysis: Analysis | None = None
 
@@ -64,7 +65,7 @@ def read_upload(intake: ImageIntake, product_id: str, sources: Sequence[ImageSou
         image_id = image_id_for(product_id, digest)
         if image_id not in seen:
             seen.add(image_id)
-            images.append(CatalogImage(product_id, image_id, source.uri, loaded.image, digest))
+            images.append(CatalogImage(product_id, image_id, source.uri, loaded.image, loaded.size, digest))
     return images
 
 
@@ -73,8 +74,8 @@ def read_stored(intake: ImageIntake, image: ImageRow) -> CatalogImage:
     cannot be (an inline upload has no uri; a file may have gone or changed)."""
     if not image.uri:
         raise InvalidInput("it has no stored uri (an inline upload)")
-    picture = intake.load(ImageSource(uri=image.uri)).image
-    return CatalogImage(image.product_id, image.image_id, image.uri, picture)
+    loaded = intake.load(ImageSource(uri=image.uri))
+    return CatalogImage(image.product_id, image.image_id, image.uri, loaded.image, loaded.size)
 
 
 def analyze_images(analyzer: Analyzer, images: Sequence[CatalogImage], version: str, *,

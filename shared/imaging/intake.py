@@ -1,37 +1,34 @@
 """Image intake: the one way a service turns an image source (inline bytes or a URI) into a decoded picture.
 
-Ingest (catalogue uploads), re-indexing (stored catalogue URIs), search (shopper photos), the model services and
-the search CLI's page all call `ImageIntake.load`, so what may be read, for how long, and what an error may say
-are decided here once:
+Ingest (catalogue uploads), re-indexing (stored catalogue URIs), retraining, search (shopper photos), the model
+services and the search CLI's page all call `ImageIntake.load`, so what may be read, for how long, and what an
+error may say are decided here once:
 
-* `IntakePolicy` decides which URIs may be read; inline bytes always may. Its default admits what the system
-  always admitted (file paths and file:// URIs anywhere, http(s) URLs to any host). The coming input policy
-  (files only under configured catalogue roots after realpath, http(s) only to allow-listed hosts with every
-  redirect re-checked, errors that name no server file or network detail) replaces `IntakePolicy.check` and
-  `read_uri`, and no caller.
+* `IntakePolicy` (policy.py) decides which URIs may be read; inline bytes always may. The process builds two
+  intakes from its settings (`ImageSettings`): the catalogue intake (files under the catalogue roots, allowed
+  URLs) for ingest, re-indexing and retraining, and `for_public()` (allowed URLs only, never a file) for the
+  RPCs anyone may call: FindSimilar and the four model services.
 * `deadline` is a `time.monotonic()` instant, the caller's own (e.g. its gRPC deadline, see `deadline_after`):
-  callers pass it down, and a fetch never waits past it, nor longer than `ImageLimits.fetch_timeout_s`.
-* Decoding is `decode_image` (decode.py); decoding straight to a model's working size (Image.draft / reduce)
-  belongs there, behind the same `load`.
+  a download ends by then, and by `ImageLimits.fetch_timeout_s` at the latest, however slowly the host sends
+  (fetch.py). At most `ImageLimits.max_fetches` downloads run at once per intake; the public intake refuses
+  the next one at once (UNAVAILABLE) rather than let slow URLs occupy every gRPC worker.
+* Decoding is `decode_image` (decode.py), straight to at most `ImageLimits.max_side` pixels a side.
+* Errors name the image as the caller did and say what is expected, the same for every refusal; why a uri was
+  refused (missing, outside the roots, host refused or closed, ...) goes to the server log only.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
-
-from PIL import Image
 
 from shared.errors import InvalidInput, TooLarge
-from shared.imaging.decode import ImageLimits, decode_image
+from shared.imaging.decode import DecodedImage, ImageLimits, decode_image
+from shared.imaging.fetch import FetchSlots, FetchTimeout, fetch_url, read_file
+from shared.imaging.policy import IntakePolicy, Refused, is_url
 
-_FILE_SCHEMES = ("", "file")
-_HTTP_SCHEMES = ("http", "https")
-# A deadline already past still gets this long: the fetch then fails as a timeout, the caller's own error path.
-_MIN_TIMEOUT_S = 0.001
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,39 +48,25 @@ class ImageSource:
             raise ValueError("an ImageSource has inline data or a uri, not both")
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedImage:
-    image: Image.Image  # RGB
-    raw: bytes  # what it was decoded from: ingest derives the image id from it, search logs it
-
-
-@dataclass(frozen=True)
-class IntakePolicy:
-    """Which URIs an `ImageIntake` may read. The default is the system's behaviour so far: everything it can."""
-
-    allow_files: bool = True
-    allow_http: bool = True
-
-    def check(self, uri: str) -> None:
-        """InvalidInput when `uri` may not be read here (unknown schemes are `read_uri`'s to refuse)."""
-        scheme = urllib.parse.urlparse(uri).scheme
-        if scheme in _HTTP_SCHEMES and not self.allow_http:
-            raise InvalidInput(f"{uri}: expected inline image data or a file URI; this service fetches no URLs")
-        if scheme in _FILE_SCHEMES and not self.allow_files:
-            raise InvalidInput(f"{uri}: expected inline image data or an http(s) URL; this service reads no files")
-
-
 def deadline_after(seconds: float | None) -> float | None:
     """The `deadline` for `ImageIntake.load` of a caller with `seconds` left (None: no deadline of its own)."""
     return None if seconds is None else time.monotonic() + seconds
 
 
 class ImageIntake:
-    """Source -> decoded RGB image under `limits` and `policy`. Stateless: one per process, shared by threads."""
+    """Source -> decoded RGB image under `limits` and `policy`. One per process and kind (see the module
+    docstring), shared by threads. The default policy reads inline bytes only."""
 
-    def __init__(self, limits: ImageLimits | None = None, policy: IntakePolicy | None = None) -> None:
+    def __init__(self, limits: ImageLimits | None = None, policy: IntakePolicy | None = None, *,
+                 wait_for_fetch: bool = True) -> None:
         self.limits = limits or ImageLimits()
         self.policy = policy or IntakePolicy()
+        self.slots = FetchSlots(self.limits.max_fetches, wait=wait_for_fetch)
+
+    def for_public(self) -> ImageIntake:
+        """The intake of public RPCs: inline bytes and allowed URLs, never a file, not even under the roots; its
+        own download slots, and the next download over them is refused at once."""
+        return ImageIntake(self.limits, self.policy.without_files(), wait_for_fetch=False)
 
     def load(self, source: ImageSource, *, deadline: float | None = None, name: str | None = None) -> DecodedImage:
         """Read `source` (fetching a uri) and decode it; InvalidInput / TooLarge say what was expected.
@@ -94,43 +77,29 @@ class ImageIntake:
         if source.data is not None:
             raw = source.data
         elif source.uri is not None:
-            self.policy.check(source.uri)
-            raw = read_uri(source.uri, self.limits, timeout=_time_left(deadline))
+            raw = self._read(source.uri, deadline, name)
         else:
             raise InvalidInput(f"{name}: expected `data` (bytes) or `uri`, got neither")
-        return DecodedImage(decode_image(raw, self.limits, name=name), raw)
+        return decode_image(raw, self.limits, name=name)
 
-
-def _time_left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(_MIN_TIMEOUT_S, deadline - time.monotonic())
-
-
-def read_uri(uri: str, limits: ImageLimits | None = None, *, timeout: float | None = None) -> bytes:
-    """Bytes behind a file path, file:// or http(s):// URI, reading at most max_bytes + 1.
-
-    No policy here: callers go through `ImageIntake.load`, which checks `IntakePolicy` first. A fetch waits at
-    most `timeout` seconds (capped by `limits.fetch_timeout_s`).
-    """
-    limits = limits or ImageLimits()
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in _HTTP_SCHEMES:
-        wait = limits.fetch_timeout_s if timeout is None else min(timeout, limits.fetch_timeout_s)
+    def _read(self, uri: str, deadline: float | None, name: str) -> bytes:
+        limits = self.limits
         try:
-            with urllib.request.urlopen(uri, timeout=wait) as response:  # noqa: S310
-                data = response.read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise InvalidInput(f"{uri}: expected a reachable image URL, fetching failed: {exc}") from None
-    elif parsed.scheme in _FILE_SCHEMES:
-        path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri)
-        if not path.is_file():
-            raise InvalidInput(f"{uri}: expected an existing image file")
-        try:
-            with path.open("rb") as fh:
-                data = fh.read(limits.max_bytes + 1)
-        except OSError as exc:  # e.g. a file we may not read: the sender's problem, not the system's
-            raise InvalidInput(f"{uri}: expected a readable image file, got {exc}") from None
-    else:
-        raise InvalidInput(f"{uri}: expected a file path, file:// or http(s):// URI, got scheme {parsed.scheme!r}")
-    if len(data) > limits.max_bytes:
-        raise TooLarge(f"{uri}: expected at most {limits.max_bytes} bytes")
-    return data
+            if is_url(uri):
+                limit = time.monotonic() + limits.fetch_timeout_s
+                deadline = limit if deadline is None else min(deadline, limit)
+                target = self.policy.url_target(uri)  # a refused URL takes no download slot
+                with self.slots.hold(deadline):
+                    data = fetch_url(target, self.policy, deadline=deadline, max_bytes=limits.max_bytes)
+            else:
+                data = read_file(self.policy.file_path(uri), limits.max_bytes)
+        except Refused as exc:
+            log.info("refused image uri %r: %s", uri, exc)  # the reason is the operator's, never the caller's
+            raise InvalidInput(f"{name}: {self.policy.expected()}") from None
+        except FetchTimeout as exc:
+            log.info("image uri %r: %s", uri, exc)
+            raise InvalidInput(f"{name}: expected the image URL to deliver the image before the deadline (at most "
+                               f"{limits.fetch_timeout_s:g} s)") from None
+        if len(data) > limits.max_bytes:
+            raise TooLarge(f"{name}: expected at most {limits.max_bytes} bytes")
+        return data

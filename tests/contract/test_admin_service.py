@@ -26,6 +26,7 @@ from shared.db import make_engine, repository, session_factory, sqlite_url, upgr
 from shared.db.models import ModelState, RunState, utcnow
 from shared.errors import FashionError, NotFound, Unauthenticated
 from shared.grpc.server import create_server
+from shared.imaging import ImageIntake
 from shared.serving.runtime import ModelRuntime
 from shared.vectorstore import VectorStore, open_client
 
@@ -65,7 +66,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
     qdrant = open_client(str(root / "qdrant"))
-    promoter = Promoter(runtime, sessions, VectorStore(qdrant), batch_size=4, preload_wait_s=0)
+    promoter = Promoter(runtime, sessions, VectorStore(qdrant), intake=ImageIntake(), batch_size=4, preload_wait_s=0)
     enqueued: list[str] = []
     retraining = Retraining(RetrainSettings(retrain_stale_after_s=STALE_S), enqueue=enqueued.append)
     core = AdminCore(sessions, promoter, retraining.trigger, stale_after_s=retraining.stale_after_s)

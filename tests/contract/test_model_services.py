@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -22,7 +23,7 @@ from fashion.v1 import (
 )
 from services.models.server import model_servicers
 from shared.grpc.server import create_server
-from shared.imaging import ImageIntake, ImageLimits
+from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 from shared.serving.runtime import ModelRuntime
 
 
@@ -34,10 +35,20 @@ def _jpeg(seed: int, size=(96, 96)) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def channel(tiny_checkpoint):
+def catalogue(tmp_path_factory) -> Path:
+    """A catalogue root holding one real image, which the model services must not read anyway."""
+    root = tmp_path_factory.mktemp("catalogue")
+    (root / "x.jpg").write_bytes(_jpeg(9))
+    return root
+
+
+@pytest.fixture(scope="module")
+def channel(tiny_checkpoint, catalogue):
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
-    server, port = create_server(model_servicers(runtime, ImageIntake(ImageLimits(max_bytes=200_000))))
+    # As a process builds it: the catalogue intake's public face (ImageSettings.public_image_intake).
+    intake = ImageIntake(ImageLimits(max_bytes=200_000), IntakePolicy(roots=(catalogue,))).for_public()
+    server, port = create_server(model_servicers(runtime, intake))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
     server.stop(0)
@@ -55,16 +66,21 @@ def test_embed_returns_normalised_vectors_and_model(channel) -> None:
         assert np.linalg.norm(r.vector) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_one_bad_image_does_not_fail_the_batch(channel) -> None:
+def test_one_bad_image_does_not_fail_the_batch(channel, catalogue) -> None:
+    """A model service reads no files, not even under the catalogue roots: an existing one and a missing one
+    get the same answer, which says what it takes instead."""
     stub = landmark_pb2_grpc.LandmarkServiceStub(channel)
     images = [common_pb2.ImageInput(id="good", data=_jpeg(3)), common_pb2.ImageInput(id="bad", data=b"nope"),
-              common_pb2.ImageInput(id="missing", uri="/nonexistent/x.jpg")]
+              common_pb2.ImageInput(id="missing", uri="/nonexistent/x.jpg"),
+              common_pb2.ImageInput(id="existing", uri=str(catalogue / "x.jpg")),
+              common_pb2.ImageInput(id="url", uri="http://127.0.0.1:9/x.jpg")]
     response = stub.DetectLandmarks(landmark_pb2.DetectLandmarksRequest(images=images), timeout=30)
-    good, bad, missing = response.results
+    good, bad, missing, existing, url = response.results
     assert len(good.landmarks) == 8 and good.error == ""
     assert all(0 <= lm.x <= 1 and 0 <= lm.y <= 1 for lm in good.landmarks)
     assert "no decoder recognises" in bad.error and not bad.landmarks
-    assert "existing image file" in missing.error
+    assert [missing.error, existing.error, url.error] == [f"image {name}: expected inline image bytes"
+                                                         for name in ("missing", "existing", "url")]
 
 
 def test_attributes_top_k_and_threshold(channel) -> None:

@@ -7,9 +7,12 @@ default model is a decoy version: search must embed with the version that built 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from rich.console import Console
 
@@ -28,11 +32,12 @@ from services.search.client import draw_landmarks, find_similar_cli, write_html
 from services.search.core import Click as SearchClick
 from services.search.core import SearchCore, click_id
 from services.search.server import search_servicers
+from shared.config import ImageSettings
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
 from shared.db.models import Click
 from shared.errors import InvalidInput
 from shared.grpc.server import create_server
-from shared.imaging import ImageIntake, ImageLimits, ImageSource
+from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy
 from shared.serving.runtime import LoadedModel, ModelRuntime
 from shared.vectorstore import VectorPoint, VectorStore, open_client
 from shared.vectorstore.payload import ProductPayload
@@ -367,7 +372,9 @@ def test_click_writer_is_idempotent_and_skips_poison(env: Env) -> None:
 def test_write_html_has_the_query_and_every_thumbnail(env: Env, tmp_path: Path) -> None:
     data = _query_bytes()
     response = env.stub.FindSimilar(_by_image(data, top_k=4), timeout=TIMEOUT)
-    page = write_html(tmp_path / "out" / "page.html", data, response).read_text(encoding="utf-8")
+    folders = tuple({path.parent for paths in env.images.values() for path in paths})
+    intake = ImageIntake(policy=IntakePolicy(roots=folders))  # the CLI's: result thumbnails under the roots
+    page = write_html(tmp_path / "out" / "page.html", data, response, intake=intake).read_text(encoding="utf-8")
     assert page.count('src="data:image/jpeg;base64,') == 1 + len(response.hits) == 5
     assert 'alt="query photo"' in page and response.query_id in page
     assert response.query_analysis.category.name in page
@@ -407,3 +414,94 @@ def test_find_similar_cli_prints_a_table_and_writes_the_page(env: Env, tmp_path:
         find_similar_cli(env.address, query, top_k=101, timeout=TIMEOUT, console=console)
     with pytest.raises(InvalidInput, match="expected an existing image file"):
         find_similar_cli(env.address, tmp_path / "missing.png", timeout=TIMEOUT, console=console)
+
+
+# -- query images by URI: the public intake's policy, and slow URLs under load --------------------------------
+
+
+@contextlib.contextmanager
+def _search_with(env: Env, intake: ImageIntake, **server_kw) -> Iterator[tuple[search_pb2_grpc.SearchServiceStub,
+                                                                                str]]:
+    """The catalogue of `env`, served by another SearchService whose query images go through `intake`:
+    (stub, address)."""
+    core = SearchCore(env.core.analyzer, env.core.sessions, env.core.store, intake, click_sink=lambda click: None)
+    server, port = create_server(search_servicers(core), **server_kw)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            yield search_pb2_grpc.SearchServiceStub(ch), f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+        core.close()
+
+
+def _by_uri(uri: str) -> search_pb2.FindSimilarRequest:
+    return search_pb2.FindSimilarRequest(image=common_pb2.ImageInput(uri=uri), top_k=3)
+
+
+def test_find_similar_reads_no_server_file_and_only_allowed_urls(env: Env, image_server) -> None:
+    """The attack: a catalogue file, a file outside any catalogue, loopback URLs and a redirect to one as the query
+    image. FindSimilar reads none of them and answers each alike; an allowed image URL is searched."""
+    folder = env.images["p4"][0].parent
+    image_server.images["p4.png"] = env.images["p4"][0].read_bytes()
+    catalogue = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES),
+                            IntakePolicy(roots=(folder,), url_hosts=(image_server.host, "127.0.0.1:9"),
+                                         private_networks=("127.0.0.1/32",)))
+    attacks = [str(env.images["p4"][0]), env.images["p4"][0].as_uri(), str(folder / "missing.png"), "/etc/hostname",
+               f"http://127.0.0.2:{image_server.port}/img/p4.png", "http://127.0.0.1:9/closed.png",
+               image_server.url("redirect?to=http://127.0.0.2:1/"), image_server.url("img/missing.png")]
+    with _search_with(env, catalogue.for_public()) as (stub, _):
+        hits = stub.FindSimilar(_by_uri(image_server.url("img/p4.png")), timeout=TIMEOUT).hits
+        assert hits[0].product_id == "p4"
+        for uri in attacks:
+            err = _fails(lambda uri=uri: stub.FindSimilar(_by_uri(uri), timeout=TIMEOUT))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, uri
+            assert err.details() == "query image: expected inline image bytes, or an http(s) URL on an allowed host"
+    assert image_server.requests == ["/img/p4.png", "/redirect?to=http://127.0.0.2:1/", "/img/missing.png"]
+    # With the settings' defaults (no URL hosts), a query image is inline bytes and nothing else.
+    with _search_with(env, ImageSettings(image_roots=[str(folder)]).public_image_intake()) as (stub, _):
+        for uri in attacks[:1] + attacks[4:5]:
+            err = _fails(lambda uri=uri: stub.FindSimilar(_by_uri(uri), timeout=TIMEOUT))
+            assert err.details() == "query image: expected inline image bytes"
+
+
+def test_slow_image_urls_cannot_starve_the_health_check(env: Env, image_server) -> None:
+    """The attack: twenty FindSimilar calls whose image URL sends one byte every 3 s (under any per-read timeout),
+    with 5 s deadlines, against 16 gRPC workers. Four download slots: the rest are refused at once, the four end at
+    their deadline, and grpc.health.v1 answers within a second throughout."""
+    image_server.images["slow.png"] = _png(1)
+    image_server.drip_s = 3.0
+    intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES, max_fetches=4),
+                         IntakePolicy(url_hosts=(image_server.host,), private_networks=("127.0.0.1/32",))).for_public()
+    with _search_with(env, intake, max_workers=16) as (stub, address), grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        results: list[tuple[grpc.StatusCode, float]] = []
+
+        def attack() -> None:
+            start = time.monotonic()
+            try:
+                stub.FindSimilar(_by_uri(image_server.url("drip/slow.png")), timeout=5)
+                results.append((grpc.StatusCode.OK, time.monotonic() - start))
+            except grpc.RpcError as err:
+                results.append((err.code(), time.monotonic() - start))
+
+        threads = [threading.Thread(target=attack) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        latencies = []
+        for _ in range(8):  # throughout the attack
+            time.sleep(0.5)
+            start = time.monotonic()
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+            latencies.append(time.monotonic() - start)
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        for thread in threads:
+            thread.join(timeout=15)
+    refused = [t for code, t in results if code == grpc.StatusCode.UNAVAILABLE]
+    slow = [(code, t) for code, t in results if code != grpc.StatusCode.UNAVAILABLE]
+    assert len(refused) == 16 and max(refused) < 1.0
+    # The fetch ends at the call's own deadline: the caller sees that, or the server's INVALID_ARGUMENT just before.
+    assert len(slow) == 4 and {code for code, _ in slow} <= {grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                             grpc.StatusCode.INVALID_ARGUMENT}, slow
+    assert max(t for _, t in slow) < 6.0
+    print(f"health Check under the slow-URL attack: max {max(latencies) * 1000:.0f} ms over {len(latencies)} checks")
+    assert max(latencies) < 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import struct
 import threading
 import time
@@ -37,6 +38,7 @@ from shared.db import create_database_if_missing, drop_database, make_engine, se
 from shared.db.models import Image as ImageRow
 from shared.db.models import ImagePrediction, IndexedAnnouncement, ProcessedEvent, Product
 from shared.errors import NotFound
+from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
 from shared.serving.runtime import ModelRuntime
 from shared.vectorstore import VectorStore, open_client
@@ -65,6 +67,12 @@ def _bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
+def _png_of(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 40, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _jpeg(seed: int, size: int = 80) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -78,6 +86,12 @@ def runtime(tiny_checkpoint: Path) -> Iterator[ModelRuntime]:
     model.load(tiny_checkpoint)
     yield model
     model.close()
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory: pytest.TempPathFactory) -> ImageIntake:
+    """A catalogue intake whose roots hold every folder these tests make (not the rest of the machine)."""
+    return ImageIntake(ImageLimits(max_side=256), IntakePolicy(roots=(tmp_path_factory.getbasetemp(),)))
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +165,10 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 # -- the core, no Kafka --------------------------------------------------------------------------------------
 
 
-def test_core_indexes_once_and_replays_change_nothing(stores: Stores, runtime: ModelRuntime, catalog: Path) -> None:
+def test_core_indexes_once_and_replays_change_nothing(stores: Stores, runtime: ModelRuntime, catalog: Path,
+                                                      intake: ImageIntake) -> None:
     announced: list[ProductIndexed] = []
-    core = IngestCore(runtime, stores.factory, stores.store, on_indexed=announced.append)
+    core = IngestCore(runtime, stores.factory, stores.store, intake, on_indexed=announced.append)
     events = list(events_from_folder(catalog))
     images = _shop_images(catalog)
 
@@ -185,7 +200,7 @@ def test_core_indexes_once_and_replays_change_nothing(stores: Stores, runtime: M
 
 
 def test_core_fails_poison_alone_and_raises_for_infrastructure(tmp_path: Path, runtime: ModelRuntime,
-                                                              catalog: Path) -> None:
+                                                              intake: ImageIntake) -> None:
     opened, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
     try:
         good = build_upsert_event("good", [_jpeg(1)], title="Good")
@@ -204,10 +219,10 @@ def test_core_fails_poison_alone_and_raises_for_infrastructure(tmp_path: Path, r
                 raise ConnectionError("model service down")
 
         with pytest.raises(ConnectionError):
-            IngestCore(Broken(), opened.factory, opened.store).process(batch)
+            IngestCore(Broken(), opened.factory, opened.store, intake).process(batch)
         assert opened.count(ProcessedEvent) == 0 and opened.count(Product) == 0
 
-        result = IngestCore(runtime, opened.factory, opened.store).process(batch)
+        result = IngestCore(runtime, opened.factory, opened.store, intake).process(batch)
         statuses = [o.status for o in result.outcomes]
         assert statuses == [Status.FAILED] * 4 + [Status.INDEXED, Status.DUPLICATE, Status.INDEXED]
         reasons = [o.reason for o in result.outcomes[:4]]
@@ -215,28 +230,29 @@ def test_core_fails_poison_alone_and_raises_for_infrastructure(tmp_path: Path, r
         assert "product garbage): image #1" in reasons[1] and "no decoder recognises" in reasons[1]
         assert "product bomb): image #0" in reasons[2] and "pixels" in reasons[2]
         assert result.outcomes[2].error_type == "TooLarge"
-        assert "nowhere.jpg" in reasons[3] and "expected an existing image file" in reasons[3]
+        assert "nowhere.jpg" in reasons[3] and "expected inline image bytes, or a file under the" in reasons[3]
         assert opened.count(Product) == 2 and opened.count(ImageRow) == 3 and opened.store.count("products") == 3
         assert opened.count(ProcessedEvent) == 2
 
         # A re-upload with one picture fewer replaces the picture set in both stores.
         fewer = build_upsert_event("two-views", [_jpeg(3)], title="One view now")
-        assert IngestCore(runtime, opened.factory, opened.store).process([IncomingEvent.of(fewer)]).counts() == {
-            "indexed": 1}
+        core = IngestCore(runtime, opened.factory, opened.store, intake)
+        assert core.process([IncomingEvent.of(fewer)]).counts() == {"indexed": 1}
         assert opened.count(ImageRow, ImageRow.product_id == "two-views") == 1
         assert opened.count(ImagePrediction) == 2 and opened.store.count("products") == 2
     finally:
         close()
 
 
-def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores, runtime: ModelRuntime) -> None:
+def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores, runtime: ModelRuntime,
+                                                                  intake: ImageIntake) -> None:
     """Writes are bulk per run of distinct products; a repeated product starts a new run, so the last event wins."""
     batch = [build_upsert_event("p", [_jpeg(10), _jpeg(11)], title="P first"),
              build_upsert_event("q", [_jpeg(12)], title="Q"),
              build_upsert_event("p", [_jpeg(13)], title="P again"),
              build_delete_event("q"),
              build_upsert_event("r", [_jpeg(14)], title="R")]
-    result = IngestCore(runtime, stores.factory, stores.store).process(
+    result = IngestCore(runtime, stores.factory, stores.store, intake).process(
         [IncomingEvent.of(e, offset=i) for i, e in enumerate(batch)])
     assert [o.status for o in result.outcomes] == [Status.INDEXED, Status.INDEXED, Status.INDEXED, Status.DELETED,
                                                    Status.INDEXED]
@@ -255,12 +271,12 @@ def _points_of(stores: Stores, product_id: str) -> list[dict]:
     return [r.payload for r in records if (r.payload or {}).get("product_id") == product_id]
 
 
-def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(stores: Stores,
-                                                                              runtime: ModelRuntime) -> None:
+def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(
+        stores: Stores, runtime: ModelRuntime, intake: ImageIntake) -> None:
     """Two producers hashing keys differently put one product's events on two partitions: they may arrive
     out of order. The event that occurred last wins in both stores; an older one arriving later is STALE."""
     t0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    core = IngestCore(runtime, stores.factory, stores.store)
+    core = IngestCore(runtime, stores.factory, stores.store, intake)
 
     def product(product_id: str) -> Product:
         with stores.factory() as session:
@@ -301,11 +317,11 @@ def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(s
     assert not product("p").deleted and [pt["title"] for pt in _points_of(stores, "p")] == ["P untimed"]
 
 
-def test_two_workers_applying_one_product_at_once_leave_the_newest_in_both_stores(stores: Stores,
-                                                                                  runtime: ModelRuntime) -> None:
+def test_two_workers_applying_one_product_at_once_leave_the_newest_in_both_stores(
+        stores: Stores, runtime: ModelRuntime, intake: ImageIntake) -> None:
     """The product's row lock is held while Qdrant is written, so concurrent workers take turns in both stores."""
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
-    cores = [IngestCore(runtime, stores.factory, stores.store) for _ in range(2)]
+    cores = [IngestCore(runtime, stores.factory, stores.store, intake) for _ in range(2)]
     cores[0].process([IncomingEvent.of(build_upsert_event("warm-up", [_jpeg(30)], title="W"))])  # the collection
     for round_ in range(4):
         # Round by round, the older event goes to the other worker.
@@ -324,6 +340,87 @@ def test_two_workers_applying_one_product_at_once_leave_the_newest_in_both_store
         with stores.factory() as session:
             assert session.get(Product, "r").title == f"R {round_}.1"
         assert [pt["title"] for pt in _points_of(stores, "r")] == [f"R {round_}.1"]
+
+
+def test_core_reads_only_what_the_input_policy_allows(tmp_path: Path, runtime: ModelRuntime,
+                                                     image_server) -> None:
+    """Files outside the roots (also by symlink or ..), a loopback URL and a redirect to one fail alike, saying
+    nothing about them; the product with allowed pictures is indexed, its width and height those of the upload."""
+    root, outside = tmp_path / "catalog", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(_jpeg(20))
+    (root / "escape.jpg").symlink_to(outside / "secret.jpg")
+    (root / "big.png").write_bytes(_png_of(1200, 900))
+    image_server.images["a.jpg"] = _jpeg(21)
+    intake = ImageIntake(ImageLimits(max_side=256), IntakePolicy(roots=(root,), url_hosts=(image_server.host,)))
+    loopback = image_server.url("img/a.jpg")  # allow-listed, but loopback and not in a private network setting
+    refused = {"outside": outside / "secret.jpg", "symlink": str(root / "escape.jpg"),  # a str: not resolved
+               "dotdot": f"{root}/../private/secret.jpg", "loopback": loopback,
+               "redirect": image_server.url(f"redirect?to={loopback}")}
+    opened, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        batch = [IncomingEvent.of(build_upsert_event(key, [source])) for key, source in refused.items()]
+        batch.append(IncomingEvent.of(build_upsert_event("allowed", [root / "big.png", _jpeg(22)])))
+        result = IngestCore(runtime, opened.factory, opened.store, intake).process(batch)
+        assert [o.status for o in result.outcomes] == [Status.FAILED] * len(refused) + [Status.INDEXED]
+        for outcome in result.outcomes[:-1]:
+            assert outcome.reason.endswith(": expected inline image bytes, or a file under the catalogue roots, or "
+                                           "an http(s) URL on an allowed host"), outcome.reason
+        assert "private" not in result.outcomes[1].reason  # where the symlink leads is not the sender's business
+        assert image_server.requests == []  # refused before any connection
+        with opened.factory() as session:
+            sizes = sorted((i.width, i.height) for i in session.scalars(sa.select(ImageRow)))
+        assert sizes == [(80, 80), (1200, 900)]  # as uploaded, though decoded at most 256 px a side
+    finally:
+        close()
+
+
+def test_a_dripping_image_host_cannot_hold_a_batch_past_its_fetch_budget(tmp_path: Path, runtime: ModelRuntime,
+                                                                         image_server) -> None:
+    """One byte every 3 s never trips a per-read timeout; the batch's fetch budget ends it, the slow event fails
+    alone and the batch finishes well inside the consumer's max_poll_interval."""
+    image_server.images["slow.jpg"] = _jpeg(30)
+    intake = ImageIntake(policy=IntakePolicy(url_hosts=(image_server.host,), private_networks=("127.0.0.1/32",)))
+    opened, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        core = IngestCore(runtime, opened.factory, opened.store, intake, fetch_budget_s=2.0)
+        batch = [IncomingEvent.of(build_upsert_event("slow", [image_server.url("drip/slow.jpg")])),
+                 IncomingEvent.of(build_upsert_event("fast", [_jpeg(31)]))]
+        start = time.monotonic()
+        result = core.process(batch)
+        assert time.monotonic() - start < 10
+        assert [o.status for o in result.outcomes] == [Status.FAILED, Status.INDEXED]
+        assert "expected the image URL to deliver the image before the deadline" in result.outcomes[0].reason
+    finally:
+        close()
+
+
+def test_every_exception_decoding_a_record_is_that_records_failure(tmp_path: Path, runtime: ModelRuntime,
+                                                                   intake: ImageIntake, monkeypatch) -> None:
+    import services.ingest.core as core_module
+
+    real_decode = core_module.decode_event
+
+    def decode(value, limits):
+        if b"explode" in value:
+            raise KeyError("a bug in decoding")
+        return real_decode(value, limits)
+
+    monkeypatch.setattr(core_module, "decode_event", decode)
+    opened, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        good = build_upsert_event("good", [_jpeg(40)])
+        batch = [IncomingEvent(b'{"eventId": "t", "type": 99, "product": {"productId": "p"}}'),
+                 IncomingEvent(b'{"eventId": "explode", "type": "EVENT_TYPE_DELETE", "product": {"productId": "p"}}'),
+                 IncomingEvent(json.dumps({**json.loads(event_to_json(good)), "newField": {"x": 1}}).encode())]
+        result = IngestCore(runtime, opened.factory, opened.store, intake).process(batch)
+        assert [o.status for o in result.outcomes] == [Status.FAILED, Status.FAILED, Status.INDEXED]
+        assert "got 99" in result.outcomes[0].reason
+        assert result.outcomes[1].reason == ("expected a valid CatalogEvent, decoding it failed: "
+                                             "KeyError: 'a bug in decoding'")
+    finally:
+        close()
 
 
 def test_remote_analyzer_matches_the_in_process_runtime(runtime: ModelRuntime) -> None:
@@ -418,7 +515,7 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path,
+def pipeline(kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path, intake: ImageIntake,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     suffix = uuid.uuid4().hex[:8]
     config = WorkerConfig(topic=f"catalog.uploads.{suffix}", dlq_topic=f"catalog.uploads.dlq.{suffix}",
@@ -427,7 +524,7 @@ def pipeline(kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path,
     root = tmp_path_factory.mktemp("ingest")
     stores, close = _open_stores(sqlite_url(root / "fashion.db"), root / "qdrant")
     analyzer = FlakyAnalyzer(runtime, failures=1)
-    worker = IngestWorker(IngestCore(analyzer, stores.factory, stores.store), kafka_bootstrap, config)
+    worker = IngestWorker(IngestCore(analyzer, stores.factory, stores.store, intake), kafka_bootstrap, config)
     worker.start()
     try:
         yield Pipeline(kafka_bootstrap, config, stores, worker, analyzer, catalog)
@@ -465,12 +562,16 @@ def test_worker_sends_poison_to_the_dlq_and_indexes_the_rest(pipeline: Pipeline,
         "garbage": event_to_json(build_upsert_event("garbage", [_jpeg(8), b"\x00garbage bytes"])),
         "bomb": event_to_json(build_upsert_event("bomb", [_bomb_png()])),
         "no-product": b'{"eventId": "np", "type": "EVENT_TYPE_UPSERT", "images": [{"uri": "/x.jpg"}]}',
+        "type-99": b'{"eventId": "t99", "type": 99, "product": {"productId": "type-99"}}',
+        "outside-roots": event_to_json(build_upsert_event("outside-roots", ["/etc/passwd"])),
     }
     producer = make_producer(pipeline.bootstrap)
     try:
         for key, value in poison.items():
             producer.send(pipeline.config.topic, key=key.encode(), value=value)
-        producer.send(pipeline.config.topic, key=b"good-after-poison", value=event_to_json(good))
+        # A field this worker does not know yet is ignored (proto3 JSON), not poison.
+        newer = json.dumps({**json.loads(event_to_json(good)), "colour": "red"}).encode()
+        producer.send(pipeline.config.topic, key=b"good-after-poison", value=newer)
         producer.flush(timeout=10)
     finally:
         producer.close()
@@ -487,6 +588,9 @@ def test_worker_sends_poison_to_the_dlq_and_indexes_the_rest(pipeline: Pipeline,
     assert "image #0" in reason["bomb"] and "pixels" in reason["bomb"]
     assert dict(dlq["bomb"].headers)[HEADER_ERROR_TYPE] == b"TooLarge"
     assert "expected product.product_id" in reason["no-product"]
+    assert "expected type EVENT_TYPE_UPSERT or EVENT_TYPE_DELETE, got 99" in reason["type-99"]
+    assert reason["outside-roots"].endswith("image #0 (passwd): /etc/passwd: expected inline image bytes, or a file "
+                                            "under the catalogue roots")  # not whether the file exists
     _wait(lambda: pipeline.stores.count(Product, Product.product_id == "good-after-poison") == 1,
           "the good event behind the poison")
     assert pipeline.stores.count(Product, Product.product_id.in_(["garbage", "bomb"])) == 0
@@ -515,7 +619,7 @@ class Crash(BaseException):
 
 
 def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
-        kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path, tmp_path: Path) -> None:
+        kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path, tmp_path: Path, intake: ImageIntake) -> None:
     """The first worker commits a batch (stores, claims and its outbox rows) and dies before announcing it; its
     offsets are not committed. The worker that replaces it finds those events claimed (duplicates, nothing to
     announce from the batch) and its sweep sends what the dead one left in the outbox."""
@@ -530,7 +634,7 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
     try:
         events = list(events_from_folder(catalog))
         # The dead worker's sweeper must not rescue its own rows: in a real crash it dies with the process.
-        dying = IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap,
+        dying = IngestWorker(IngestCore(runtime, stores.factory, stores.store, intake), kafka_bootstrap,
                              dataclasses.replace(config, outbox_sweep_s=3600))
         dying.start()
         crashed: list[str] = []
@@ -546,7 +650,7 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
         assert crashed and stores.count(ProcessedEvent) >= len(crashed)  # committed, not announced
 
         reader = Pipeline(kafka_bootstrap, config, stores, None, None, catalog)  # type: ignore[arg-type]
-        with IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap, config):
+        with IngestWorker(IngestCore(runtime, stores.factory, stores.store, intake), kafka_bootstrap, config):
             _wait(lambda: stores.count(ProcessedEvent) == ITEMS, "every event to be applied")
             announced = {parse_indexed(r.value).event_id for r in reader.read(config.indexed_topic, ITEMS)}
             _wait(lambda: stores.count(IndexedAnnouncement, IndexedAnnouncement.sent_at.is_(None)) == 0,
@@ -559,7 +663,8 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
 
 
 def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str, runtime: ModelRuntime,
-                                                            catalog: Path, tmp_path: Path) -> None:
+                                                            catalog: Path, intake: ImageIntake,
+                                                            tmp_path: Path) -> None:
     """The embedded broker forgets what was not consumed when it stops, so with `drain_s` a stop first
     catches up: every event published before the SIGTERM is in the stores when stop() returns."""
     suffix = uuid.uuid4().hex[:8]
@@ -570,7 +675,8 @@ def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str
     try:
         events = list(events_from_folder(catalog))
         assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
-        worker = IngestWorker(IngestCore(runtime, stores.factory, stores.store), kafka_bootstrap, config).start()
+        worker = IngestWorker(IngestCore(runtime, stores.factory, stores.store, intake), kafka_bootstrap,
+                              config).start()
         assert worker.stop(), "the drain did not finish"
         assert worker.error is None
         assert stores.count(ProcessedEvent) == ITEMS

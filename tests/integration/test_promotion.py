@@ -43,7 +43,7 @@ from shared.db.session import (
     upgrade,
 )
 from shared.grpc.server import create_server
-from shared.imaging import ImageIntake
+from shared.imaging import ImageIntake, IntakePolicy
 from shared.serving.runtime import ModelRuntime
 from shared.serving.watcher import ModelWatcher
 from shared.vectorstore import VectorStore, collection_name, open_client, point_id
@@ -138,7 +138,8 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
     runtime.load(checkpoints[A])
     qdrant = open_client(str(root / "qdrant"))
     store = VectorStore(qdrant)
-    ingest = IngestCore(runtime, sessions, store)
+    intake = ImageIntake(policy=IntakePolicy(roots=(root,)))  # the catalogue intake: images under root
+    ingest = IngestCore(runtime, sessions, store, intake)
     images: dict[str, list[Path]] = {}
     seed = 0
     for pid, count in {**CATALOGUE, "p9": 1, "p7": 1}.items():
@@ -149,7 +150,8 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
             seed += 1
             images.setdefault(pid, []).append(path)
     env_view = HookedAnalyzer(runtime)
-    promoter = Promoter(env_view, sessions, store, batch_size=PAGE, preload_wait_s=0, tail_margin_s=TAIL_MARGIN_S)
+    promoter = Promoter(env_view, sessions, store, intake=intake, batch_size=PAGE, preload_wait_s=0,
+                        tail_margin_s=TAIL_MARGIN_S)
     worker = PromotionWorker(promoter, sessions, interval_s=60)  # polled by hand
     search_core = SearchCore(runtime, sessions, store, ImageIntake(), click_sink=lambda click: None)
     admin_core = AdminCore(sessions, promoter, trigger=None)
@@ -364,8 +366,8 @@ def test_worker_fails_a_run_whose_candidate_is_unknown(env: Env) -> None:
 
 def test_a_late_commit_after_the_swap_is_caught_by_the_recheck(env: Env) -> None:
     """An ingest batch that read the old alias before a swap and commits after it: the delayed re-check fixes it."""
-    promoter = Promoter(env.promoter_view, env.sessions, env.store, batch_size=PAGE, preload_wait_s=0,
-                        tail_margin_s=TAIL_MARGIN_S, tail_recheck_after_s=0)
+    promoter = Promoter(env.promoter_view, env.sessions, env.store, intake=env.ingest.intake, batch_size=PAGE,
+                        preload_wait_s=0, tail_margin_s=TAIL_MARGIN_S, tail_recheck_after_s=0)
     version = _serving(env)
     promoter.promote(version)  # already serving: a swap to itself, which schedules the re-check
     image_id = env.image_ids("p3")[0]

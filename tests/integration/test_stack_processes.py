@@ -72,7 +72,7 @@ def _count(url: str, sql: str) -> int:
 def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) -> None:
     root, checkpoint = catalogue
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
-           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5"}
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root)}
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
@@ -83,6 +83,14 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
         with grpc.insecure_channel(state["grpc"]) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+            # A folder the stack's ingest may not read is refused before anything is published.
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
+            (elsewhere / "shirt.jpg").write_bytes(next(root.rglob("*.jpg")).read_bytes())
+            refused = subprocess.run([*FASHION, "publish", str(elsewhere)], env=env, capture_output=True, text=True,
+                                     timeout=120, check=False)
+            assert refused.returncode != 0 and "expected a folder under the catalogue roots" in refused.stderr
 
             published = subprocess.run([*FASHION, "publish", str(root)], env=env, capture_output=True, text=True,
                                        timeout=120, check=False)
@@ -103,6 +111,14 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
                 hits_at_3 += record.item_id in ranked[:3]
             # Chance would be 3/10; the trained checkpoint finds a consumer photo's shop item far more often.
             assert hits_at_3 / len(consumers) >= 0.6, hits_at_3 / len(consumers)
+
+            # The attack: a catalogue file, a file outside it and a loopback URL as the query image. FindSimilar
+            # reads none (the default allows no URLs) and answers each alike.
+            for uri in (str(bench.path(consumers[0])), "/etc/hostname", "http://127.0.0.1:9/a.jpg"):
+                with pytest.raises(grpc.RpcError) as refused_query:
+                    stub.FindSimilar(search_pb2.FindSimilarRequest(image=common_pb2.ImageInput(uri=uri)), timeout=30)
+                assert refused_query.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert refused_query.value.details() == "query image: expected inline image bytes"
 
             click = search_pb2.RecordClickRequest(query_id=response.query_id, product_id=response.hits[1].product_id,
                                                   position=response.hits[1].position)

@@ -21,7 +21,7 @@ from shared.catalog.indexing import (
     stored_payload,
 )
 from shared.errors import InvalidInput, TooLarge, Unavailable
-from shared.imaging import ImageIntake, ImageLimits, ImageSource
+from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy
 from shared.serving.analyzer import analyze_pinned
 from shared.serving.runtime import Analysis
 from shared.vectorstore import VectorStore, open_client
@@ -77,11 +77,13 @@ def test_uploads_get_content_ids_once_and_a_bad_picture_is_named(tmp_path) -> No
     path = tmp_path / "b.png"
     path.write_bytes(_png(2))
     sources = [ImageSource(data=_png(1), id="front"), ImageSource(uri=str(path)), ImageSource(data=_png(1))]
-    images = read_upload(ImageIntake(), "p1", sources)
+    intake = ImageIntake(policy=IntakePolicy(roots=(tmp_path,)))
+    images = read_upload(intake, "p1", sources)
     assert [(im.image_id, im.uri) for im in images] == [(image_id_for("p1", images[0].sha256), None),
                                                         (image_id_for("p1", images[1].sha256), str(path))]
-    with pytest.raises(InvalidInput, match=r"^image #1 \(back\): .*expected an existing image file"):
-        read_upload(ImageIntake(), "p1", [sources[0], ImageSource(uri=str(tmp_path / "no.png"), id="back")])
+    assert images[1].size == (32, 32)
+    with pytest.raises(InvalidInput, match=r"^image #1 \(back\): .*expected inline image bytes, or a file under"):
+        read_upload(intake, "p1", [sources[0], ImageSource(uri=str(tmp_path / "no.png"), id="back")])
     with pytest.raises(TooLarge, match="^image #0: inline data: expected at most 10 bytes"):
         read_upload(ImageIntake(ImageLimits(max_bytes=10)), "p1", [sources[2]])
 
@@ -90,7 +92,7 @@ def test_stored_images_keep_their_ids_and_points_carry_the_product_payload(tmp_p
     path = tmp_path / "a.png"
     path.write_bytes(_png(3))
     row = SimpleNamespace(product_id="p1", image_id="stored-id", uri=path.as_uri())
-    image = read_stored(ImageIntake(), row)  # type: ignore[arg-type]
+    image = read_stored(ImageIntake(policy=IntakePolicy(roots=(tmp_path,))), row)  # type: ignore[arg-type]
     assert (image.image_id, image.uri) == ("stored-id", path.as_uri())
     with pytest.raises(InvalidInput, match="no stored uri"):
         read_stored(ImageIntake(), SimpleNamespace(product_id="p1", image_id="x", uri=None))  # type: ignore[arg-type]

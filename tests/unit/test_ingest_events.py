@@ -26,8 +26,9 @@ from services.ingest.events import (
     event_to_json,
     parse_event,
     parse_indexed,
+    validate_event,
 )
-from services.ingest.publish import events_from_folder, synthetic_fields
+from services.ingest.publish import events_from_folder, roots_error, synthetic_fields
 from shared.errors import InvalidInput, TooLarge
 from shared.imaging import ImageSource
 
@@ -66,9 +67,11 @@ def test_valid_upsert_parses_in_both_field_spellings() -> None:
     (b"\xff\xfe{}", InvalidInput, "expected UTF-8 encoded JSON, got an invalid byte at position 0"),
     (b'{"eventId": "e1",', InvalidInput, "got invalid JSON"),
     (b"[1, 2]", InvalidInput, "expected a CatalogEvent as a JSON object, got a JSON list"),
-    (_bytes(_upsert(colour="red")), InvalidInput, 'has no field named "colour"'),
-    (_bytes(_upsert(product={"productId": "p1", "size": "M"})), InvalidInput, 'Product" has no field named "size"'),
-    (_bytes(_upsert(type="EVENT_TYPE_RENAME")), InvalidInput, "Invalid enum value EVENT_TYPE_RENAME"),
+    (_bytes(_upsert(type="EVENT_TYPE_RENAME")), InvalidInput,
+     "event e1: expected type EVENT_TYPE_UPSERT or EVENT_TYPE_DELETE, got EVENT_TYPE_RENAME"),
+    (_bytes(_upsert(type=99)), InvalidInput, "event e1: expected type EVENT_TYPE_UPSERT or EVENT_TYPE_DELETE, got 99"),
+    (_bytes(_upsert(product={"productId": "p1", "price": "cheap"})), InvalidInput,
+     "expected a fashion.v1.CatalogEvent in its JSON mapping"),
     (_bytes(_upsert(eventId="")), InvalidInput, "expected a non-empty event_id"),
     (_bytes({k: v for k, v in _upsert().items() if k != "eventId"}), InvalidInput, "expected a non-empty event_id"),
     (_bytes(_upsert(eventId="x" * 300)), InvalidInput, "event_id of at most 256 characters, got 300"),
@@ -102,6 +105,22 @@ def test_parse_errors_say_what_was_expected(payload: bytes | None, error: type[E
         parse_event(payload)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_unknown_fields_are_ignored_as_proto3_json_allows() -> None:
+    """Producers may add fields (top level, nested, in images) before the worker knows them."""
+    event = parse_event(_bytes(_upsert(colour="red", product={"productId": "p1", "size": "M"},
+                                       images=[{"uri": "file:///tmp/p1.jpg", "alt": "front"}])))
+    assert event == parse_event(_bytes(_upsert(product={"productId": "p1"})))
+    indexed = parse_indexed(_bytes({"productId": "p1", "modelVersion": "v1", "images": 2, "region": "eu"}))
+    assert (indexed.product_id, indexed.images) == ("p1", 2)
+
+
+def test_a_built_event_of_an_unknown_type_is_refused_naming_the_number() -> None:
+    event = build_delete_event("p1")
+    event.type = 99  # proto3 enums are open: a valid message, not one the worker applies
+    with pytest.raises(InvalidInput, match="got 99"):
+        validate_event(event)
 
 
 def test_delete_needs_only_a_product_id_and_may_carry_images() -> None:
@@ -205,3 +224,14 @@ def test_product_folders_give_one_product_per_folder_with_its_shop_photos(tmp_pa
     events = list(events_from_folder(tmp_path))
     assert [e.product.product_id for e in events] == ["P1", "P2"]
     assert [[Path(i.uri).name for i in e.images] for e in events] == [["a.png"], ["back.jpg", "front.jpg"]]
+
+
+def test_publish_refuses_a_folder_the_running_stack_would_not_read(tmp_path: Path) -> None:
+    """stack.json names the roots of the running `fashion up`; a folder outside them would be dead-lettered."""
+    (tmp_path / "catalog" / "shirts").mkdir(parents=True)
+    state = {"targets": ["search", "ingest"], "image_roots": [str(tmp_path / "catalog")]}
+    assert roots_error(tmp_path / "catalog" / "shirts", state) is None
+    error = roots_error(tmp_path, state)
+    assert error is not None and f"FASHION_IMAGE_ROOTS={tmp_path.resolve()}" in error
+    assert roots_error(tmp_path, {**state, "targets": ["search"]}) is None  # no ingest there to refuse it
+    assert roots_error(tmp_path, {"targets": ["ingest"]}) is None  # a stack from before roots were recorded

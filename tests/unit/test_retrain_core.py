@@ -286,7 +286,7 @@ def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[ImageBank, li
 
     from PIL import Image
 
-    from shared.imaging import ImageIntake
+    from shared.imaging import ImageIntake, IntakePolicy
 
     rng = np.random.default_rng(0)
 
@@ -294,7 +294,8 @@ def _clicks(tmp_path, products: int = 5, photos: int = 8) -> tuple[ImageBank, li
         Image.fromarray(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)).save(path, quality=90)
         return path.read_bytes()
 
-    bank = ImageBank(None, 64, ImageIntake())  # type: ignore[arg-type]  # products set below, not from a DB
+    intake = ImageIntake(policy=IntakePolicy(roots=(tmp_path,)))  # the catalogue intake of a process
+    bank = ImageBank(None, 64, intake)  # type: ignore[arg-type]  # products set below, not from a DB
     for p in range(products):
         bank.uris[f"p{p}"] = [str(tmp_path / f"p{p}-{i}.jpg") for i in range(2)]
         for uri in bank.uris[f"p{p}"]:
