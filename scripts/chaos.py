@@ -109,7 +109,7 @@ def _cell(value: object) -> str:
 def format_table(rows: list[Row]) -> str:
     header = ["scenario", "tried", "survived", "lost", "duplicated", "result", "notes"]
     cells = [[r.scenario, _cell(r.tried), _cell(r.survived), _cell(r.lost), _cell(r.duplicated),
-              "PASS" if r.ok else "FAIL", r.notes] for r in rows]
+              "info" if r.informational else "PASS" if r.ok else "FAIL", r.notes] for r in rows]
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) if cells else len(header[i]) for i in range(6)]
     lines = [" | ".join([*(h.ljust(w) for h, w in zip(header, widths, strict=False)), header[6]])]
     lines.append("-|-".join("-" * w for w in [*widths, len(header[6])]))
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime = time.monotonic() - started
     table = format_table(rows)
     print(table)
-    print(f"\n{sum(r.ok for r in rows)}/{len(rows)} checks passed in {runtime:.0f}s on commit {git_commit()} "
+    checks = [r for r in rows if not r.informational]
+    print(f"\n{sum(r.ok for r in checks)}/{len(checks)} checks passed in {runtime:.0f}s on commit {git_commit()} "
           f"(logs: {ws.run_dir})")
     path = args.json or args.workdir / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)

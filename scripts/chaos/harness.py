@@ -44,6 +44,7 @@ class Row:
     duplicated: int | None = None
     ok: bool = False
     notes: str = ""
+    informational: bool = False  # measured and shown, no target (counts as neither pass nor fail)
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -317,6 +318,14 @@ class Publisher:
         sent_at = time.time()
         meta = self.producer.send(topic, key=key, value=value, headers=[(TAG_HEADER, tag.encode())]).get(timeout=30)
         return Sent(tag, key, meta.partition, meta.offset, sent_at)
+
+    def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes, str]]) -> list[Sent]:
+        """(key, value, tag) records sent back to back, then every acknowledgement awaited."""
+        sent_at = time.time()
+        futures = [(tag, key, self.producer.send(topic, key=key, value=value, headers=[(TAG_HEADER, tag.encode())]))
+                   for key, value, tag in records]
+        self.producer.flush(timeout=30)
+        return [Sent(tag, key, (m := f.get(timeout=30)).partition, m.offset, sent_at) for tag, key, f in futures]
 
     def close(self) -> None:
         self.producer.close(timeout=10)
