@@ -134,8 +134,8 @@ class Workspace:
         env.update(self.extra_env)  # --env KEY=VALUE: e.g. the settings of a fix being measured
         return env
 
-    def start(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> Service:
-        service = Service(args, env, log_path).start()
+    def start(self, args: Sequence[str], env: Mapping[str, str], log_path: Path, *, held: bool = False) -> Service:
+        service = Service(args, env, log_path, held=held).start()
         self.services.append(service)
         return service
 
@@ -194,11 +194,33 @@ class Database:
 # -- service processes ------------------------------------------------------------------------------------------
 
 
-class Service:
-    """One service as a real process; ready once its stack.json names its pid (written when serving)."""
+# A held start: a fresh interpreter imports what the service's entry point imports, waits for a line on stdin, then
+# runs the entry point exactly as `python -m MODULE ARGS...` would. A restart loop spends most of its time importing
+# torch; holding the next incarnation lets that overlap with the life of the one about to be killed.
+_HELD_ENTRY = ("import importlib, runpy, sys\n"
+               "for name in sys.argv[2].split(','):\n"
+               "    importlib.import_module(name)\n"
+               "sys.stdin.readline()\n"
+               "sys.argv = [sys.argv[1], *sys.argv[3:]]\n"
+               "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+_PRELOAD = {"services.ingest": "services.ingest.app,services.ingest.settings,services.process",
+            "services.search": "services.search.app,services.search.settings,services.process",
+            "services.cli": "services.cli,services.stack,services.ingest.app,services.search.app"}
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+
+class Service:
+    """One service as a real process; ready once its stack.json names its pid (written when serving).
+
+    `held=True` starts the interpreter but holds it before the entry point runs (see _HELD_ENTRY) until `release()`;
+    `args` must then be `-m MODULE ...`."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path, *, held: bool = False) -> None:
+        if held:
+            if args[0] != "-m":
+                raise ValueError(f"a held start runs a module: expected -m MODULE ..., got {list(args)}")
+            args = ["-c", _HELD_ENTRY, args[1], _PRELOAD.get(args[1], args[1]), *args[2:]]
         self.args = [PYTHON, *args]
+        self.held = held
         self.env = dict(env)
         self.log_path = log_path
         self.data_dir = Path(env["FASHION_DATA_DIR"])
@@ -210,8 +232,18 @@ class Service:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.PIPE if self.held else subprocess.DEVNULL,
+                                         start_new_session=True)
         self.started_at = time.monotonic()
+        return self
+
+    def release(self) -> Service:
+        """Let a held start run its entry point."""
+        if self.held and self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(b"go\n")
+                self.proc.stdin.close()
+            self.started_at = time.monotonic()
         return self
 
     @property
@@ -251,6 +283,8 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
     def terminate(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait; the exit code, or None when it had to be killed after `timeout`."""

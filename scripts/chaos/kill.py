@@ -3,8 +3,9 @@
 The broker is external (a Tansu owned by the chaos process), as Kafka is in production, so what ingest did not
 commit is still there for the next incarnation. The stream mixes first upserts, updates of the same products
 (new title and price, new pictures, or the same content again under a new event id), deletes, re-creations
-and replays of old records (the same bytes again). Each cycle publishes a share of the stream right after
-ingest serves, then kills it either early (while it joins the group) or mid-stream (once it handled a batch).
+and replays of old records (the same bytes again). Each cycle publishes half of its share of the stream while
+ingest is down, starts it, and kills it either while it joins the group (a quarter of the cycles) or, once it
+has its partitions, at a random moment while the other half trickles in.
 
 After the last kill, ingest runs until every event is claimed and the group's offsets reach the end of the
 topic, then stops cleanly; each product in Postgres and Qdrant is compared with the last (non-replay) event
@@ -24,6 +25,10 @@ from services.ingest.events import INDEXED_TOPIC, parse_indexed
 from . import catalog_events as ev
 from .harness import Database, Publisher, Row, Sent, Workspace, committed_offsets, external_broker, read_topic, wait_for
 from .stores import Expected, judge_postgres, judge_qdrant, postgres_products, qdrant_points
+
+INGEST = ["-m", "services.ingest"]
+JOINED = "Setting newly assigned partitions"  # kafka-python's log line once the group gave it partitions
+TRICKLE_S = 2.5  # a cycle's second half is published over this long, and the kill falls somewhere in it
 
 
 @dataclass(frozen=True)
@@ -87,13 +92,11 @@ def plan_stream(pictures: dict[str, list[bytes]], products: int, updates: int, r
 
 def _publish(publisher: Publisher, records: list[Planned], spread_s: float, rng: random.Random,
              sent: list[Sent]) -> None:
-    """Publish `records` in a few bursts over about `spread_s` seconds."""
-    bursts = max(1, min(len(records), rng.randint(2, 5)))
-    size = -(-len(records) // bursts)
-    for start in range(0, len(records), size):
-        for p in records[start:start + size]:
-            sent.append(publisher.send(ev.UPLOADS_TOPIC, p.product_id.encode(), p.value, p.tag))
-        time.sleep(rng.uniform(0, spread_s / bursts))
+    """Publish `records` one by one at random moments over about `spread_s` seconds (at once for 0)."""
+    for p in records:
+        sent.append(publisher.send(ev.UPLOADS_TOPIC, p.product_id.encode(), p.value, p.tag))
+        if spread_s:
+            time.sleep(rng.uniform(0, 2 * spread_s / max(1, len(records))))
 
 
 def _chunks(items: list[Planned], n: int) -> list[list[Planned]]:
@@ -114,26 +117,33 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
         publisher = Publisher(bootstrap, {ev.UPLOADS_TOPIC: 3})
         env = ws.service_env(out_dir / "data", db.url, bootstrap=bootstrap)
         log_path = out_dir / "ingest.log"
+        standby = ws.start(INGEST, env, log_path, held=True)
         for cycle in range(kills):
-            service = ws.start(["-m", "services.ingest"], env, log_path)
+            # Half of the cycle's events wait in the topic while ingest is down; the rest trickle in while it runs.
+            backlog, trickle = chunks[cycle][:len(chunks[cycle]) // 2], chunks[cycle][len(chunks[cycle]) // 2:]
+            _publish(publisher, backlog, 0.0, rng, sent)
+            service = standby.release()
             service.wait_ready()
+            standby = ws.start(INGEST, env, log_path, held=True)  # the next incarnation imports meanwhile
             log_mark = len(service.log_text())
-            feeder = threading.Thread(target=_publish, args=(publisher, chunks[cycle], 2.0, rng, sent), daemon=True)
-            feeder.start()
-            if rng.random() < 0.3:
+            if rng.random() < 0.25:
                 modes["while joining"] += 1
-                time.sleep(rng.uniform(0, 3))
-            else:
-                modes["mid-stream"] += 1
-                wait_for(lambda s=service, m=log_mark: "ingest batch" in s.log_text()[m:], 30, 0.1)
-                time.sleep(rng.uniform(0, 1.0))
+                time.sleep(rng.uniform(0, 2.0))
+                service.kill()
+                _publish(publisher, trickle, 0.0, rng, sent)
+                continue
+            modes["mid-stream"] += 1
+            wait_for(lambda s=service, m=log_mark: JOINED in s.log_text()[m:], 30, 0.1)
+            feeder = threading.Thread(target=_publish, args=(publisher, trickle, TRICKLE_S, rng, sent), daemon=True)
+            feeder.start()
+            time.sleep(rng.uniform(0, TRICKLE_S))
             service.kill()
             feeder.join()
         kill_phase_s = time.monotonic() - started
         # The last incarnation: publish the rest, let it catch up, stop it cleanly.
-        service = ws.start(["-m", "services.ingest"], env, log_path)
+        service = standby.release()
         service.wait_ready()
-        _publish(publisher, [p for c in chunks[kills:] for p in c], 1.0, rng, sent)
+        _publish(publisher, [p for c in chunks[kills:] for p in c], TRICKLE_S, rng, sent)
         publisher.close()
         distinct = {p.event_id for p in stream if p.expect is not None}
         catchup_start = time.monotonic()
