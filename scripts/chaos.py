@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kill.add_argument("--updates", type=int, default=None, help="events after the first upserts (default 2 x products)")
     kill.add_argument("--catchup", type=float, default=180.0, help="longest wait for the last ingest to catch up (s)")
     slow = p.add_argument_group("slow: a dripping and a silent image host")
-    slow.add_argument("--slow-window", type=float, default=45.0,
+    slow.add_argument("--slow-window", type=float, default=40.0,
                       help="how long good records behind the slow hosts are waited for (s); past it they count as "
                       "delayed beyond the window and the hosts are shut")
     flood = p.add_argument_group("flood: pixel flood")

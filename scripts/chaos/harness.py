@@ -405,21 +405,23 @@ def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: fl
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int] | None:
-    """The group's committed offsets, or None when the broker would not say."""
-    from kafka import KafkaAdminClient
+def committed_offsets(bootstrap: str, group: str,
+                      partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int] | None:
+    """The group's committed offset of each (topic, partition) (-1: none yet), or None when the broker would not
+    say. An OffsetFetch from a consumer that never subscribes, so the group is not disturbed."""
+    from kafka import KafkaConsumer, TopicPartition
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-admin")
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                 client_id="chaos-offsets")
     except Exception:  # noqa: BLE001 - a probe: no answer is an answer
         return None
     try:
-        offsets = admin.list_consumer_group_offsets(group)
-        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+        return {(t, p): (consumer.committed(TopicPartition(t, p)) or -1) for t, p in partitions}
     except Exception:  # noqa: BLE001
         return None
     finally:
-        admin.close()
+        consumer.close(autocommit=False)
 
 
 @contextlib.contextmanager

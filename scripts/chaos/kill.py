@@ -134,7 +134,9 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
                 continue
             modes["mid-stream"] += 1
             wait_for(lambda s=service, m=log_mark: JOINED in s.log_text()[m:], 30, 0.1)
-            feeder = threading.Thread(target=_publish, args=(publisher, trickle, TRICKLE_S, rng, sent), daemon=True)
+            feeder_rng = random.Random(rng.random())  # its own: the main thread keeps drawing meanwhile
+            feeder = threading.Thread(target=_publish, args=(publisher, trickle, TRICKLE_S, feeder_rng, sent),
+                                      daemon=True)
             feeder.start()
             time.sleep(rng.uniform(0, TRICKLE_S))
             service.kill()
@@ -153,11 +155,13 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
             key = (ev.UPLOADS_TOPIC, s.partition)
             ends[key] = max(ends.get(key, 0), s.offset + 1)
 
-        def committed() -> bool:
-            offsets = committed_offsets(bootstrap, "fashion-ingest")
-            return offsets is None or all(offsets.get(k, -1) >= v for k, v in ends.items())
+        def committed() -> str | None:
+            offsets = committed_offsets(bootstrap, "fashion-ingest", sorted(ends))
+            if offsets is None:
+                return "unknown (the broker would not say)"
+            return "yes" if all(offsets[k] >= v for k, v in ends.items()) else None
 
-        offsets_ok = wait_for(committed, 30 if caught_up else 5, 0.5) is not None
+        offsets_ok = wait_for(committed, 30 if caught_up else 5, 0.5) or "NO"
         catchup = time.monotonic() - catchup_start
         exit_code = service.terminate()
         processed = db.processed()
@@ -172,8 +176,8 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
     unclaimed = distinct - processed.keys()
     common = (f"{kills} SIGKILLs ({', '.join(f'{n} {m}' for m, n in modes.items())}) in {kill_phase_s:.0f}s; "
               f"{len(stream)} events ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
-              f"catch-up {catchup:.0f}s{'' if caught_up else ' (TIMED OUT)'}"
-              f"{'' if offsets_ok else ', offsets not committed to the end'}; clean stop exit {exit_code}")
+              f"catch-up {catchup:.0f}s{'' if caught_up else ' (TIMED OUT)'}, offsets committed to the end: "
+              f"{offsets_ok}; clean stop exit {exit_code}")
     rows = []
     for store, verdict, extra in (
             ("postgres", pg, f"events never claimed: {len(unclaimed)}, DLQ records: {len(dlq)}; " + common),
