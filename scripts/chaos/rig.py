@@ -71,7 +71,7 @@ def ingest_rig(ws: Workspace, name: str, *, warm_up: bool = True, **env: str) ->
         try:
             service.wait_ready()
             if warm_up:
-                for i in range(3):  # one per partition: every partition's fetch position is known afterwards
+                for i in range(3):  # three keys, so more than one partition has been fetched from before we measure
                     rig.good(f"warm-up-{i}", f"warm-up-{i}")
                 if wait_for(lambda: rig.claimed("warm-up-0", "warm-up-1", "warm-up-2"), 90, 0.2) is None:
                     raise RuntimeError(f"ingest did not index the warm-up events within 90s; log {service.log_path}")
