@@ -118,6 +118,8 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
         env = ws.service_env(out_dir / "data", db.url, bootstrap=bootstrap)
         log_path = out_dir / "ingest.log"
         standby = ws.start(INGEST, env, log_path, held=True)
+        joining = [cycle < max(1, kills // 4) for cycle in range(kills)]  # a quarter of the kills, in random cycles
+        rng.shuffle(joining)
         for cycle in range(kills):
             # Half of the cycle's events wait in the topic while ingest is down; the rest trickle in while it runs.
             backlog, trickle = chunks[cycle][:len(chunks[cycle]) // 2], chunks[cycle][len(chunks[cycle]) // 2:]
@@ -126,7 +128,7 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
             service.wait_ready()
             standby = ws.start(INGEST, env, log_path, held=True)  # the next incarnation imports meanwhile
             log_mark = len(service.log_text())
-            if rng.random() < 0.25:
+            if joining[cycle]:
                 modes["while joining"] += 1
                 time.sleep(rng.uniform(0, 2.0))
                 service.kill()
