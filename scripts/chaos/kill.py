@@ -4,8 +4,9 @@ The broker is external (a Tansu owned by the chaos process), as Kafka is in prod
 commit is still there for the next incarnation. The stream mixes first upserts, updates of the same products
 (new title and price, new pictures, or the same content again under a new event id), deletes, re-creations
 and replays of old records (the same bytes again). Each cycle publishes half of its share of the stream while
-ingest is down, starts it, and kills it either while it joins the group (a quarter of the cycles) or, once it
-has its partitions, at a random moment while the other half trickles in.
+ingest is down, starts it, and kills it while it joins the group (a quarter of the cycles) or, once it has its
+partitions and the other half trickles in, either at a random moment or as soon as the ledger shows a new claim
+(right after a batch's database commit, before its announcements and its Kafka commit).
 
 After the last kill, ingest runs until every event is claimed and the group's offsets reach the end of the
 topic, then stops cleanly; each product in Postgres and Qdrant is compared with the last (non-replay) event
@@ -27,6 +28,7 @@ from .harness import Database, Publisher, Row, Sent, Workspace, committed_offset
 from .stores import Expected, judge_postgres, judge_qdrant, postgres_products, qdrant_points
 
 INGEST = ["-m", "services.ingest"]
+WHILE_JOINING, AT_RANDOM, AFTER_COMMIT = "while joining", "at a random moment", "right after a claim"
 JOINED = "Setting newly assigned partitions"  # kafka-python's log line once the group gave it partitions
 TRICKLE_S = 2.5  # a cycle's second half is published over this long, and the kill falls somewhere in it
 
@@ -99,6 +101,22 @@ def _publish(publisher: Publisher, records: list[Planned], spread_s: float, rng:
             time.sleep(rng.uniform(0, 2 * spread_s / max(1, len(records))))
 
 
+def _kill_moments(kills: int, rng: random.Random) -> list[str]:
+    """When each cycle's SIGKILL falls: a quarter while ingest joins the group, the others half at a random moment
+    of the trickle and half as soon as the ledger shows a new claim (right after a batch's database commit, before
+    its announcements and offsets), in an order the seed picks."""
+    joining = max(1, kills // 4)
+    after_commit = (kills - joining) // 2
+    plan = [WHILE_JOINING] * joining + [AFTER_COMMIT] * after_commit + [AT_RANDOM] * (kills - joining - after_commit)
+    rng.shuffle(plan)
+    return plan
+
+
+def _claimed_count(db: Database) -> int:
+    rows = db.rows("select count(*) from processed_events")  # [] before the first start created the table
+    return int(rows[0][0]) if rows else 0
+
+
 def _chunks(items: list[Planned], n: int) -> list[list[Planned]]:
     size = -(-len(items) // n)
     return [items[i:i + size] for i in range(0, len(items), size)] + [[] for _ in range(n)]
@@ -118,8 +136,7 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
         env = ws.service_env(out_dir / "data", db.url, bootstrap=bootstrap)
         log_path = out_dir / "ingest.log"
         standby = ws.start(INGEST, env, log_path, held=True)
-        joining = [cycle < max(1, kills // 4) for cycle in range(kills)]  # a quarter of the kills, in random cycles
-        rng.shuffle(joining)
+        plan = _kill_moments(kills, rng)
         for cycle in range(kills):
             # Half of the cycle's events wait in the topic while ingest is down; the rest trickle in while it runs.
             backlog, trickle = chunks[cycle][:len(chunks[cycle]) // 2], chunks[cycle][len(chunks[cycle]) // 2:]
@@ -128,19 +145,22 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
             service.wait_ready()
             standby = ws.start(INGEST, env, log_path, held=True)  # the next incarnation imports meanwhile
             log_mark = len(service.log_text())
-            if joining[cycle]:
-                modes["while joining"] += 1
+            modes[plan[cycle]] += 1
+            if plan[cycle] == WHILE_JOINING:
                 time.sleep(rng.uniform(0, 2.0))
                 service.kill()
                 _publish(publisher, trickle, 0.0, rng, sent)
                 continue
-            modes["mid-stream"] += 1
             wait_for(lambda s=service, m=log_mark: JOINED in s.log_text()[m:], 30, 0.1)
+            claimed = _claimed_count(db)
             feeder_rng = random.Random(rng.random())  # its own: the main thread keeps drawing meanwhile
             feeder = threading.Thread(target=_publish, args=(publisher, trickle, TRICKLE_S, feeder_rng, sent),
                                       daemon=True)
             feeder.start()
-            time.sleep(rng.uniform(0, TRICKLE_S))
+            if plan[cycle] == AFTER_COMMIT:  # the window between the database commit and the Kafka commit
+                wait_for(lambda c=claimed: _claimed_count(db) > c, TRICKLE_S + 5, 0.01)
+            else:
+                time.sleep(rng.uniform(0, TRICKLE_S))
             service.kill()
             feeder.join()
         kill_phase_s = time.monotonic() - started
