@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DATA ?= var/synth
 RUN ?= var/runs/quickstart
 
-.PHONY: install protos test lint demo quickstart up clean
+.PHONY: install protos test lint demo quickstart up clean chaos
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Chaos suite (docs/CHAOS.md): real service processes SIGKILLed, fed poison, slow hosts, pixel floods and gRPC abuse;
+# prints one table and exits non-zero when a target is missed. Minutes long, so not part of `make test`.
+# `make chaos CHAOS_ARGS="--only poison"`; the results also land in var/chaos/results.json.
+CHAOS_ARGS ?=
+chaos: install
+	PYTHONPATH=$(CURDIR) $(PY) scripts/chaos.py $(CHAOS_ARGS)
 
 # The main job on embedded defaults: synthetic catalogue -> (train FashionNet) -> every service in one
 # process -> catalogue through Kafka into Postgres + Qdrant -> consumer photos through gRPC FindSimilar.
