@@ -111,6 +111,7 @@ class HealthProbe(threading.Thread):
 
 def run(ws: Workspace, *, attackers: int, deadline_s: float, attack_s: float) -> list[Row]:
     import grpc
+
     from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 
     folder = ws.scenario_dir("grpc")
