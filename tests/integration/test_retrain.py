@@ -80,6 +80,7 @@ class Harness:
             "FASHION_RETRAIN_LOCK_TIMEOUT_S": "3", "FASHION_RETRAIN_STALE_AFTER_S": "4",
             "FASHION_RETRAIN_RESTORE_INTERVAL_S": "1", "FASHION_RETRAIN_TIME_LIMIT_S": "300",
             "FASHION_RETRAIN_VISIBILITY_TIMEOUT_S": "600",
+            "FASHION_IMAGE_ROOTS": str(self.catalogue),  # the worker reads the catalogue's stored file URIs
         }
         self.app: RetrainCelery = make_celery(RetrainSettings(**self._settings_kwargs()))
         self.task_ids: list[str] = []
