@@ -7,7 +7,8 @@ Runs the real `IngestCore` (the process's image intake from FASHION_* settings, 
 the CPU, SQLite and Qdrant local mode in a temporary folder): one small event first, so the model and the stores
 have allocated what they keep, then the flood event. Prints the process's peak RSS growth during the flood event
 (getrusage) and the RSS left afterwards (/proc/self/status). The images travel inline, so the script measures
-decoding, not the input policy, and runs unchanged on older revisions for a before/after comparison.
+decoding, not the input policy, and runs unchanged on older revisions for a before/after comparison (put that
+checkout first on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ from __future__ import annotations
 import argparse
 import io
 import resource
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from services.ingest.core import IncomingEvent, IngestCore  # noqa: E402
-from services.ingest.events import build_upsert_event  # noqa: E402
-from shared.config import ImageSettings  # noqa: E402
-from shared.db import make_engine, session_factory, sqlite_url, upgrade  # noqa: E402
-from shared.serving.runtime import ModelRuntime  # noqa: E402
-from shared.vectorstore import VectorStore, open_client  # noqa: E402
+from services.ingest.core import IncomingEvent, IngestCore
+from services.ingest.events import build_upsert_event
+from shared.config import ImageSettings
+from shared.db import make_engine, session_factory, sqlite_url, upgrade
+from shared.serving.runtime import ModelRuntime
+from shared.vectorstore import VectorStore, open_client
 
 MIB = 1024 * 1024
 

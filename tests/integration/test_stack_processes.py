@@ -142,8 +142,9 @@ def test_a_sigkilled_stack_leaves_no_orphan_broker_and_no_trusted_state(catalogu
     """SIGKILL `fashion up`: its broker dies with it, `fashion publish` refuses the stale stack.json instead of
     "succeeding" into nothing, and the next `fashion up` clears the file and serves."""
     root, checkpoint = catalogue
+    # COLUMNS: the CLI's error box wraps at the terminal width, and where it wraps depends on tmp_path's length.
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
-           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "2"}
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "2", "COLUMNS": "400"}
     state_file = tmp_path / "var" / "stack.json"
     with (tmp_path / "up.log").open("w") as log:
         first = subprocess.Popen([*FASHION, "up", "--target", "ingest", "--checkpoint", str(checkpoint)], env=env,
