@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="results file (default WORKDIR/results.json)")
     p.add_argument("--seed", type=int, default=11, help="seed of every random choice (event stream, kill times)")
     p.add_argument("--keep", action="store_true", help="keep the scenario databases (fashion_chaos_*)")
+    p.add_argument("--cold", action="store_true",
+                   help="start every process as a plain `python -m ...` (no held starts, no spares; slower)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for every service process (e.g. a setting of a fix under test)")
     p.add_argument("--max-delay", type=float, default=2.0,
@@ -135,13 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("chaos")
     log.setLevel(logging.INFO)
     extra_env = dict(e.split("=", 1) for e in args.env)
-    ws = Workspace(args.workdir, extra_env=extra_env, keep=args.keep)
+    ws = Workspace(args.workdir, extra_env=extra_env, keep=args.keep, cold=args.cold)
     rows: list[Row] = []
     errors = 0
     started = time.monotonic()
     try:
-        for name in args.only:
+        for index, name in enumerate(args.only):
             t0 = time.monotonic()
+            ws.spare_wanted = index < len(args.only) - 1
             log.info("scenario %s: starting (logs in %s)", name, ws.run_dir / name)
             try:
                 found = run_scenario(name, ws, args)
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 found = [Row(name, 0, 0, ok=False, notes=f"ERROR: {str(exc).splitlines()[0][:200]}")]
             finally:
-                ws.cleanup()
+                ws.cleanup(keep_spare=True)
             for row in found:
                 row.details["seconds"] = round(time.monotonic() - t0, 1)
             rows += found

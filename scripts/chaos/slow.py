@@ -56,6 +56,7 @@ def run(ws: Workspace, *, window_s: float, max_delay_s: float) -> list[Row]:
         dlq = rig.dlq()
         connections = {"dripping host": drip.connections, "silent host": silent.connections}
         log_text = rig.service.log_text()
+        ws.prepare_spare()
     joins = log_text.count("Successfully joined group fashion-ingest")
     commit_failures = log_text.count("failed after a rebalance") + log_text.count("CommitFailedError")
     group = (f"group joins {joins} (1 = never left), commits refused after a rebalance {commit_failures}, "
