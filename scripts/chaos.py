@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(args.workdir, extra_env=extra_env, keep=args.keep, cold=args.cold)
     rows: list[Row] = []
     errors = 0
+    interrupted: str | None = None
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # so the finally blocks stop what we started
     try:
         for index, name in enumerate(args.only):
             t0 = time.monotonic()
@@ -159,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                 row.details["seconds"] = round(time.monotonic() - t0, 1)
             rows += found
             log.info("scenario %s: done in %.0fs", name, time.monotonic() - t0)
+    except KeyboardInterrupt as exc:
+        interrupted = str(exc) or "SIGINT"
+        log.error("interrupted (%s): stopping what this run started; the table has the scenarios that finished",
+                  interrupted)
+        rows.append(Row("interrupted", 0, 0, ok=False, notes=f"run stopped by {interrupted}"))
     finally:
         ws.cleanup()
     runtime = time.monotonic() - started
@@ -172,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps({"commit": git_commit(), "seconds": round(runtime, 1), "args": sys.argv[1:],
                                 "passed": all(r.ok for r in rows) and not errors,
                                 "rows": [r.as_dict() for r in rows], "table": table}, indent=2, default=str) + "\n")
-    if errors:
+    if errors or interrupted:
         return 2
     return 0 if all(r.ok for r in rows) else 1
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":
