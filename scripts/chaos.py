@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="results file (default WORKDIR/results.json)")
     p.add_argument("--seed", type=int, default=11, help="seed of every random choice (event stream, kill times)")
     p.add_argument("--keep", action="store_true", help="keep the scenario databases (fashion_chaos_*)")
+    p.add_argument("--cold", action="store_true",
+                   help="start every process as a plain `python -m ...` (no held starts, no spares; slower)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for every service process (e.g. a setting of a fix under test)")
     p.add_argument("--max-delay", type=float, default=2.0,
@@ -135,13 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("chaos")
     log.setLevel(logging.INFO)
     extra_env = dict(e.split("=", 1) for e in args.env)
-    ws = Workspace(args.workdir, extra_env=extra_env, keep=args.keep)
+    ws = Workspace(args.workdir, extra_env=extra_env, keep=args.keep, cold=args.cold)
     rows: list[Row] = []
     errors = 0
+    interrupted: str | None = None
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # so the finally blocks stop what we started
     try:
-        for name in args.only:
+        for index, name in enumerate(args.only):
             t0 = time.monotonic()
+            ws.spare_wanted = index < len(args.only) - 1
             log.info("scenario %s: starting (logs in %s)", name, ws.run_dir / name)
             try:
                 found = run_scenario(name, ws, args)
@@ -151,11 +157,16 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 found = [Row(name, 0, 0, ok=False, notes=f"ERROR: {str(exc).splitlines()[0][:200]}")]
             finally:
-                ws.cleanup()
+                ws.cleanup(keep_spare=True)
             for row in found:
                 row.details["seconds"] = round(time.monotonic() - t0, 1)
             rows += found
             log.info("scenario %s: done in %.0fs", name, time.monotonic() - t0)
+    except KeyboardInterrupt as exc:
+        interrupted = str(exc) or "SIGINT"
+        log.error("interrupted (%s): stopping what this run started; the table has the scenarios that finished",
+                  interrupted)
+        rows.append(Row("interrupted", 0, 0, ok=False, notes=f"run stopped by {interrupted}"))
     finally:
         ws.cleanup()
     runtime = time.monotonic() - started
@@ -169,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps({"commit": git_commit(), "seconds": round(runtime, 1), "args": sys.argv[1:],
                                 "passed": all(r.ok for r in rows) and not errors,
                                 "rows": [r.as_dict() for r in rows], "table": table}, indent=2, default=str) + "\n")
-    if errors:
+    if errors or interrupted:
         return 2
     return 0 if all(r.ok for r in rows) else 1
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":

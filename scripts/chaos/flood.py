@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 from . import catalog_events as ev
 from .harness import Row, Workspace, wait_for
 from .rig import ingest_rig
 
 
-def flood_pngs(count: int, side: int) -> list[bytes]:
+def flood_pngs(count: int, side: int, cache: Path) -> list[bytes]:
+    """`count` single-colour greyscale PNGs, each a different grey (distinct bytes: distinct images), cached."""
     from PIL import Image
 
     images = []
     for n in range(count):
-        out = io.BytesIO()
-        Image.new("L", (side, side), 40 + n * 7 % 200).save(out, format="PNG")  # distinct bytes: distinct images
-        images.append(out.getvalue())
+        path = cache / f"flood-{side}-{n}.png"
+        if not path.is_file():
+            out = io.BytesIO()
+            Image.new("L", (side, side), 40 + n * 7 % 200).save(out, format="PNG")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(out.getvalue())
+        images.append(path.read_bytes())
     return images
 
 
 def run(ws: Workspace, *, images: int, side: int, max_growth_mb: float) -> list[Row]:
-    pngs = flood_pngs(images, side)
+    pngs = flood_pngs(images, side, ws.root / "flood")
     with ingest_rig(ws, "flood") as rig:
         before, rss_before = rig.service.memory_kib("VmHWM"), rig.service.memory_kib("VmRSS")
         event_id, value = ev.upsert("p-flood", pngs, title="pixel flood")
@@ -41,6 +47,7 @@ def run(ws: Workspace, *, images: int, side: int, max_growth_mb: float) -> list[
         alive = rig.service.alive
         delays = rig.delays()
         dlq = rig.dlq()
+        ws.prepare_spare()
     outcome = ("indexed" if delays.get("flood") is not None else
                f"dead-lettered ({dlq['flood'][0].header('error.reason')[:120]})" if dlq.get("flood") else "neither")
     if not alive:

@@ -153,6 +153,7 @@ def run(ws: Workspace, *, attackers: int, deadline_s: float, attack_s: float) ->
             during_attack = drip.connections
             drip.close()
             after = _call(stub, query, 30)
+        ws.prepare_spare()
         service.terminate(30)
     return [_bad_row(answers, before), _health_row(probe.results, attack, before, after, during_attack, deadline_s)]
 

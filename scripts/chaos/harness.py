@@ -9,11 +9,8 @@ the events, shared.messaging makes the clients), so the scenarios measure the pr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -22,6 +19,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .processes import Service, service_args, tail
+
+__all__ = ["ROOT", "Consumed", "Database", "Publisher", "Row", "Sent", "Service", "Workspace", "committed_offsets",
+           "external_broker", "quiet_clients", "read_topic", "service_args", "tail", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -69,13 +71,18 @@ def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.25)
 class Workspace:
     """var/chaos (or --workdir): `model/` and `catalog/` are kept between runs, each run gets `runs/<stamp>/`."""
 
-    def __init__(self, root: Path, *, extra_env: Mapping[str, str] | None = None, keep: bool = False) -> None:
+    def __init__(self, root: Path, *, extra_env: Mapping[str, str] | None = None, keep: bool = False,
+                 cold: bool = False) -> None:
         self.root = root
         self.run_dir = root / "runs" / time.strftime("%Y%m%d-%H%M%S")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.extra_env = dict(extra_env or {})
         self.keep = keep
+        self.cold = cold  # every process a plain `python -m ...` start: no held starts, no spares
+        self.spare_wanted = False  # set by the runner while another scenario follows
         self._checkpoint: Path | None = None
+        self._spare: Service | None = None
+        self._spares = 0
         self.services: list[Service] = []
 
     def checkpoint(self) -> Path:
@@ -135,14 +142,38 @@ class Workspace:
         return env
 
     def start(self, args: Sequence[str], env: Mapping[str, str], log_path: Path, *, held: bool = False) -> Service:
-        service = Service(args, env, log_path, held=held).start()
+        """A service process running `args` (`held`: imports done, not yet released; see processes.py). Takes the
+        spare when there is one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.alive and args[0] == "-m":
+            spare.args, spare.env, spare.log_path = list(args), dict(env), log_path
+            return spare if held else spare.release()
+        if spare is not None:
+            spare.kill()
+        service = Service(args, env, log_path, held=held, cold=self.cold).start()
         self.services.append(service)
         return service
 
-    def cleanup(self) -> None:
-        """SIGKILL every process this run started that still runs (each by its own pid)."""
+    def prepare_spare(self, *, force: bool = False) -> None:
+        """Start a held interpreter for the next service start, now that nothing is being measured (only when a
+        scenario follows, or `force`; never with --cold)."""
+        if self.cold or not (force or self.spare_wanted) or (self._spare is not None and self._spare.alive):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
+        env["PYTHONPATH"] = str(ROOT)
+        self._spares += 1
+        self._spare = Service(["-m", "services.ingest"], env, self.run_dir / f"spare-{self._spares}.log",
+                              held=True).start()
+        self.services.append(self._spare)
+
+    def cleanup(self, *, keep_spare: bool = False) -> None:
+        """SIGKILL every process this run started that still runs (each by its own pid), but the spare if asked."""
+        spare = self._spare if keep_spare and self._spare is not None and self._spare.held else None
         for service in self.services:
-            service.kill()
+            if service is not spare:
+                service.kill()
+        self.services = [spare] if spare is not None else []
+        self._spare = spare
 
 
 # -- databases --------------------------------------------------------------------------------------------------
@@ -189,137 +220,6 @@ class Database:
     def processed(self) -> dict[str, datetime]:
         """event id -> when the ingest worker claimed it (the `processed_events` ledger)."""
         return {e: at for e, at in self.rows("select event_id, processed_at from processed_events")}
-
-
-# -- service processes ------------------------------------------------------------------------------------------
-
-
-# A held start: a fresh interpreter imports what the service's entry point imports, waits for a line on stdin, then
-# runs the entry point exactly as `python -m MODULE ARGS...` would. A restart loop spends most of its time importing
-# torch; holding the next incarnation lets that overlap with the life of the one about to be killed.
-_HELD_ENTRY = ("import importlib, runpy, sys\n"
-               "for name in sys.argv[2].split(','):\n"
-               "    importlib.import_module(name)\n"
-               "sys.stdin.readline()\n"
-               "sys.argv = [sys.argv[1], *sys.argv[3:]]\n"
-               "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
-_PRELOAD = {"services.ingest": "services.ingest.app,services.ingest.settings,services.process",
-            "services.search": "services.search.app,services.search.settings,services.process",
-            "services.cli": "services.cli,services.stack,services.ingest.app,services.search.app"}
-
-
-class Service:
-    """One service as a real process; ready once its stack.json names its pid (written when serving).
-
-    `held=True` starts the interpreter but holds it before the entry point runs (see _HELD_ENTRY) until `release()`;
-    `args` must then be `-m MODULE ...`."""
-
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path, *, held: bool = False) -> None:
-        if held:
-            if args[0] != "-m":
-                raise ValueError(f"a held start runs a module: expected -m MODULE ..., got {list(args)}")
-            args = ["-c", _HELD_ENTRY, args[1], _PRELOAD.get(args[1], args[1]), *args[2:]]
-        self.args = [PYTHON, *args]
-        self.held = held
-        self.env = dict(env)
-        self.log_path = log_path
-        self.data_dir = Path(env["FASHION_DATA_DIR"])
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.state: dict[str, Any] = {}
-        self.started_at = 0.0
-
-    def start(self) -> Service:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.PIPE if self.held else subprocess.DEVNULL,
-                                         start_new_session=True)
-        self.started_at = time.monotonic()
-        return self
-
-    def release(self) -> Service:
-        """Let a held start run its entry point."""
-        if self.held and self.proc is not None and self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.write(b"go\n")
-                self.proc.stdin.close()
-            self.started_at = time.monotonic()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_ready(self, timeout: float = 180.0) -> dict[str, Any]:
-        """stack.json of this process (pid, grpc, kafka_bootstrap); raises when it exits or times out."""
-        path = self.data_dir / "stack.json"
-
-        def ready() -> dict[str, Any] | None:
-            if not self.alive:
-                raise RuntimeError(f"{' '.join(self.args[1:])} exited with {self.proc.returncode} before serving; "
-                                   f"log {self.log_path}:\n{tail(self.log_path)}")
-            with contextlib.suppress(OSError, ValueError):
-                state = json.loads(path.read_text())
-                if state.get("pid") == self.pid:
-                    return state
-            return None
-
-        state = wait_for(ready, timeout, 0.2)
-        if state is None:
-            self.kill()
-            raise RuntimeError(f"{' '.join(self.args[1:])} did not serve within {timeout:.0f}s; log {self.log_path}:"
-                               f"\n{tail(self.log_path)}")
-        self.state = state
-        return state
-
-    def kill(self) -> None:
-        """SIGKILL (what a crash or the OOM killer does); waits for the process to be gone."""
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        if self.proc is not None and self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-
-    def terminate(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM and wait; the exit code, or None when it had to be killed after `timeout`."""
-        if not self.alive:
-            return self.proc.returncode if self.proc is not None else None
-        os.kill(self.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def memory_kib(self, field_name: str = "VmHWM") -> int | None:
-        """A /proc/<pid>/status figure in KiB (VmHWM: peak resident set so far; VmRSS: now)."""
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-        return None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "<no log>"
-
-
-def service_args(targets: str) -> list[str]:
-    """`python -m services.<name>` for one target, `python -m services.cli up --target a,b` for several."""
-    if "," in targets:
-        return ["-m", "services.cli", "up", "--target", targets]
-    return ["-m", f"services.{targets}"]
 
 
 # -- Kafka ------------------------------------------------------------------------------------------------------

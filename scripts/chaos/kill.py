@@ -142,8 +142,8 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
             backlog, trickle = chunks[cycle][:len(chunks[cycle]) // 2], chunks[cycle][len(chunks[cycle]) // 2:]
             _publish(publisher, backlog, 0.0, rng, sent)
             service = standby.release()
-            service.wait_ready()
             standby = ws.start(INGEST, env, log_path, held=True)  # the next incarnation imports meanwhile
+            service.wait_ready()
             log_mark = len(service.log_text())
             modes[plan[cycle]] += 1
             if plan[cycle] == WHILE_JOINING:
@@ -185,6 +185,7 @@ def run(ws: Workspace, *, kills: int, products: int, updates: int, seed: int, ca
 
         offsets_ok = wait_for(committed, 30 if caught_up else 5, 0.5) or "NO"
         catchup = time.monotonic() - catchup_start
+        ws.prepare_spare()
         exit_code = service.terminate()
         processed = db.processed()
         found_pg = postgres_products(db)

@@ -70,6 +70,7 @@ def run(ws: Workspace, *, max_delay_s: float) -> list[Row]:
         delays = rig.delays()
         dlq = rig.dlq()
         shas = {sha for (sha,) in rig.db.rows("select sha256 from images")}
+        ws.prepare_spare()
     return [_dlq_row(records, dlq), _delay_row(goods, delays, max_delay_s),
             _unknown_row(delays.get("unknown field"), dlq.get("unknown field", [])),
             _reads_row(dlq, host, redirector, ev.sha256(secret) in shas)]

@@ -1,7 +1,9 @@
 """Scenario `slow`: an image host that drips one byte every 3 s and one that accepts and never answers.
 
-An event pointing at each is followed by a good record with the same key. The good records' delay counts (target
---max-delay); after --slow-window seconds the hosts are shut (a fetch blocked on them then fails), and ingest
+An event pointing at the silent host, then (once the good record behind it is in) one pointing at the dripping
+host, each followed by a good record with the same key; the silent one goes first because a worker stuck on the
+dripping host would never reach it. The good records' delay counts (target --max-delay); each is waited for at
+most --slow-window seconds, then the hosts are shut (a fetch blocked on them then fails), and ingest
 gets a short while to settle. Each bad event must be dead-lettered exactly once: a second copy means its batch
 was redelivered, i.e. the worker overran max.poll.interval, was thrown out of its group and the batch went round
 again. The ingest log says how often the group was joined and whether commits failed.
@@ -41,13 +43,13 @@ def _wait_quiet(log_text) -> None:
 
 def run(ws: Workspace, *, window_s: float, max_delay_s: float) -> list[Row]:
     with DripHost(interval_s=3.0) as drip, SilentHost() as silent, ingest_rig(ws, "slow") as rig:
-        bad = {"dripping host": drip.url("/drip.jpg"), "silent host": silent.url("/silent.jpg")}
+        bad = {"silent host": silent.url("/silent.jpg"), "dripping host": drip.url("/drip.jpg")}
         for name, uri in bad.items():
             event_id, value = ev.raw_upsert(f"p-{name.split()[0]}", [{"uri": uri}])
             rig.publish(name, f"key-{name}", value)
             rig.good(f"after {name}", f"key-{name}")
+            wait_for(lambda name=name: rig.claimed(f"after {name}"), window_s, 0.2)
         goods = [f"after {name}" for name in bad]
-        wait_for(lambda: rig.claimed(*goods), window_s, 0.2)
         in_window = rig.delays()
         drip.close()
         silent.close()
@@ -56,6 +58,7 @@ def run(ws: Workspace, *, window_s: float, max_delay_s: float) -> list[Row]:
         dlq = rig.dlq()
         connections = {"dripping host": drip.connections, "silent host": silent.connections}
         log_text = rig.service.log_text()
+        ws.prepare_spare()
     joins = log_text.count("Successfully joined group fashion-ingest")
     commit_failures = log_text.count("failed after a rebalance") + log_text.count("CommitFailedError")
     group = (f"group joins {joins} (1 = never left), commits refused after a rebalance {commit_failures}, "
