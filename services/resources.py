@@ -68,11 +68,6 @@ class Resources:
                 log.info("started a local Kafka-protocol broker (Tansu) at %s", self._bootstrap)
         return self._bootstrap
 
-    def ensure_topics(self, *topics: str) -> None:
-        from shared.messaging import ensure_topics
-
-        ensure_topics(self.bootstrap(), {t: self.settings.kafka.kafka_partitions for t in topics})
-
     def producer(self) -> KafkaProducer:
         """The process's one producer (clicks, DLQs, announcements), flushed before the broker stops."""
         if self._producer is None:

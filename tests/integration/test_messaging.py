@@ -179,32 +179,32 @@ def test_dlq_record_keeps_original_bytes_and_says_why(kafka_bootstrap: str) -> N
     assert record.header("error.timestamp_ms") is not None
 
 
-def test_a_record_over_a_mebibyte_is_dead_lettered_whole(kafka_bootstrap: str) -> None:
-    """A corrupt 1.9 MB inline image is under the event cap; its DLQ copy must not stall the partition."""
-    dlq = _name("big.dlq")
-    ensure_topics(kafka_bootstrap, {dlq: 1})
-    big = Record(topic="uploads", partition=0, offset=7, key=b"product-1", value=b"x" * 1_900_000)
-    producer = make_producer(kafka_bootstrap)
+def _dead_letter_and_read(bootstrap: str, original: Record, reason: str, error_type: str,
+                          **producer_config: object) -> Record:
+    """`original` sent to a fresh DLQ topic through send_to_dlq, and read back."""
+    dlq = _name("dlq")
+    ensure_topics(bootstrap, {dlq: 1})
+    producer = make_producer(bootstrap, **producer_config)
     try:
-        send_to_dlq(producer, dlq, big, reason="undecodable image", error_type="InvalidInput")
+        send_to_dlq(producer, dlq, original, reason=reason, error_type=error_type)
     finally:
         producer.close()
-    with BatchConsumer(kafka_bootstrap, dlq, _name("dlq-reader")) as reader:
+    with BatchConsumer(bootstrap, dlq, _name("dlq-reader")) as reader:
         (record,) = _consume(reader, 1)
+    return record
+
+
+def test_a_record_over_a_mebibyte_is_dead_lettered_whole(kafka_bootstrap: str) -> None:
+    """A corrupt 1.9 MB inline image is under the event cap; its DLQ copy must not stall the partition."""
+    big = Record(topic="uploads", partition=0, offset=7, key=b"product-1", value=b"x" * 1_900_000)
+    record = _dead_letter_and_read(kafka_bootstrap, big, "undecodable image", "InvalidInput")
     assert record.value == big.value and record.header(HEADER_TRUNCATED) is None
 
 
 def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value(kafka_bootstrap: str) -> None:
-    dlq = _name("huge.dlq")
-    ensure_topics(kafka_bootstrap, {dlq: 1})
     huge = Record(topic="uploads", partition=1, offset=9, key=b"product-2", value=b"y" * 300_000)
-    producer = make_producer(kafka_bootstrap, max_request_size=100_000)  # stands in for a record over the cap
-    try:
-        send_to_dlq(producer, dlq, huge, reason="too large", error_type="TooLarge")
-    finally:
-        producer.close()
-    with BatchConsumer(kafka_bootstrap, dlq, _name("dlq-reader")) as reader:
-        (record,) = _consume(reader, 1)
+    # A producer capped at 100 kB stands in for a record over the 16 MiB cap.
+    record = _dead_letter_and_read(kafka_bootstrap, huge, "too large", "TooLarge", max_request_size=100_000)
     assert record.value == b"" and record.key == b"product-2"
     assert record.header(HEADER_TRUNCATED) == b"300009"
     assert (record.header(HEADER_ORIGINAL_TOPIC), record.header(HEADER_ORIGINAL_OFFSET)) == (b"uploads", b"9")

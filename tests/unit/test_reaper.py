@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from services.admin.core import RunInfo
 from services.retrain import runs
-from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
+from shared.db import repository
 from shared.db.models import RunState, utcnow
 
 STALE_S = 60.0
 
 
-@pytest.fixture
-def sessions(tmp_path):
-    url = sqlite_url(tmp_path / "fashion.db")
-    upgrade(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _run(sessions, state: RunState = RunState.TRAINING, key: str = "retrain") -> str:

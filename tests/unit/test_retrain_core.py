@@ -17,7 +17,7 @@ from services.retrain.gate import gate, product_embeddings, retrieval_scores
 from services.retrain.pairs import ImageBank, split_pairs
 from services.retrain.runs import RunStatus
 from services.simulate import choose_click, click_probability
-from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
+from shared.db import repository
 from shared.db.models import RunState
 from shared.db.repository import ClickPair
 from shared.errors import InvalidInput, Unavailable
@@ -151,13 +151,6 @@ def test_when_locked(state: RunState, beat_s: int | None, holder: str | None, ex
 # ------------------------------------------------------------------------------------------------ trigger
 
 
-@pytest.fixture
-def sessions(tmp_path):
-    url = sqlite_url(tmp_path / "fashion.db")
-    upgrade(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _serve(sessions) -> None:
