@@ -112,18 +112,19 @@ class Resources:
         return self._sessions
 
     def store(self) -> VectorStore:
-        """The vector store: a Qdrant server when configured, else the local folder (one process only)."""
+        """The vector store: a Qdrant server when configured, else Qdrant Edge in the data folder (one process)."""
         if self._store is None:
-            from shared.vectorstore import VectorStore, open_client
+            from shared.vectorstore import open_store
 
             stores = self.settings.stores
-            store = self._store = VectorStore(open_client(stores.qdrant_url or str(stores.data_dir / "qdrant")))
-            self._closers.append(("vector store", store.client.close))
+            store = self._store = open_store(stores.qdrant_url or stores.data_dir / "qdrant",
+                                             quantize_int8=stores.qdrant_int8)
+            self._closers.append(("vector store", store.close))
         return self._store
 
     def shared_store(self) -> VectorStore | None:
         """The vector store if this process may open it without owning it: already open, or a server.
-        A local Qdrant folder admits one process, the one hosting search/ingest/admin."""
+        A Qdrant Edge folder admits one process, the one hosting search/ingest/admin."""
         if self._store is None and self.settings.stores.qdrant_url:
             return self.store()
         return self._store

@@ -67,7 +67,10 @@ class StoreSettings(FashionSettings):
     data_dir: Path = Field(Path("var"), description="local state: SQLite fallback, Qdrant local store, logs")
     database_url: str | None = Field(None, description=f"SQLAlchemy URL; default {DEFAULT_POSTGRES_URL} "
                                                        "when reachable, else SQLite under data_dir")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; default: local mode under data_dir")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; default: Qdrant Edge embedded, under "
+                                                     "data_dir")
+    qdrant_int8: bool = Field(False, description="Qdrant Edge: build HNSW over int8-quantised vectors (faster "
+                                                 "indexing, rescored with the originals; see docs/BENCHMARKS.md)")
 
 
 class KafkaSettings(FashionSettings):

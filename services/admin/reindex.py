@@ -125,6 +125,7 @@ class Reindexer:
                                        cursor, started_at, time.monotonic() - t0)
             if progress_cb is not None:
                 progress_cb(progress)
+        self.store.optimize(version)  # a bulk load builds its search index before the alias can serve it
         log.info("re-indexed %d images with %s (%d embedded, %d unreadable) in %.1fs", progress.done, version,
                  embedded, skipped, time.monotonic() - t0)
         return progress

@@ -102,7 +102,7 @@ class CatalogSinks:
 
     def _write(self, session: Session, ready: list[Work], version: str | None) -> dict[int, Outcome]:
         live, stale = self._in_order(session, ready)
-        self._write_vectors(session, live, version)
+        self._write_vectors(live, version)
         outcomes = self._apply(session, live, version)
         fresh = repository.claim_events(session, [_claim(w) for w in stale])
         for w in stale:  # claimed too: a replay is then a plain duplicate
@@ -148,13 +148,9 @@ class CatalogSinks:
             work.labels = (category, attributes)
         return work.labels
 
-    def _write_vectors(self, session: Session, ready: list[Work], version: str | None) -> None:
+    def _write_vectors(self, ready: list[Work], version: str | None) -> None:
         """Replace each upserted product's points; remove deleted ones from every collection."""
         delete_versions: list[str] | None = None
-        known: dict[str, list[str]] = {}
-        if self.store.local:  # only local mode deletes stale points by id (a server deletes by product filter)
-            found = repository.get_images_for_products(session, [w.product_id for w in ready if w.upsert])
-            known = {product_id: [im.image_id for im in images] for product_id, images in found.items()}
         for w in ready:
             if w.upsert:
                 assert version is not None
@@ -164,8 +160,7 @@ class CatalogSinks:
                                          price=product.price, in_stock=product.in_stock, brand=product.brand,
                                          currency=product.currency)
                 points = [catalog_point(im, payload) for im in w.images]
-                self.store.replace_product(version, w.product_id, points, known.get(w.product_id, []))
-                known[w.product_id] = [im.image_id for im in w.images]  # what a later event in this chunk replaces
+                self.store.replace_product(version, w.product_id, points)
             else:
                 if delete_versions is None:  # every collection, so a re-index in progress drops it too
                     delete_versions = self.store.list_versions()

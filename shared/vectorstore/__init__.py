@@ -1,6 +1,10 @@
-"""Vector store: product image embeddings in Qdrant, a collection per model version behind the `products` alias."""
+"""Vector store: product image embeddings in Qdrant, a collection per model version behind the `products` alias.
 
-from shared.vectorstore.client import is_local, open_client
+One contract (`VectorStore`), two engines: Qdrant Edge embedded in the process (`EdgeStore`, the local default)
+and a Qdrant server through qdrant-client (`ServerStore`); `open_store` picks one from a location.
+"""
+
+from shared.vectorstore.client import open_store
 from shared.vectorstore.points import (
     COLLECTION_PREFIX,
     MAX_TOP_K,
@@ -9,11 +13,10 @@ from shared.vectorstore.points import (
     Hit,
     SearchFilters,
     VectorPoint,
-    build_filter,
     collection_name,
     point_id,
 )
-from shared.vectorstore.qdrant import VectorStore
+from shared.vectorstore.store import VectorStore
 
 __all__ = [
     "COLLECTION_PREFIX",
@@ -24,9 +27,7 @@ __all__ = [
     "SearchFilters",
     "VectorPoint",
     "VectorStore",
-    "build_filter",
     "collection_name",
-    "is_local",
-    "open_client",
+    "open_store",
     "point_id",
 ]

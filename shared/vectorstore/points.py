@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from qdrant_client import models as qm
 
 from shared.errors import InvalidInput
 
@@ -21,15 +20,15 @@ MAX_TOP_K = 1000
 _POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fashionnet.local/vectorstore/points")
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
-# Payload fields the search filters use, with the index type the server should build for them.
-PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
-    "product_id": qm.PayloadSchemaType.KEYWORD,
-    "image_id": qm.PayloadSchemaType.KEYWORD,
-    "category": qm.PayloadSchemaType.KEYWORD,
-    "attributes": qm.PayloadSchemaType.KEYWORD,  # an array of keywords; MatchValue matches any element
-    "price": qm.PayloadSchemaType.FLOAT,
-    "in_stock": qm.PayloadSchemaType.BOOL,
-    "deleted": qm.PayloadSchemaType.BOOL,  # soft delete: points with deleted=true never come back from search
+# Payload fields search, replace and delete filter on, with the index type each engine builds for them.
+PAYLOAD_INDEXES: dict[str, str] = {
+    "product_id": "keyword",
+    "image_id": "keyword",
+    "category": "keyword",
+    "attributes": "keyword",  # an array of keywords; a "value" condition matches any element
+    "price": "float",
+    "in_stock": "bool",
+    "deleted": "bool",  # soft delete: points with deleted=true never come back from search
 }
 
 
@@ -79,44 +78,35 @@ def point_id(product_id: str, image_id: str, model_version: str) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{model_version}\x1f{product_id}\x1f{image_id}"))
 
 
-def build_filter(filters: SearchFilters | None, exclude_product_id: str | None = None) -> qm.Filter:
-    """The Qdrant filter for `filters`; soft-deleted points are always excluded."""
-    must: list[qm.Condition] = []
-    must_not: list[qm.Condition] = [qm.FieldCondition(key="deleted", match=qm.MatchValue(value=True))]
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One engine-neutral filter condition; each engine translates these into its own filter types.
+
+    `kind` is "any" (the field equals one of `value`), "value" (equals `value`; on an array field, any element
+    does) or "range" (`value` = (gte, lte), either None).
+    """
+
+    kind: str
+    key: str
+    value: Any
+
+
+def filter_conditions(filters: SearchFilters | None,
+                      exclude_product_ids: Sequence[str] = ()) -> tuple[list[Condition], list[Condition]]:
+    """(must, must_not) for `filters`; soft-deleted points are always excluded."""
+    must: list[Condition] = []
+    must_not = [Condition("value", "deleted", True)]
     if filters is not None:
         if filters.categories:
-            must.append(qm.FieldCondition(key="category", match=qm.MatchAny(any=list(filters.categories))))
-        for attribute in dict.fromkeys(filters.attributes_all):
-            must.append(qm.FieldCondition(key="attributes", match=qm.MatchValue(value=attribute)))
+            must.append(Condition("any", "category", list(filters.categories)))
+        must.extend(Condition("value", "attributes", a) for a in dict.fromkeys(filters.attributes_all))
         if filters.min_price is not None or filters.max_price is not None:
-            if (
-                filters.min_price is not None
-                and filters.max_price is not None
-                and filters.min_price > filters.max_price
-            ):
+            low, high = filters.min_price, filters.max_price
+            if low is not None and high is not None and low > high:
                 raise InvalidInput(f"expected min_price <= max_price, got {filters.min_price} > {filters.max_price}")
-            must.append(qm.FieldCondition(key="price", range=qm.Range(gte=filters.min_price, lte=filters.max_price)))
+            must.append(Condition("range", "price", (filters.min_price, filters.max_price)))
         if filters.in_stock_only:
-            must.append(qm.FieldCondition(key="in_stock", match=qm.MatchValue(value=True)))
-    if exclude_product_id is not None:
-        must_not.append(qm.FieldCondition(key="product_id", match=qm.MatchValue(value=exclude_product_id)))
-    return qm.Filter(must=must or None, must_not=must_not)
-
-
-def payload_matches(payload: dict, filters: SearchFilters | None, exclude_product_id: str | None = None) -> bool:
-    """The same predicate as `build_filter`, on one payload (local mode filters its candidates in Python)."""
-    if payload.get("deleted") is True or (exclude_product_id is not None
-                                          and payload.get("product_id") == exclude_product_id):
-        return False
-    if filters is None:
-        return True
-    if filters.categories and payload.get("category") not in filters.categories:
-        return False
-    if filters.attributes_all and not set(filters.attributes_all) <= set(payload.get("attributes") or ()):
-        return False
-    price = payload.get("price")
-    if filters.min_price is not None and (price is None or price < filters.min_price):
-        return False
-    if filters.max_price is not None and (price is None or price > filters.max_price):
-        return False
-    return not (filters.in_stock_only and payload.get("in_stock") is not True)
+            must.append(Condition("value", "in_stock", True))
+    if exclude_product_ids:
+        must_not.append(Condition("any", "product_id", list(exclude_product_ids)))
+    return must, must_not

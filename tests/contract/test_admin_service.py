@@ -1,4 +1,4 @@
-"""AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
+"""AdminService through a real in-process gRPC server on port 0, over SQLite, Qdrant Edge and a tiny model.
 
 The admin token is checked on every RPC; a server without a token refuses everything. TriggerRetrain goes
 through the production trigger (services.retrain.trigger.Retraining) with a fake enqueue that counts calls.
@@ -28,7 +28,7 @@ from shared.errors import FashionError, NotFound, Unauthenticated
 from shared.grpc.server import create_server
 from shared.imaging import ImageIntake
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorStore, open_client
+from shared.vectorstore import open_store
 
 TOKEN = "s3cret-admin-token"
 SERVING = "tiny-1"
@@ -65,8 +65,8 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
                                           state=ModelState.CANDIDATE)
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
-    qdrant = open_client(str(root / "qdrant"))
-    promoter = Promoter(runtime, sessions, VectorStore(qdrant), intake=ImageIntake(), batch_size=4, preload_wait_s=0)
+    qdrant = open_store(root / "qdrant")
+    promoter = Promoter(runtime, sessions, qdrant, intake=ImageIntake(), batch_size=4, preload_wait_s=0)
     enqueued: list[str] = []
     retraining = Retraining(RetrainSettings(retrain_stale_after_s=STALE_S), enqueue=enqueued.append)
     core = AdminCore(sessions, promoter, retraining.trigger, stale_after_s=retraining.stale_after_s)

@@ -1,4 +1,4 @@
-"""SearchService through a real in-process gRPC server on port 0, over SQLite, Qdrant local mode and a tiny model.
+"""SearchService through a real in-process gRPC server on port 0, over SQLite, Qdrant Edge and a tiny model.
 
 The catalogue is seeded directly through the repository and the vector store with the runtime's own
 embeddings of generated images, so an identical query image must rank its product first. The runtime's
@@ -39,7 +39,7 @@ from shared.errors import InvalidInput
 from shared.grpc.server import create_server
 from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy
 from shared.serving.runtime import LoadedModel, ModelRuntime
-from shared.vectorstore import VectorPoint, VectorStore, open_client
+from shared.vectorstore import VectorPoint, VectorStore, open_store
 from shared.vectorstore.payload import ProductPayload
 
 VERSION = "tiny-1"
@@ -142,14 +142,14 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     loaded = runtime.load(tiny_checkpoint)
     runtime.add(LoadedModel(dataclasses.replace(loaded.metadata, version=DECOY), loaded.engine, None),
                 make_default=True)
-    qdrant = open_client(str(root / "qdrant"))
-    empty_qdrant = open_client(":memory:")
-    images = _seed(root, runtime, sessions, VectorStore(qdrant))
+    qdrant = open_store(root / "qdrant")
+    empty_qdrant = open_store(":memory:")
+    images = _seed(root, runtime, sessions, qdrant)
     analyzer = RecordingAnalyzer(runtime)
     clicks: list[SearchClick] = []
     intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES))
-    core = SearchCore(analyzer, sessions, VectorStore(qdrant), intake, click_sink=clicks.append)
-    empty_core = SearchCore(analyzer, sessions, VectorStore(empty_qdrant), intake, click_sink=clicks.append)
+    core = SearchCore(analyzer, sessions, qdrant, intake, click_sink=clicks.append)
+    empty_core = SearchCore(analyzer, sessions, empty_qdrant, intake, click_sink=clicks.append)
     server, port = create_server(search_servicers(core, default_top_k=DEFAULT_TOP_K),
                                  max_message_bytes=MAX_MESSAGE_BYTES)
     empty_server, empty_port = create_server(search_servicers(empty_core))

@@ -1,7 +1,7 @@
 """A click travels RecordClick -> Kafka search.clicks -> ClickConsumer -> Postgres, once, on real services.
 
 Real Tansu broker (session fixture), real PostgreSQL (a database created for this module and dropped after),
-a real gRPC server with the SearchServicer and KafkaClickSink, Qdrant local mode and the tiny model.
+a real gRPC server with the SearchServicer and KafkaClickSink, Qdrant Edge and the tiny model.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from shared.grpc.server import create_server
 from shared.imaging import ImageIntake
 from shared.messaging import HEADER_ERROR_REASON, ensure_topics, make_producer
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorPoint, VectorStore, open_client
+from shared.vectorstore import VectorPoint, open_store
 
 POSTGRES_SERVER = os.environ.get("FASHION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 VERSION = "tiny-1"
@@ -76,8 +76,7 @@ def stack(tiny_checkpoint, kafka_bootstrap: str, tmp_path_factory) -> Iterator[S
     sessions = session_factory(engine)
     runtime = ModelRuntime(engine="eager", max_batch=4, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
-    qdrant = open_client(str(tmp_path_factory.mktemp("qdrant")))
-    store = VectorStore(qdrant)
+    store = open_store(tmp_path_factory.mktemp("qdrant"))
     pictures = [Image.open(io.BytesIO(_png(i))).convert("RGB") for i in range(3)]
     vectors = [a.embedding for a in runtime.analyze(pictures, version=VERSION)]
     with sessions.begin() as session:
@@ -103,7 +102,7 @@ def stack(tiny_checkpoint, kafka_bootstrap: str, tmp_path_factory) -> Iterator[S
         core.close()
         producer.close(timeout=5)
         runtime.close()
-        qdrant.close()
+        store.close()
         engine.dispose()
         drop_database(url)
 

@@ -1,7 +1,7 @@
 """Catalogue ingestion against real stores: the core on SQLite and PostgreSQL, then the Kafka worker end to end.
 
 The worker tests share one pipeline (a Tansu broker from the session fixture, unique topic names, a SQLite
-file database, Qdrant local mode in tmp_path, the tiny untrained model) and run in file order: index the
+file database, Qdrant Edge in tmp_path, the tiny untrained model) and run in file order: index the
 synthetic catalogue, replay it, feed it poison, delete a product. Every wait is bounded.
 """
 
@@ -41,7 +41,7 @@ from shared.errors import NotFound
 from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorStore, open_client
+from shared.vectorstore import VectorStore, open_store
 
 WAIT_S = 30.0
 ITEMS = 6
@@ -127,23 +127,21 @@ class Stores:
                                  for p in session.scalars(sa.select(ImagePrediction)))
         points = []
         if self.store.alias_target() is not None:
-            name = self.store.collection_name(self.store.alias_target())
-            records, _ = self.store.client.scroll(name, limit=10_000, with_payload=True)
-            points = sorted((str(r.id), tuple(sorted((k, str(v)) for k, v in (r.payload or {}).items())))
-                            for r in records)
+            points = sorted((pid, tuple(sorted((k, str(v)) for k, v in payload.items())))
+                            for pid, payload in self.store.payloads("products").items())
         return {"products": products, "images": images, "predictions": predictions, "points": points}
 
 
 def _open_stores(url: str, qdrant_path: Path) -> tuple[Stores, Callable[[], None]]:
     upgrade(url)
     engine = make_engine(url)
-    client = open_client(str(qdrant_path))
+    store = open_store(qdrant_path)
 
     def close() -> None:
-        client.close()
+        store.close()
         engine.dispose()
 
-    return Stores(session_factory(engine), VectorStore(client)), close
+    return Stores(session_factory(engine), store), close
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

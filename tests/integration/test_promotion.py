@@ -1,4 +1,4 @@
-"""Promotion without downtime, against real stores: Postgres (SQLite if none answers), Qdrant local mode, real
+"""Promotion without downtime, against real stores: Postgres (SQLite if none answers), Qdrant Edge, real
 gRPC SearchService and AdminService servers, the tiny model under two versions.
 
 The catalogue is indexed with version A through the real ingest core. A training run left in `reindexing`
@@ -46,7 +46,7 @@ from shared.grpc.server import create_server
 from shared.imaging import ImageIntake, IntakePolicy
 from shared.serving.runtime import ModelRuntime
 from shared.serving.watcher import ModelWatcher
-from shared.vectorstore import VectorStore, collection_name, open_client, point_id
+from shared.vectorstore import VectorStore, open_store, point_id
 
 A, B, C = "tiny-1", "tiny-2", "tiny-3"
 TOKEN = "promotion-test-token"
@@ -108,9 +108,8 @@ class Env:
         assert result.counts() == {"indexed": 1}, result.outcomes
 
     def payload(self, version: str, product_id: str, image_id: str) -> dict | None:
-        found = self.store.client.retrieve(collection_name(version), [point_id(product_id, image_id, version)],
-                                           with_payload=True)
-        return dict(found[0].payload) if found else None
+        found = self.store.payloads(version, [point_id(product_id, image_id, version)])
+        return next(iter(found.values()), None)
 
     def image_ids(self, product_id: str) -> list[str]:
         with self.sessions() as session:
@@ -136,8 +135,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
         repository.set_serving(session, A)
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(checkpoints[A])
-    qdrant = open_client(str(root / "qdrant"))
-    store = VectorStore(qdrant)
+    store = open_store(root / "qdrant")
     intake = ImageIntake(policy=IntakePolicy(roots=(root,)))  # the catalogue intake: images under root
     ingest = IngestCore(runtime, sessions, store, intake)
     images: dict[str, list[Path]] = {}
@@ -170,7 +168,7 @@ def env(tiny_checkpoint: Path, perturbed_checkpoint: Callable[..., Path],
         server.stop(0)
         search_core.close()
         runtime.close()
-        qdrant.close()
+        store.close()
         engine.dispose()
         drop_database(url)
 

@@ -1,5 +1,5 @@
 """The system as a user runs it: `fashion up` and `fashion publish` as real processes, real gRPC, real
-Kafka (the broker `fashion up` starts), Postgres, Qdrant local mode, a trained checkpoint; then SIGTERM."""
+Kafka (the broker `fashion up` starts), Postgres, Qdrant Edge, a trained checkpoint; then SIGTERM."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The vector store against qdrant-client's local mode on disk (the local default; production uses a server)."""
+"""The vector-store contract, one suite on both engines: Qdrant Edge in a folder (the local default) and the
+server engine on qdrant-client's in-memory mode (which speaks the server API); then what only Edge has (its
+alias record on disk, crash leftovers, index building) and the migration from the previous local mode."""
 
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from shared.vectorstore import (
     VectorPoint,
     VectorStore,
     collection_name,
-    open_client,
+    open_store,
     point_id,
 )
-from shared.vectorstore.client import tune_local_persistence
+from shared.vectorstore.edge import ALIASES_FILE, EdgeStore
 
 DIM = 8
 
@@ -31,13 +33,13 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[VectorStore]:
-    client = open_client(str(tmp_path / "qdrant"))
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    opened = open_store(tmp_path / "qdrant" if request.param == "edge" else ":memory:")
     try:
-        yield VectorStore(client)
+        yield opened
     finally:
-        client.close()
+        opened.close()
 
 
 # Four products around the query direction e0, with payloads that each filter splits differently.
@@ -129,9 +131,9 @@ def test_results_are_grouped_by_product_with_the_best_image(store: VectorStore) 
     assert len(store.search("v1", unit(1), top_k=10)) == 4
 
 
-def test_local_overfetch_learns_the_depth_and_still_widens_when_a_query_needs_more(store: VectorStore) -> None:
-    """Random catalogue, 3 images per product: every answer equals the exhaustive grouping of all points, while
-    the fetch size adapts; then a query whose first 40 points are one product still gets its top_k."""
+def test_grouping_equals_the_exhaustive_grouping_of_all_points(store: VectorStore) -> None:
+    """Random catalogue, 3 images per product: every answer equals the exhaustive grouping; then a query whose
+    first 40 points are one product (more than one fetch round on Edge) still gets its top_k distinct products."""
     rng = np.random.default_rng(7)
     dim = 16
     store.ensure_collection("v9", dim)
@@ -145,14 +147,25 @@ def test_local_overfetch_learns_the_depth_and_still_widens_when_a_query_needs_mo
 
     for query in rng.standard_normal((30, dim)).astype(np.float32):
         assert [h.product_id for h in store.search("v9", query, top_k=10)] == exhaustive(query, 10)
-    learnt = store._depth[collection_name("v9")]
-    assert 1.0 <= learnt < 4.0  # fewer candidates per product than the initial OVERFETCH
 
     crowd = np.eye(dim, dtype=np.float32)[0] * 100  # far out along e0: its 40 images outrank everything else
     store.upsert("v9", [VectorPoint("crowd", f"c{i}", crowd + i * np.eye(dim, dtype=np.float32)[-1])
                         for i in range(40)])
     hits = store.search("v9", crowd, top_k=5)
     assert hits[0].product_id == "crowd" and len({h.product_id for h in hits}) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_replace_product_keeps_only_the_new_images(store: VectorStore) -> None:
+    load_catalogue(store)
+    store.upsert("v1", [VectorPoint("p1", "old", unit(1, 0.05), CATALOGUE["p1"][0])])
+    store.replace_product("v1", "p1", [VectorPoint("p1", "new", unit(1, 0.07), CATALOGUE["p1"][0]),
+                                       VectorPoint("p1", "p1-img0", unit(1, 0.1), CATALOGUE["p1"][0])])
+    store.replace_product("v1", "p1", [VectorPoint("p1", "new", unit(1, 0.07), CATALOGUE["p1"][0])])  # replayed
+    assert store.count("v1") == len(CATALOGUE)
+    assert store.existing_point_ids("v1", [point_id("p1", i, "v1") for i in ("old", "new", "p1-img0")]) == {
+        point_id("p1", "new", "v1")}
+    assert store.search("v1", unit(1), top_k=1)[0].image_id == "new"
 
 
 def test_alias_swap_is_atomic_for_readers(store: VectorStore) -> None:
@@ -201,39 +214,84 @@ def test_alias_swap_is_atomic_for_readers(store: VectorStore) -> None:
     assert store.drop_collection("v2") is False
 
 
-def test_alias_survives_reopening_a_local_store(tmp_path: Path) -> None:
-    path = str(tmp_path / "qdrant")
-    client = open_client(path)
-    first = VectorStore(client)
+def test_edge_alias_record_survives_reopening_and_a_crash_mid_write(tmp_path: Path) -> None:
+    path = tmp_path / "qdrant"
+    first = open_store(path)
+    assert isinstance(first, EdgeStore)
     load_catalogue(first, "2024.06/best")
     first.set_alias("2024.06/best")
-    client.close()
-    client = open_client(path)
+    load_catalogue(first, "v2")
+    first.close()
+    # What a crash can leave: a torn temporary alias record (the rename never happened) and a collection
+    # whose creation stopped before its meta.json was written.
+    (path / f".{ALIASES_FILE}.tmp").write_text('{"products": "products_v')
+    (path / "collections" / "products_half").mkdir()
+    reopened = open_store(path)
     try:
-        reopened = VectorStore(client)
         assert reopened.alias_target() == "2024.06/best"
         assert reopened.count(SERVING_ALIAS) == len(CATALOGUE)
+        assert reopened.list_versions() == ["2024.06/best", "v2"]
+        assert not (path / "collections" / "products_half").exists()
+        reopened.set_alias("v2")
+        assert not (path / f".{ALIASES_FILE}.tmp").exists()
     finally:
-        client.close()
+        reopened.close()
+    again = open_store(path)
+    try:
+        assert again.alias_target() == "v2"
+    finally:
+        again.close()
 
 
-def test_local_collections_commit_in_wal_mode_and_keep_their_points(tmp_path: Path) -> None:
-    import sqlite3
+def test_edge_builds_hnsw_once_enough_points_wait_and_still_finds_the_same(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "edge", index_after_points=200, quantize_int8=True)
+    try:
+        rng = np.random.default_rng(3)
+        vectors = rng.standard_normal((600, 32)).astype(np.float32)
+        store.ensure_collection("v1", 32)
+        store.upsert("v1", [VectorPoint(f"p{i // 2}", f"i{i}", v, {"in_stock": i % 4 < 2}) for i, v in
+                            enumerate(vectors)])
+        info = store._shards[collection_name("v1")].info()
+        assert info.indexed_vectors_count > 0, "upserts past index_after_points should have built HNSW"
+        query = vectors[5]
+        hits = store.search("v1", query, top_k=10, filters=SearchFilters(in_stock_only=True))
+        assert hits[0].product_id == "p2" and all(h.payload["in_stock"] is True for h in hits)
+        assert len({h.product_id for h in hits}) == 10
+    finally:
+        store.close()
+
+
+def test_a_local_mode_store_is_migrated_to_edge_on_open(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient
+
+    from shared.vectorstore.qdrant import ServerStore
 
     path = tmp_path / "qdrant"
-    client = open_client(str(path))
-    load_catalogue(VectorStore(client), "v1")
-    client.close()
-    (database,) = path.glob("collection/*/storage.sqlite")
-    with sqlite3.connect(database) as connection:  # WAL is a property of the file: it outlives the connection
-        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    client = open_client(str(path))
+    old = ServerStore(QdrantClient(path=str(path)))  # what the previous local default wrote
+    load_catalogue(old, "v1")
+    load_catalogue(old, "v2")
+    old.set_alias("v2")
+    old.close()
+
+    migrated = open_store(path)
     try:
-        assert VectorStore(client).count("v1") == len(CATALOGUE)
-        assert tune_local_persistence(client, collection_name("v1"))
-        assert not tune_local_persistence(client, "no-such-collection")
+        assert isinstance(migrated, EdgeStore)
+        assert migrated.alias_target() == "v2" and migrated.list_versions() == ["v1", "v2"]
+        assert migrated.count("v1") == len(CATALOGUE)
+        assert found(migrated, SearchFilters(in_stock_only=True)) == ["p1", "p2", "p4"]
+        load_catalogue(migrated, "v1")  # same deterministic ids: a replay after migration adds nothing
+        assert migrated.count("v1") == len(CATALOGUE)
     finally:
-        client.close()
+        migrated.close()
+    assert (tmp_path / "qdrant.local-mode" / "meta.json").exists()
+
+    # A crash between the two final renames leaves the new store under .migrating: opening finishes the job.
+    path.rename(tmp_path / "qdrant.migrating")
+    finished = open_store(path)
+    try:
+        assert finished.alias_target() == "v2"
+    finally:
+        finished.close()
 
 
 def test_delete_product_removes_its_points(store: VectorStore) -> None:

@@ -24,7 +24,7 @@ from shared.errors import InvalidInput, TooLarge, Unavailable
 from shared.imaging import ImageIntake, ImageLimits, ImageSource, IntakePolicy
 from shared.serving.analyzer import analyze_pinned
 from shared.serving.runtime import Analysis
-from shared.vectorstore import VectorStore, open_client
+from shared.vectorstore import open_store
 from shared.vectorstore.payload import ProductPayload
 
 DIM = 4
@@ -108,9 +108,8 @@ def test_stored_images_keep_their_ids_and_points_carry_the_product_payload(tmp_p
 
 
 def test_the_first_indexer_creates_the_serving_alias_and_promotion_moves_it() -> None:
-    client = open_client(":memory:")
+    store = open_store(":memory:")
     try:
-        store = VectorStore(client)
         assert store.alias_target() is None
         assert serving_version(store, FakeAnalyzer(default="v1")) == "v1"
         assert serving_version(store, FakeAnalyzer(default="v2")) == "v1"  # only the first one is created
@@ -118,5 +117,5 @@ def test_the_first_indexer_creates_the_serving_alias_and_promotion_moves_it() ->
         move_serving_alias(store, "v2")
         assert store.alias_target() == "v2" and serving_version(store, FakeAnalyzer()) == "v2"
     finally:
-        client.close()
+        store.close()
 

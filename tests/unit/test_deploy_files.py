@@ -42,7 +42,7 @@ K8S_VERSION = "1.33.0"
 NAMESPACE = "fashion"
 INFRA_PORTS = {"kafka": 9092, "qdrant": 6333, "postgres": 5432, "redis": 6379}
 # Settings a deployed service cannot do without: unset, they fall back to the single-machine defaults
-# (127.0.0.1, a local broker, SQLite, Qdrant local mode, an in-process model).
+# (127.0.0.1, a local broker, SQLite, Qdrant Edge, an in-process model).
 REQUIRED_ENV = {
     "model": {"FASHION_HOST", "FASHION_PORT", "FASHION_CHECKPOINT", "FASHION_DATABASE_URL", "FASHION_QDRANT_URL"},
     "search": {"FASHION_HOST", "FASHION_PORT", "FASHION_KAFKA_BOOTSTRAP", "FASHION_DATABASE_URL",

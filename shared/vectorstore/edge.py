@@ -1,0 +1,292 @@
+"""The embedded engine: Qdrant Edge (`qdrant-edge-py`, Qdrant's own engine in this process), the local default.
+
+Layout under the store's folder (one process owns it: Edge locks each shard's WAL):
+
+    aliases.json                   {"products": "products_<version>"}, replaced by atomic rename
+    collections/<name>/shard/      one Edge shard per model version
+    collections/<name>/meta.json   {"model_version", "dim"}; written last, so a folder without it is a creation
+                                   a crash interrupted, and is removed on open
+
+Edge has no aliases, so the alias is that record: swapping it is one `os.replace` (readers in this process see
+the old or the new collection, never neither; after a crash the file is the old or the new record, never a
+mix). Edge has no grouping either: `_search` asks for a few images per wanted product and, when products
+repeat, asks again excluding the products found (exact, see `_search`). Filters run inside the engine on
+payload indexes. Below `index_after_points` unindexed points a segment is searched exactly; above, Edge builds
+HNSW (optionally over int8-quantised vectors) in `optimize`, which holds the interpreter lock while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from shared.vectorstore.points import COLLECTION_PREFIX, PAYLOAD_INDEXES, SERVING_ALIAS, Condition, Hit
+from shared.vectorstore.store import Row, VectorStore, hit_from
+
+log = logging.getLogger(__name__)
+
+ALIASES_FILE = "aliases.json"
+# Images asked for per wanted product in a search round; a catalogue with more images per product costs one
+# more round (a query excluding the products found), never a wrong answer.
+FETCH_PER_PRODUCT = 3
+_SCHEMAS = {"keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
+            "bool": qe.PayloadSchemaType.Bool}
+
+
+def _match_value(value: Any) -> qe.MatchValue:
+    # qdrant-edge-py 0.9.0 reads a Python bool as the integer 1, which matches no boolean payload; numpy's
+    # bool_ is read as a bool (verified: MatchValue(True) matched 0 of 2,499 in-stock points, np.bool_ all).
+    return qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+
+def _condition(c: Condition) -> qe.FieldCondition:
+    if c.kind == "any":
+        return qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.value)))
+    if c.kind == "range":
+        return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.value[0], lte=c.value[1]))
+    return qe.FieldCondition(key=c.key, match=_match_value(c.value))
+
+
+def edge_filter(must: list[Condition], must_not: list[Condition]) -> qe.Filter:
+    return qe.Filter(must=[_condition(c) for c in must] or None, must_not=[_condition(c) for c in must_not] or None)
+
+
+def write_atomically(path: Path, data: dict) -> None:
+    """Replace `path` with `data` as JSON so that a crash leaves the old or the new file, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+class _ReadWriteLock:
+    """Many readers (searches, upserts: Edge takes them concurrently) or one writer (opening, closing and
+    dropping a shard, which must not happen under a running query)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:  # the writer may read its own state
+                self._cond.wait_for(lambda: self._writer is None)
+                self._readers += 1
+        try:
+            yield
+        finally:
+            if self._writer != me:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                self._cond.wait_for(lambda: self._writer is None and self._readers == 0)
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+class EdgeStore(VectorStore):
+    """The contract on Qdrant Edge shards under `path` (created if missing)."""
+
+    def __init__(self, path: str | Path, *, alias: str = SERVING_ALIAS, quantize_int8: bool = False,
+                 index_after_points: int = 20_000, hnsw_ef: int = 128) -> None:
+        super().__init__(alias=alias)
+        self.path = Path(path)
+        self.quantize_int8 = quantize_int8
+        self.index_after_points = index_after_points
+        self.hnsw_ef = hnsw_ef
+        self._lock = _ReadWriteLock()
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        (self.path / "collections").mkdir(parents=True, exist_ok=True)
+        aliases = self.path / ALIASES_FILE
+        self._aliases: dict[str, str] = json.loads(aliases.read_text()) if aliases.exists() else {}
+        for folder in sorted((self.path / "collections").iterdir()):
+            if not (folder / "meta.json").exists():
+                log.warning("removing %s: its creation was interrupted", folder)
+                shutil.rmtree(folder)
+                continue
+            self._meta[folder.name] = json.loads((folder / "meta.json").read_text())
+            self._shards[folder.name] = qe.EdgeShard.load(str(folder / "shard"))
+
+    def _reading(self) -> contextlib.AbstractContextManager[None]:
+        return self._lock.read()
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        return self._lock.write()
+
+    def close(self) -> None:
+        with self._lock.write():
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+
+    def optimize(self, model_version: str) -> None:
+        """Build HNSW for the collection's segments above the indexing threshold (blocking, holds the GIL)."""
+        with self._lock.read():
+            self._shards[self._require(model_version, "optimize")].optimize()
+
+    # -- collections -------------------------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        return name in self._shards
+
+    def _create(self, name: str, model_version: str, dim: int) -> None:
+        folder = self.path / "collections" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True) \
+            if self.quantize_int8 else None
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=64, full_scan_threshold=10_000),
+            quantization_config=quantization,
+            # KB of vectors in a segment before it gets HNSW: below it, exact search is as fast and exact.
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=max(1, self.index_after_points * dim * 4 // 1024)),
+        )
+        shard = qe.EdgeShard.create(str(folder / "shard"), config)
+        for field_name, kind in PAYLOAD_INDEXES.items():
+            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMAS[kind]))
+        shard.flush()
+        meta = {"model_version": model_version, "dim": dim}
+        write_atomically(folder / "meta.json", meta)
+        self._shards[name], self._meta[name] = shard, meta
+        log.info("created Edge collection %s (dim %d) for model %s", name, dim, model_version)
+
+    def _drop(self, name: str) -> None:
+        shard = self._shards.pop(name)
+        self._meta.pop(name)
+        shard.close()
+        shutil.rmtree(self.path / "collections" / name)
+
+    def _names(self) -> list[str]:
+        return [name for name in self._shards if name.startswith(COLLECTION_PREFIX)]
+
+    def _dim(self, name: str) -> int:
+        return int(self._meta[name]["dim"])
+
+    def _version_of(self, name: str) -> str:
+        return str(self._meta[name]["model_version"])
+
+    def _count(self, name: str) -> int:
+        return int(self._shards[name].count(qe.CountRequest(exact=True)))
+
+    def _resolve(self, version_or_alias: str) -> str | None:
+        if version_or_alias == self.serving_alias:
+            return self._aliases.get(self.serving_alias)
+        return super()._resolve(version_or_alias)
+
+    # -- points ------------------------------------------------------------------------------------------
+
+    def _existing(self, name: str, ids: list[str]) -> set[str]:
+        return {str(r.id) for r in self._shards[name].retrieve(ids, with_payload=False, with_vector=False)}
+
+    def _payloads(self, name: str, ids: list[str] | None) -> dict[str, dict[str, Any]]:
+        shard = self._shards[name]
+        if ids is not None:
+            return {str(r.id): dict(r.payload or {}) for r in shard.retrieve(ids, with_payload=True, with_vector=False)}
+        return {str(r.id): dict(r.payload or {}) for r in self._scroll(name, None, vectors=False)}
+
+    def _scroll(self, name: str, flt: qe.Filter | None, *, vectors: bool) -> list[Any]:
+        records: list[Any] = []
+        offset: Any = None
+        while True:
+            page, offset = self._shards[name].scroll(qe.ScrollRequest(offset=offset, limit=256, filter=flt,
+                                                                      with_payload=not vectors, with_vector=vectors))
+            records.extend(page)
+            if offset is None:
+                return records
+
+    def _write(self, name: str, rows: list[Row]) -> None:
+        points = [qe.Point(pid, vector, payload) for pid, vector, payload in rows]
+        self._shards[name].update(qe.UpdateOperation.upsert_points(points))
+
+    def _after_write(self, name: str) -> None:
+        """Index a collection once `index_after_points` points wait unindexed (exact search slows past that)."""
+        with self._lock.read():
+            shard = self._shards.get(name)
+            if shard is None:
+                return
+            info = shard.info()
+            if info.points_count - info.indexed_vectors_count >= self.index_after_points:
+                log.info("indexing %s: %d of %d points unindexed", name,
+                         info.points_count - info.indexed_vectors_count, info.points_count)
+                shard.optimize()
+
+    def _delete_where(self, name: str, must: list[Condition], must_not: list[Condition]) -> None:
+        self._shards[name].update(qe.UpdateOperation.delete_points_by_filter(edge_filter(must, must_not)))
+
+    def _product_vectors(self, name: str, product_id: str) -> list[list[float]]:
+        flt = edge_filter([Condition("value", "product_id", product_id)], [])
+        return [r.vector for r in self._scroll(name, flt, vectors=True)]
+
+    # -- alias -------------------------------------------------------------------------------------------
+
+    def _alias_collection(self) -> str | None:
+        return self._aliases.get(self.serving_alias)
+
+    def _swap_alias(self, name: str) -> None:
+        for shard in self._shards.values():
+            shard.flush()  # the record must never point at data that a crash could still lose
+        aliases = {**self._aliases, self.serving_alias: name}
+        write_atomically(self.path / ALIASES_FILE, aliases)
+        self._aliases = aliases  # one reference swap: a reader resolves the old or the new collection
+        log.info("alias %s -> %s", self.serving_alias, name)
+
+    # -- search ------------------------------------------------------------------------------------------
+
+    def _search(self, name: str, query: list[float], top_k: int, must: list[Condition],
+                must_not: list[Condition]) -> list[Hit]:
+        """Each product once with its best image, exactly as native grouping would return it.
+
+        A round returns the best remaining points in score order, so the first point of a product is its best
+        image, and every point of a later round (which excludes the products found so far) scores at most the
+        last of the round before: appending in arrival order keeps the global order.
+        """
+        shard = self._shards[name]
+        params = qe.SearchParams(hnsw_ef=max(self.hnsw_ef, top_k * FETCH_PER_PRODUCT))
+        best: dict[str, Any] = {}
+        while len(best) < top_k:
+            excluded = [Condition("any", "product_id", list(best))] if best else []
+            limit = (top_k - len(best)) * FETCH_PER_PRODUCT
+            points = shard.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(query), params=params,
+                                                 filter=edge_filter(must, must_not + excluded), with_payload=True))
+            for point in points:
+                best.setdefault(str((point.payload or {}).get("product_id", "")), point)
+            if len(points) < limit:  # nothing more matches
+                break
+        return [hit_from(p.payload, p.score) for p in list(best.values())[:top_k]]
