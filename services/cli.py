@@ -174,6 +174,24 @@ def bench_search_cmd(
     bench_search(workdir, items=items, queries=queries, checkpoint=checkpoint, console=Console())
 
 
+@bench_app.command("scale")
+def bench_scale_cmd(
+    workdir: Annotated[Path, typer.Option(help="catalogue, stores and model of the benchmark")] = Path("var/bench"),
+    images: Annotated[str, typer.Option(help="catalogue sizes, comma-separated")] = "20000,100000,300000",
+    queries: Annotated[int, typer.Option(min=10, help="query photos per size")] = 100,
+    int8: Annotated[bool, typer.Option(help="HNSW over int8-quantised vectors (FASHION_QDRANT_INT8)")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="default: an untrained serving-shaped model")] = None,
+) -> None:
+    """FindSimilar at 20k-300k catalogue images on Qdrant Edge: upserts, start-up, p50/p95 (plain and
+    storefront-filtered) as ratios to the Embed RPC, recall@20 against exact search."""
+    from services.bench_scale import bench_scale
+
+    sizes = [int(n) for n in images.split(",") if n.strip()]
+    bench_scale(workdir, sizes=sizes, queries=queries, int8=int8, checkpoint=checkpoint, json_path=json_out,
+                console=Console())
+
+
 @app.command()
 def quickstart(
     data: Annotated[Path, typer.Option(help="where the synthetic benchmark goes")] = Path("var/synth"),
