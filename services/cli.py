@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.reindex_cli import reindex
 from shared.errors import FashionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks: ratios measured side by side in one run.")
 app.add_typer(bench_app, name="bench")
+app.command()(reindex)
 console = Console(stderr=True)
 
 BENCHMARK_HELP = "inshop, consumer2shop, attributes, landmarks or folder (ROOT/PRODUCT_ID/*.jpg)"
@@ -221,7 +223,6 @@ def demo(
 def _stack_state() -> dict:
     from services.state_file import live_state
     from shared.config import StoreSettings
-
     return live_state(StoreSettings().data_dir)
 
 

@@ -52,31 +52,19 @@ def postgres_products(db: Database) -> dict[str, PgProduct]:
 
 def qdrant_points(data_dir: Path) -> tuple[str | None, dict[str, list[dict]]]:
     """(collection behind the `products` alias, {collection: payloads of all its points}); open it only after the
-    service that owns the folder stopped (local mode locks it)."""
-    from shared.vectorstore import COLLECTION_PREFIX, SERVING_ALIAS, open_client
+    service that owns the folder stopped (the embedded engine is one process's)."""
+    from shared.vectorstore import collection_name, open_store
 
     folder = data_dir / "qdrant"
     if not folder.exists():
         return None, {}
-    client = open_client(str(folder))
+    store = open_store(folder)
     try:
-        alias = next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == SERVING_ALIAS), None)
-        out: dict[str, list[dict]] = {}
-        for description in client.get_collections().collections:
-            if not description.name.startswith(COLLECTION_PREFIX):
-                continue
-            payloads: list[dict] = []
-            offset = None
-            while True:
-                points, offset = client.scroll(description.name, limit=1000, offset=offset, with_payload=True,
-                                               with_vectors=False)
-                payloads.extend(dict(p.payload or {}) for p in points)
-                if offset is None:
-                    break
-            out[description.name] = payloads
-        return alias, out
+        serving = store.alias_target()
+        out = {collection_name(v): list(store.payloads(v).values()) for v in store.list_versions()}
+        return (None if serving is None else collection_name(serving)), out
     finally:
-        client.close()
+        store.close()
 
 
 def _close(a: float, b: float) -> bool:

@@ -128,6 +128,11 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
             time.sleep(1.0)
             assert _count(postgres_url, "select count(*) from clicks") == 1
 
+            # The embedded store belongs to the running stack: `fashion reindex` says so and changes nothing.
+            busy = subprocess.run([*FASHION, "reindex"], env=env, capture_output=True, text=True, timeout=120,
+                                  check=False)
+            assert busy.returncode == 2 and "stop it first" in busy.stderr, busy.stderr
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not state_file.exists()
@@ -136,6 +141,24 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+    # The vector store is lost; `fashion reindex` rebuilds the serving version's collection from Postgres.
+    import shutil
+
+    from shared.vectorstore import open_store
+
+    shutil.rmtree(tmp_path / "var" / "qdrant")
+    rebuilt = subprocess.run([*FASHION, "reindex"], env=env, capture_output=True, text=True, timeout=300,
+                             check=False)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    shop_images = _count(postgres_url, "select count(*) from images where domain = 'shop'")
+    store = open_store(tmp_path / "var" / "qdrant")
+    try:
+        serving = store.alias_target()
+        assert serving is not None and store.count(serving) == shop_images > 0
+        assert f"{shop_images} vectors from {shop_images} catalogue images" in rebuilt.stderr
+    finally:
+        store.close()
 
 
 def test_a_sigkilled_stack_leaves_no_orphan_broker_and_no_trusted_state(catalogue, postgres_url, tmp_path) -> None:
