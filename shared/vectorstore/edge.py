@@ -3,16 +3,18 @@
 Layout under the store's folder (one process owns it: Edge locks each shard's WAL):
 
     aliases.json                   {"products": "products_<version>"}, replaced by atomic rename
-    collections/<name>/shard/      one Edge shard per model version
-    collections/<name>/meta.json   {"model_version", "dim"}; written last, so a folder without it is a creation
-                                   a crash interrupted, and is removed on open
+    collections/<name>/shard*/     one Edge shard per model version (a new folder after each index build)
+    collections/<name>/meta.json   {"model_version", "dim", "shard"}; written last, so a folder without it is a
+                                   creation a crash interrupted, and is removed on open (as are shard folders
+                                   it does not name: an index build a crash interrupted)
 
 Edge has no aliases, so the alias is that record: swapping it is one `os.replace` (readers in this process see
 the old or the new collection, never neither; after a crash the file is the old or the new record, never a
 mix). Edge has no grouping either: `_search` asks for a few images per wanted product and, when products
 repeat, asks again excluding the products found (exact, see `_search`). Filters run inside the engine on
-payload indexes. Below `index_after_points` unindexed points a segment is searched exactly; above, Edge builds
-HNSW (optionally over int8-quantised vectors) in `optimize`, which holds the interpreter lock while it runs.
+payload indexes. Below `index_after_points` unindexed points a segment is searched exactly; above, HNSW is built
+(optionally over int8-quantised vectors) in a child process on a copy of the shard, which is swapped in with
+the writes made meanwhile replayed (edge_build.py): Edge's own build holds the interpreter lock throughout.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from shared.vectorstore.edge_build import BuildFailed, ChildBuild
 from shared.vectorstore.points import COLLECTION_PREFIX, PAYLOAD_INDEXES, SERVING_ALIAS, Condition, Hit
 from shared.vectorstore.store import Row, VectorStore, hit_from
 
@@ -132,6 +137,12 @@ class EdgeStore(VectorStore):
         self._lock = _ReadWriteLock()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        # Collections whose index is being built elsewhere: the writes made meanwhile, replayed onto the build.
+        self._journals: dict[str, list[qe.UpdateOperation]] = {}
+        self._journal_lock = threading.Lock()  # a write and its journal entry, in one order for the replay
+        self._background: dict[str, threading.Thread] = {}
+        self._children: dict[str, ChildBuild] = {}
+        self._closing = False
         (self.path / "collections").mkdir(parents=True, exist_ok=True)
         aliases = self.path / ALIASES_FILE
         self._aliases: dict[str, str] = json.loads(aliases.read_text()) if aliases.exists() else {}
@@ -140,8 +151,13 @@ class EdgeStore(VectorStore):
                 log.warning("removing %s: its creation was interrupted", folder)
                 shutil.rmtree(folder)
                 continue
-            self._meta[folder.name] = json.loads((folder / "meta.json").read_text())
-            self._shards[folder.name] = qe.EdgeShard.load(str(folder / "shard"))
+            meta = self._meta[folder.name] = json.loads((folder / "meta.json").read_text())
+            shard = meta.setdefault("shard", "shard")
+            for leftover in folder.glob("shard*"):
+                if leftover.name != shard:
+                    log.warning("removing %s: an index build a crash interrupted", leftover)
+                    shutil.rmtree(leftover)
+            self._shards[folder.name] = qe.EdgeShard.load(str(folder / shard))
 
     def _reading(self) -> contextlib.AbstractContextManager[None]:
         return self._lock.read()
@@ -150,6 +166,11 @@ class EdgeStore(VectorStore):
         return self._lock.write()
 
     def close(self) -> None:
+        self._closing = True
+        for child in list(self._children.values()):
+            child.cancel()  # the build restarts once enough points wait again; exact search serves meanwhile
+        for thread in list(self._background.values()):
+            thread.join()
         with self._lock.write():
             for shard in self._shards.values():
                 shard.flush()
@@ -157,9 +178,52 @@ class EdgeStore(VectorStore):
             self._shards.clear()
 
     def optimize(self, model_version: str) -> None:
-        """Build HNSW for the collection's segments above the indexing threshold (blocking, holds the GIL)."""
+        """Build HNSW for the collection's segments above the indexing threshold, in a child process: the caller
+        waits, every other thread of this process goes on (searches, ingest)."""
         with self._lock.read():
-            self._shards[self._require(model_version, "optimize")].optimize()
+            name = self._require(model_version, "optimize")
+        self._build(name)
+
+    def _build(self, name: str) -> bool:
+        """Build `name`'s index on a copy and swap it in (edge_build.py); False when one is already running."""
+        folder = self.path / "collections" / name
+        with self._lock.write():
+            if self._closing or name in self._journals or name not in self._shards:
+                return False
+            self._shards[name].flush()
+            built = f"shard-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(folder / self._meta[name]["shard"], folder / built)
+            self._journals[name] = []
+        try:
+            child = self._children[name] = ChildBuild(folder / built)
+            child.wait()
+        except (BuildFailed, OSError, subprocess.SubprocessError) as exc:
+            with self._lock.write():
+                self._journals.pop(name, None)
+            shutil.rmtree(folder / built, ignore_errors=True)
+            if self._closing:
+                log.info("index build of %s stopped: the store is closing", name)
+            else:
+                log.error("could not build the search index of %s (it is searched exactly meanwhile): %s", name, exc)
+            return False
+        finally:
+            self._children.pop(name, None)
+        with self._lock.write():
+            journal = self._journals.pop(name, None)
+            if journal is None or name not in self._shards:  # dropped meanwhile
+                shutil.rmtree(folder / built, ignore_errors=True)
+                return False
+            shard = qe.EdgeShard.load(str(folder / built))
+            for operation in journal:
+                shard.update(operation)
+            shard.flush()
+            old, meta = self._meta[name]["shard"], {**self._meta[name], "shard": built}
+            write_atomically(folder / "meta.json", meta)
+            replaced, self._shards[name], self._meta[name] = self._shards[name], shard, meta
+            replaced.close()
+            shutil.rmtree(folder / old, ignore_errors=True)
+        log.info("built the search index of %s (%d writes made meanwhile replayed)", name, len(journal))
+        return True
 
     # -- collections -------------------------------------------------------------------------------------
 
@@ -182,7 +246,7 @@ class EdgeStore(VectorStore):
         for field_name, kind in PAYLOAD_INDEXES.items():
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMAS[kind]))
         shard.flush()
-        meta = {"model_version": model_version, "dim": dim}
+        meta = {"model_version": model_version, "dim": dim, "shard": "shard"}
         write_atomically(folder / "meta.json", meta)
         self._shards[name], self._meta[name] = shard, meta
         log.info("created Edge collection %s (dim %d) for model %s", name, dim, model_version)
@@ -190,6 +254,7 @@ class EdgeStore(VectorStore):
     def _drop(self, name: str) -> None:
         shard = self._shards.pop(name)
         self._meta.pop(name)
+        self._journals.pop(name, None)  # a build in progress is discarded when it ends
         shard.close()
         shutil.rmtree(self.path / "collections" / name)
 
@@ -233,22 +298,44 @@ class EdgeStore(VectorStore):
 
     def _write(self, name: str, rows: list[Row]) -> None:
         points = [qe.Point(pid, vector, payload) for pid, vector, payload in rows]
-        self._shards[name].update(qe.UpdateOperation.upsert_points(points))
+        self._update(name, qe.UpdateOperation.upsert_points(points))
+
+    def _update(self, name: str, operation: qe.UpdateOperation) -> None:
+        """Apply a write; while the collection's index is built elsewhere, journal it for the build too."""
+        if name not in self._journals:
+            self._shards[name].update(operation)
+            return
+        with self._journal_lock:
+            self._shards[name].update(operation)
+            journal = self._journals.get(name)
+            if journal is not None:
+                journal.append(operation)
 
     def _after_write(self, name: str) -> None:
-        """Index a collection once `index_after_points` points wait unindexed (exact search slows past that)."""
+        """Index a collection in the background once `index_after_points` points wait unindexed (exact search
+        slows past that); the writer does not wait."""
         with self._lock.read():
             shard = self._shards.get(name)
-            if shard is None:
+            if shard is None or name in self._journals or name in self._background:
                 return
             info = shard.info()
-            if info.points_count - info.indexed_vectors_count >= self.index_after_points:
-                log.info("indexing %s: %d of %d points unindexed", name,
-                         info.points_count - info.indexed_vectors_count, info.points_count)
-                shard.optimize()
+            waiting = info.points_count - info.indexed_vectors_count
+            if waiting < self.index_after_points:
+                return
+            log.info("indexing %s in the background: %d of %d points unindexed", name, waiting, info.points_count)
+            thread = threading.Thread(target=self._build_then_forget, args=(name,), name=f"index-{name}",
+                                      daemon=True)
+            self._background[name] = thread
+        thread.start()
+
+    def _build_then_forget(self, name: str) -> None:
+        try:
+            self._build(name)
+        finally:
+            self._background.pop(name, None)
 
     def _delete_where(self, name: str, must: list[Condition], must_not: list[Condition]) -> None:
-        self._shards[name].update(qe.UpdateOperation.delete_points_by_filter(edge_filter(must, must_not)))
+        self._update(name, qe.UpdateOperation.delete_points_by_filter(edge_filter(must, must_not)))
 
     def _product_vectors(self, name: str, product_id: str) -> list[list[float]]:
         flt = edge_filter([Condition("value", "product_id", product_id)], [])

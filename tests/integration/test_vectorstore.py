@@ -243,22 +243,80 @@ def test_edge_alias_record_survives_reopening_and_a_crash_mid_write(tmp_path: Pa
         again.close()
 
 
-def test_edge_builds_hnsw_once_enough_points_wait_and_still_finds_the_same(tmp_path: Path) -> None:
+def _wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def _indexed(store: EdgeStore, name: str) -> int:
+    with store._lock.read():  # as the store's own readers: never while a build is swapped in
+        return store._shards[name].info().indexed_vectors_count
+
+
+def test_edge_builds_hnsw_in_the_background_once_enough_points_wait(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path / "edge", index_after_points=200, quantize_int8=True)
     try:
         rng = np.random.default_rng(3)
         vectors = rng.standard_normal((600, 32)).astype(np.float32)
         store.ensure_collection("v1", 32)
         store.upsert("v1", [VectorPoint(f"p{i // 2}", f"i{i}", v, {"in_stock": i % 4 < 2}) for i, v in
-                            enumerate(vectors)])
-        info = store._shards[collection_name("v1")].info()
-        assert info.indexed_vectors_count > 0, "upserts past index_after_points should have built HNSW"
+                            enumerate(vectors)])  # returns at once: the build runs in a child process
+        name = collection_name("v1")
+        _wait_until(lambda: _indexed(store, name) > 0, 60, "the background build")
         query = vectors[5]
         hits = store.search("v1", query, top_k=10, filters=SearchFilters(in_stock_only=True))
         assert hits[0].product_id == "p2" and all(h.payload["in_stock"] is True for h in hits)
         assert len({h.product_id for h in hits}) == 10
+        assert store.count("v1") == 600
     finally:
         store.close()
+
+
+def test_edge_index_build_serves_meanwhile_and_keeps_the_writes_made_during_it(tmp_path: Path) -> None:
+    """Edge's own build holds the interpreter lock; built in a child process, searches and writes go on, and
+    the writes made meanwhile are replayed onto the built copy before it is swapped in."""
+    path = tmp_path / "edge"
+    store = EdgeStore(path, index_after_points=1000)  # the shard indexes segments past 1,000 points...
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((20_000, 32)).astype(np.float32)
+    store.ensure_collection("v1", 32)
+    store.index_after_points = 1 << 40  # ...but the store starts no build of its own: this test starts it
+    store.upsert("v1", [VectorPoint(f"p{i}", "a", v, {"in_stock": True}) for i, v in enumerate(vectors)],
+                 batch_size=2000)
+    name = collection_name("v1")
+    build = threading.Thread(target=store.optimize, args=("v1",))
+    build.start()
+    _wait_until(lambda: name in store._journals, 30, "the build to start")
+    searched = journaled = 0
+    written: list[str] = []
+    while name in store._journals:  # the child is building
+        assert store.search("v1", vectors[searched % 100], top_k=5)[0].product_id == f"p{searched % 100}"
+        searched += 1
+        if len(written) < 20:
+            product = f"new{len(written)}"
+            store.upsert("v1", [VectorPoint(product, "a", vectors[len(written)] * -1, {"in_stock": False})])
+            store.delete_product("v1", f"p{19_999 - len(written)}")
+            journaled = max(journaled, len(store._journals.get(name, [])))
+            written.append(product)
+    build.join(60)
+    assert searched > 0 and journaled > 0, (searched, journaled)
+    shard_folder = store._meta[name]["shard"]
+    assert shard_folder != "shard" and _indexed(store, name) > 0
+    assert store.count("v1") == 20_000
+    for n, product in enumerate(written):
+        assert store.search("v1", vectors[n] * -1, top_k=1)[0].product_id == product
+        assert store.search("v1", vectors[19_999 - n], top_k=1)[0].product_id != f"p{19_999 - n}"
+    store.close()
+    # A crash mid-build leaves an unnamed copy: removed on open; the built shard is the one reopened.
+    (path / "collections" / name / "shard-deadbeef").mkdir()
+    reopened = EdgeStore(path)
+    try:
+        assert not (path / "collections" / name / "shard-deadbeef").exists()
+        assert reopened._meta[name]["shard"] == shard_folder and reopened.count("v1") == 20_000
+    finally:
+        reopened.close()
 
 
 def test_a_local_mode_store_is_migrated_to_edge_on_open(tmp_path: Path) -> None:
