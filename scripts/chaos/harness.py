@@ -134,7 +134,10 @@ class Workspace:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
         env.update({"PYTHONPATH": str(ROOT), "FASHION_DATA_DIR": str(data_dir), "FASHION_DATABASE_URL": database_url,
                     "FASHION_PORT": "0", "FASHION_CHECKPOINT": str(self.checkpoint()), "FASHION_DEVICE": "cpu",
-                    "FASHION_GRACE_SECONDS": "2"})
+                    "FASHION_GRACE_SECONDS": "2",
+                    # As a deployment sets it: the catalogue's own folder, so "outside the catalogue" means it
+                    # (the default, the working directory, would hold this run's files too).
+                    "FASHION_IMAGE_ROOTS": str(self.root / "catalog")})
         if bootstrap:
             env["FASHION_KAFKA_BOOTSTRAP"] = bootstrap
         env.update(extra)

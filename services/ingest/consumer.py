@@ -93,9 +93,12 @@ class IngestWorker:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Finish the batch in hand, leave the group; True when the thread ended within `timeout`."""
-        if self._sweeper is not None:
-            self._sweeper.stop()
         stopped = self._thread.stop(timeout) if self._thread is not None else True
+        if self._sweeper is not None:
+            if stopped:  # the last batch is sent or pending: the final sweep leaves nothing behind
+                self._sweeper.final_sweep()
+            else:
+                self._sweeper.stop()
         if self._owns_producer and self._producer is not None and stopped:
             self._producer.close(timeout=10)
             self._producer = None

@@ -642,6 +642,7 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
             raise Crash("killed between the commit and the send")
 
         dying._relay.send = die  # type: ignore[method-assign, union-attr]
+        dying._relay.sweep = lambda created_before: 0  # type: ignore[method-assign, union-attr] (dies with it)
         assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
         _wait(lambda: isinstance(dying.error, Crash), "the worker to die after its first batch")
         dying.stop(timeout=15)
@@ -656,6 +657,32 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
         assert announced == {e.event_id for e in events}
         swept = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"})
         assert swept == swept_before + len(crashed)
+    finally:
+        close()
+
+
+def test_a_clean_stop_sends_what_the_outbox_still_holds(kafka_bootstrap: str, runtime: ModelRuntime, catalog: Path,
+                                                        tmp_path: Path, intake: ImageIntake) -> None:
+    """Every send after a batch fails and the periodic sweep is an hour away: the last sweep on a clean stop
+    announces them all (the next incarnation may stop before one sweep period has passed)."""
+    suffix = uuid.uuid4().hex[:8]
+    config = WorkerConfig(topic=f"final.uploads.{suffix}", dlq_topic=f"final.dlq.{suffix}",
+                          indexed_topic=f"final.indexed.{suffix}", group_id=f"final-{suffix}", partitions=2,
+                          max_records=16, poll_timeout_ms=200, outbox_sweep_s=3600)
+    stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
+    try:
+        events = list(events_from_folder(catalog))
+        worker = IngestWorker(IngestCore(runtime, stores.factory, stores.store, intake), kafka_bootstrap, config)
+        worker.start()
+        worker._relay.send = lambda indexed: False  # type: ignore[method-assign, union-attr] (Kafka refused)
+        assert publish(kafka_bootstrap, events, topic=config.topic, partitions=2, progress=False) == ITEMS
+        _wait(lambda: stores.count(ProcessedEvent) == ITEMS, "every event to be applied")
+        assert stores.count(IndexedAnnouncement, IndexedAnnouncement.sent_at.is_(None)) == ITEMS
+        assert worker.stop(timeout=15)
+        assert stores.count(IndexedAnnouncement, IndexedAnnouncement.sent_at.is_(None)) == 0
+        reader = Pipeline(kafka_bootstrap, config, stores, None, None, catalog)  # type: ignore[arg-type]
+        announced = {parse_indexed(r.value).event_id for r in reader.read(config.indexed_topic, ITEMS)}
+        assert announced == {e.event_id for e in events}
     finally:
         close()
 
