@@ -4,7 +4,7 @@
     PYTHONPATH=$PWD .venv/bin/python scripts/pixel_flood.py [--images 12] [--side 6300]
 
 Runs the real `IngestCore` (the process's image intake from FASHION_* settings, a tiny untrained FashionNet on
-the CPU, SQLite and Qdrant local mode in a temporary folder): one small event first, so the model and the stores
+the CPU, SQLite and Qdrant Edge in a temporary folder): one small event first, so the model and the stores
 have allocated what they keep, then the flood event. Prints the process's peak RSS growth during the flood event
 (getrusage) and the RSS left afterwards (/proc/self/status). The images travel inline, so the script measures
 decoding, not the input policy, and runs unchanged on older revisions for a before/after comparison (put that

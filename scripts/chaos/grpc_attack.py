@@ -1,6 +1,6 @@
 """Scenario `grpc`: malformed FindSimilar requests, then slow-URI exhaustion, against a real search process.
 
-One process hosts ingest and search (`python -m services.cli up --target ingest,search`: Qdrant local mode admits
+One process hosts ingest and search (`python -m services.cli up --target ingest,search`: Qdrant Edge admits
 one process per folder); a few products are indexed through Kafka first. Each malformed request must get its
 status code (search.proto: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED). Then --attackers concurrent
 FindSimilar calls with an image URI on a host that drips a byte every 3 s, each with a --attack-deadline
