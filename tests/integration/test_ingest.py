@@ -41,7 +41,7 @@ from shared.errors import NotFound
 from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 from shared.messaging import HEADER_ERROR_REASON, HEADER_ERROR_TYPE, HEADER_ORIGINAL_TOPIC, make_producer
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorStore, open_store
+from shared.vectorstore import SERVING_ALIAS, VectorStore, open_store
 
 WAIT_S = 30.0
 ITEMS = 6
@@ -264,9 +264,7 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
 
 def _points_of(stores: Stores, product_id: str) -> list[dict]:
     """The payloads of `product_id`'s points in the serving collection."""
-    name = stores.store.collection_name(stores.store.alias_target())
-    records, _ = stores.store.client.scroll(name, limit=10_000, with_payload=True)
-    return [r.payload for r in records if (r.payload or {}).get("product_id") == product_id]
+    return [p for p in stores.store.payloads(SERVING_ALIAS).values() if p.get("product_id") == product_id]
 
 
 def test_core_applies_the_newest_event_of_a_product_whatever_the_arrival_order(
