@@ -27,7 +27,7 @@ from services.ingest.events import build_upsert_event
 from shared.config import ImageSettings
 from shared.db import make_engine, session_factory, sqlite_url, upgrade
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorStore, open_client
+from shared.vectorstore import open_store
 
 MIB = 1024 * 1024
 
@@ -77,8 +77,8 @@ def main() -> None:
         url = sqlite_url(folder / "fashion.db")
         upgrade(url)
         engine = make_engine(url)
-        client = open_client(str(folder / "qdrant"))
-        core = IngestCore(runtime, session_factory(engine), VectorStore(client), ImageSettings().image_intake())
+        store = open_store(folder / "qdrant")
+        core = IngestCore(runtime, session_factory(engine), store, ImageSettings().image_intake())
         try:
             warm = core.process([IncomingEvent.of(build_upsert_event("warm-up", [_png(1, 256)]))])
             assert warm.counts() == {"indexed": 1}, warm.outcomes
@@ -87,7 +87,7 @@ def main() -> None:
             result = core.process([IncomingEvent.of(flood, offset=1)])
             after_peak, after = _peak_rss(), _rss()
         finally:
-            client.close()
+            store.close()
             engine.dispose()
             runtime.close()
     print(f"event: {args.images} PNGs of {args.side}x{args.side} ({sum(map(len, images)) // 1024} KB), "
