@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.console.cli import console_command
 from shared.errors import FashionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks: ratios measured side by side in one run.")
 app.add_typer(bench_app, name="bench")
+app.command("console")(console_command)
 console = Console(stderr=True)
 
 BENCHMARK_HELP = "inshop, consumer2shop, attributes, landmarks or folder (ROOT/PRODUCT_ID/*.jpg)"
@@ -209,12 +211,17 @@ def _stack_state() -> dict:
 
 @app.command()
 def up(
-    target: Annotated[str, typer.Option(help="all, or a comma list of landmark, attributes, embedding, analysis, "
-                                             "search, ingest, admin")] = "all",
+    target: Annotated[str, typer.Option(help="all (every service and the web console), or a comma list of "
+                                             "landmark, attributes, embedding, analysis, search, ingest, admin, "
+                                             "console")] = "all",
     port: Annotated[int | None, typer.Option(help="gRPC port (default FASHION_PORT or 50051)")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="serving model.pt (registered on start-up)")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="serve the catalogue and trained model `make demo` left in "
+                                                      "--demo-dir")] = False,
+    demo_dir: Annotated[Path, typer.Option(help="the demo's workdir")] = Path("var/demo"),
 ) -> None:
-    """Run the services: by default all of them in this process, with a local Kafka broker if none is set."""
+    """Run the services and the web console (FASHION_CONSOLE_PORT, default 8080): by default all in this process,
+    with a local Kafka broker."""
     from services.resources import ResourceSettings
     from services.stack import Stack, StackSettings, parse_targets
     from shared.config import GrpcServerSettings, ModelSettings
@@ -223,10 +230,16 @@ def up(
     overrides_model = {"checkpoint": checkpoint} if checkpoint is not None else {}
     settings = StackSettings(grpc=GrpcServerSettings(**overrides_grpc),
                              resources=ResourceSettings(model=ModelSettings(**overrides_model)))
+    if demo:
+        from services.demo import demo_stack_settings
+
+        settings = demo_stack_settings(settings, demo_dir)
     stack = Stack(settings, parse_targets(target)).start()
     console.print(f"[bold green]serving[/] {', '.join(stack.targets)} on {stack.address}"
                   + (f"  kafka {stack.bootstrap}" if stack.bootstrap else "")
                   + (f"  db {stack.database_url}" if stack.database_url else "") + "  (Ctrl-C to stop)")
+    if stack.console_url:
+        console.print(f"[bold green]web console[/] {stack.console_url}")
     stack.serve()  # until SIGTERM/SIGINT, then drain and stop in reverse
     console.print("stopped cleanly")
 
