@@ -21,8 +21,9 @@ NAME = "web console"
 def console_server(settings: ConsoleSettings, images: ImageSettings, *, grpc_address: Callable[[], str] | None = None,
                    metrics: Sequence[MetricsSource] = (), optional: bool = False) -> HttpServer:
     """The console's HTTP server; `grpc_address` defaults to the configured FASHION_CONSOLE_GRPC_ADDRESS."""
-    backend = Backend(grpc_address or (lambda: settings.grpc_address), timeout_s=settings.timeout_s,
-                      admin_timeout_s=settings.admin_timeout_s)
+    admin = settings.admin_address
+    backend = Backend(grpc_address or (lambda: settings.grpc_address), (lambda: admin) if admin else None,
+                      timeout_s=settings.timeout_s, admin_timeout_s=settings.admin_timeout_s)
     console = Console(backend, AdminSessions(settings.session_ttl_s), images.public_image_intake(),
                       [*metrics, *(url_source(url) for url in settings.metrics_urls)],
                       max_upload_bytes=settings.max_upload_bytes)

@@ -19,6 +19,8 @@ from shared.grpc.client import call_with_deadline, channel
 from shared.grpc.errors import error_from_rpc
 from shared.grpc.tls import client_credentials
 
+SEARCH, ADMIN = 0, 1
+
 
 @dataclass(frozen=True)
 class SearchForm:
@@ -39,28 +41,31 @@ class SearchForm:
 
 @dataclass
 class Backend:
-    """gRPC stubs on one channel to `address()` (a callable: `fashion up` knows its port only once serving)."""
+    """Stubs on channels to `address()` (SearchService) and `admin_address()` (AdminService; default: the same),
+    callables because `fashion up` knows its own port only once it serves."""
 
     address: Callable[[], str]
+    admin_address: Callable[[], str] | None = None
     timeout_s: float = 30.0
     admin_timeout_s: float = 600.0
-    _channel: grpc.Channel | None = field(default=None, init=False, repr=False)
-    _target: str | None = field(default=None, init=False, repr=False)
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _stubs(self) -> tuple[search_pb2_grpc.SearchServiceStub, admin_pb2_grpc.AdminServiceStub]:
-        target = dial_address(self.address())
+    def _channel(self, address: str) -> grpc.Channel:
+        target = dial_address(address)
         with self._lock:
-            if self._channel is None or target != self._target:
-                if self._channel is not None:
-                    self._channel.close()
-                self._channel, self._target = channel(target, credentials=client_credentials()), target
-            ch = self._channel
-        return search_pb2_grpc.SearchServiceStub(ch), admin_pb2_grpc.AdminServiceStub(ch)
+            if target not in self._channels:
+                self._channels[target] = channel(target, credentials=client_credentials())
+            return self._channels[target]
+
+    def _stub(self, service: int) -> Any:
+        if service == SEARCH:
+            return search_pb2_grpc.SearchServiceStub(self._channel(self.address()))
+        return admin_pb2_grpc.AdminServiceStub(self._channel((self.admin_address or self.address)()))
 
     def _call(self, service: int, method: str, request: Any, *, token: str | None = None,
               timeout: float | None = None) -> Any:
-        stub = self._stubs()[service]
+        stub = self._stub(service)
         metadata = bearer_metadata(token) if token else None
         try:
             return call_with_deadline(getattr(stub, method), request, timeout or self.timeout_s, metadata=metadata)
@@ -69,9 +74,9 @@ class Backend:
 
     def close(self) -> None:
         with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-            self._channel = None
+            for ch in self._channels.values():
+                ch.close()
+            self._channels.clear()
 
     # -- SearchService ----------------------------------------------------------------------------------------
     def find_similar(self, *, image: bytes | None = None, product_id: str | None = None,
@@ -81,35 +86,36 @@ class Backend:
             request.image.CopyFrom(common_pb2.ImageInput(data=image, id="console upload"))
         else:
             request.product_id = product_id or ""
-        return self._call(0, "FindSimilar", request)
+        return self._call(SEARCH, "FindSimilar", request)
 
     def record_click(self, query_id: str, product_id: str, position: int) -> bool:
         request = search_pb2.RecordClickRequest(query_id=query_id, product_id=product_id, position=position)
-        return self._call(0, "RecordClick", request).accepted
+        return self._call(SEARCH, "RecordClick", request).accepted
 
     def list_products(self, query: str, *, limit: int, offset: int) -> search_pb2.ListProductsResponse:
-        return self._call(0, "ListProducts", search_pb2.ListProductsRequest(query=query, limit=limit, offset=offset))
+        request = search_pb2.ListProductsRequest(query=query, limit=limit, offset=offset)
+        return self._call(SEARCH, "ListProducts", request)
 
     def image(self, image_id: str, max_px: int) -> bytes:
-        return self._call(0, "GetImage", search_pb2.GetImageRequest(image_id=image_id, max_px=max_px)).jpeg
+        return self._call(SEARCH, "GetImage", search_pb2.GetImageRequest(image_id=image_id, max_px=max_px)).jpeg
 
     # -- AdminService (every call carries the session's admin token) ---------------------------------------
     def list_models(self, token: str) -> Sequence[admin_pb2.ModelVersion]:
-        return self._call(1, "ListModels", admin_pb2.ListModelsRequest(), token=token).models
+        return self._call(ADMIN, "ListModels", admin_pb2.ListModelsRequest(), token=token).models
 
     def list_runs(self, token: str, limit: int = 20) -> Sequence[admin_pb2.TrainingRun]:
-        return self._call(1, "ListTrainingRuns", admin_pb2.ListTrainingRunsRequest(limit=limit), token=token).runs
+        return self._call(ADMIN, "ListTrainingRuns", admin_pb2.ListTrainingRunsRequest(limit=limit), token=token).runs
 
     def trigger_retrain(self, token: str, *, reason: str, epochs: int) -> admin_pb2.TriggerRetrainResponse:
         request = admin_pb2.TriggerRetrainRequest(reason=reason, epochs=epochs)
-        return self._call(1, "TriggerRetrain", request, token=token)
+        return self._call(ADMIN, "TriggerRetrain", request, token=token)
 
     def promote(self, token: str, version: str) -> admin_pb2.ModelVersion:
-        return self._call(1, "PromoteModel", admin_pb2.PromoteModelRequest(version=version), token=token,
+        return self._call(ADMIN, "PromoteModel", admin_pb2.PromoteModelRequest(version=version), token=token,
                           timeout=self.admin_timeout_s)
 
     def rollback(self, token: str) -> admin_pb2.ModelVersion:
-        return self._call(1, "Rollback", admin_pb2.RollbackRequest(), token=token, timeout=self.admin_timeout_s)
+        return self._call(ADMIN, "Rollback", admin_pb2.RollbackRequest(), token=token, timeout=self.admin_timeout_s)
 
 
 def dial_address(address: str) -> str:

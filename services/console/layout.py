@@ -34,7 +34,8 @@ th{background:#f1f2f5}
 .badge.serving{background:#d6f5d9;color:#1e5b23}.badge.bad{background:#fdecea;color:#8a1c13}
 .product{display:flex;gap:16px;background:#fff;border-radius:8px;padding:12px;margin-bottom:12px;
 box-shadow:0 1px 3px rgba(0,0,0,.08)}
-.product .imgs{display:flex;gap:8px;flex-wrap:wrap}.product figure{margin:0;font-size:12px;max-width:170px}
+.product .info{flex:0 0 300px}
+.product .imgs{display:flex;gap:8px;flex-wrap:wrap;flex:1}.product figure{margin:0;font-size:12px;max-width:170px}
 .product img{width:160px;height:160px;object-fit:contain;background:#fafafa;border-radius:4px}
 .card .actions{margin-top:8px;display:flex;gap:6px;align-items:center}
 .card .actions a{font-size:13px}

@@ -100,10 +100,10 @@ def _product(product: search_pb2.CatalogProduct) -> str:
     e = escape
     figures = "".join(
         f'<figure><img src="{image_url(i.image_id, 320)}" alt="{e(product.title or product.product_id)}, '
-        f'{e(i.domain)} photo {e(i.image_id)}" loading="lazy"><figcaption>{_prediction(i)}</figcaption></figure>'
+        f'{e(i.domain)} photo {e(i.image_id)}"><figcaption>{_prediction(i)}</figcaption></figure>'
         for i in product.images)
     price = f"{product.price:,.2f} {product.currency}".strip() if product.price or product.currency else "-"
-    return (f'<article class="product" data-product="{e(product.product_id)}"><div style="min-width:220px">'
+    return (f'<article class="product" data-product="{e(product.product_id)}"><div class="info">'
             f'<h2>{e(product.title or product.product_id)}</h2><p class="muted">{e(product.product_id)}'
             f'{" &middot; " + e(product.brand) if product.brand else ""}</p>'
             f'<p>{e(product.category or "-")} &middot; {e(price)} &middot; '

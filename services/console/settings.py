@@ -19,6 +19,8 @@ class ConsoleSettings(FashionSettings):
     port: int = Field(8080, ge=0, le=65535, description="the web console's HTTP port (0 = pick a free one)")
     grpc_address: str = Field("127.0.0.1:50051", description="the services `fashion console` talks to (`fashion "
                                                             "up` hosts its console against its own gRPC port)")
+    admin_address: str | None = Field(None, description="AdminService host:port when it runs apart from search "
+                                                        "(default: grpc_address)")
     metrics_urls: Annotated[list[str], NoDecode] = Field(
         [], description="Prometheus /metrics URLs the health page reads, comma-separated (`fashion up`: its own "
                         "metrics)")

@@ -73,7 +73,8 @@ def card(hit: search_pb2.SearchHit, thumb: str | None, *, actions: str = "") -> 
                else '<span class="noimg">no local image</span>')
     stock = "in stock" if hit.in_stock else '<span class="out">out of stock</span>'
     brand = f"{e(hit.brand)} &middot; " if hit.brand else ""
-    return (f'<div class="card" data-product="{e(hit.product_id)}"><div class="img">{picture}</div>'
+    return (f'<div class="card" data-product="{e(hit.product_id)}" data-category="{e(hit.category)}">'
+            f'<div class="img">{picture}</div>'
             f'<div class="body"><span class="rank">#{hit.position + 1} &middot; {hit.score:.3f}</span>'
             f'<div class="title">{e(hit.title or hit.product_id)}</div>'
             f'<div class="muted">{brand}{e(hit.category or "-")} &middot; {e(hit.product_id)}</div>'
