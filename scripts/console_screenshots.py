@@ -93,8 +93,11 @@ def search(driver, base: str, photo: Path | None, *, category: str = "", top_k: 
 
 
 def log_in(driver, base: str, token: str) -> None:
+    """A fresh admin login (any earlier session cookie dropped first)."""
     from selenium.webdriver.common.by import By
 
+    driver.get(base + "/models")
+    driver.delete_all_cookies()
     driver.get(base + "/models")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()

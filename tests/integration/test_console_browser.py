@@ -163,7 +163,6 @@ def test_admin_login_shows_the_models_and_a_wrong_token_is_refused(stack, driver
     from selenium.webdriver.common.by import By
 
     base, engine, _ = stack
-    driver.delete_all_cookies()
     browser.log_in(driver, base, "not-the-token")
     assert "admin token was refused" in driver.find_element(By.CSS_SELECTOR, ".error").text
     assert not driver.find_elements(By.ID, "models") and not driver.get_cookies()
