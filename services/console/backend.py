@@ -80,7 +80,8 @@ class Backend:
 
     # -- SearchService ----------------------------------------------------------------------------------------
     def find_similar(self, *, image: bytes | None = None, product_id: str | None = None,
-                     form: SearchForm = SearchForm()) -> search_pb2.FindSimilarResponse:
+                     form: SearchForm | None = None) -> search_pb2.FindSimilarResponse:
+        form = form or SearchForm()
         request = search_pb2.FindSimilarRequest(top_k=form.top_k, filters=form.filters_pb())
         if image is not None:
             request.image.CopyFrom(common_pb2.ImageInput(data=image, id="console upload"))
