@@ -73,9 +73,11 @@ def builds_for(settings: StackSettings, targets: tuple[str, ...],
         from services.console import app as console_app
         from services.console.health import registry_source
 
-        # Optional beside services: a taken console port is one warning, not a stack that will not start.
-        builds[CONSOLE] = partial(console_app.build, settings.console, grpc_address=grpc_address,
-                                  metrics=[registry_source()], optional=len(targets) > 1)
+        # Beside services: their own port and metrics, and a taken console port is one warning, not a stack that
+        # will not start. Alone (`--target console`): FASHION_CONSOLE_GRPC_ADDRESS, and a taken port fails.
+        beside = len(targets) > 1
+        builds[CONSOLE] = partial(console_app.build, settings.console, grpc_address=grpc_address if beside else None,
+                                  metrics=[registry_source()] if beside else [], optional=beside)
     return builds
 
 
