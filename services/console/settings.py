@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.config import FashionSettings
+from shared.config import FashionSettings, split_list
 
 
 class ConsoleSettings(FashionSettings):
@@ -32,7 +31,4 @@ class ConsoleSettings(FashionSettings):
     @field_validator("metrics_urls", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            return json.loads(text) if text.startswith("[") else [i.strip() for i in text.split(",") if i.strip()]
-        return value
+        return split_list(value)
