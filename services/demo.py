@@ -42,6 +42,8 @@ def demo_stores(workdir: Path) -> StoreSettings:
         raise FashionError(f"expected the stores `make demo` writes under {state}: run `make demo` first")
     url = database_url_or_fallback(DEFAULT_POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}", state / "fashion.db")
     return StoreSettings(data_dir=state, database_url=url)
+
+
 def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0, poll_s: float = 0.5) -> int:
     """Poll Postgres until every published product is indexed, with a progress bar."""
     from sqlalchemy import func, select
