@@ -49,7 +49,8 @@ def _count(url: str, sql: str) -> int:
 def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) -> None:
     root, checkpoint = catalogue
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
-           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root)}
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root),
+           "COLUMNS": "400"}  # the CLI's error box wraps at the terminal width: where depends on tmp_path's length
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
