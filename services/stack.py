@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from services.admin.settings import AdminSettings
-from services.console.settings import ConsoleSettings
+from services.console.settings import COMPONENT, ConsoleSettings
 from services.ingest.settings import IngestSettings
 from services.models import MODEL_TARGETS
 from services.process import Build, Process, ProcessSettings
@@ -90,4 +90,4 @@ class Stack(Process):
     @property
     def console_url(self) -> str | None:
         """Where the web console serves (None when not hosted, or its port was taken)."""
-        return next((n.component.url for n in self.host.components if n.name == "web console"), None)
+        return next((n.component.url for n in self.host.components if n.name == COMPONENT), None)

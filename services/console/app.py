@@ -10,12 +10,10 @@ from services.console.backend import Backend
 from services.console.health import MetricsSource, url_source
 from services.console.routes import Console
 from services.console.sessions import AdminSessions
-from services.console.settings import ConsoleSettings
+from services.console.settings import COMPONENT, ConsoleSettings
 from services.console.web import HttpServer
 from shared.config import ImageSettings
 from shared.host import Components, Host, Named
-
-NAME = "web console"
 
 
 def console_server(settings: ConsoleSettings, images: ImageSettings, *, grpc_address: Callable[[], str] | None = None,
@@ -35,7 +33,7 @@ def build(settings: ConsoleSettings, resources: object, images: ImageSettings, *
           grpc_address: Callable[[], str] | None = None, metrics: Sequence[MetricsSource] = (),
           optional: bool = False) -> Components:
     """The console opens no resource: it is a gRPC client of the services like any storefront."""
-    return Components(parts=[Named(NAME, console_server(settings, images, grpc_address=grpc_address,
+    return Components(parts=[Named(COMPONENT, console_server(settings, images, grpc_address=grpc_address,
                                                         metrics=metrics, optional=optional))])
 
 
@@ -43,7 +41,7 @@ def serve_alone(settings: ConsoleSettings, started: Callable[[str, str], object]
     """`fashion console`, `python -m services.console`: the console alone until SIGTERM/SIGINT."""
     server = console_server(settings, ImageSettings())
     host = Host()
-    host.add(NAME, server)
+    host.add(COMPONENT, server)
     host.start()
     started(server.url or "", settings.grpc_address)
     host.serve()

@@ -9,6 +9,8 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.config import FashionSettings, split_list
 
+COMPONENT = "web console"  # its name among a process's host components (and in stack.json's "http")
+
 
 class ConsoleSettings(FashionSettings):
     model_config = SettingsConfigDict(env_prefix="FASHION_CONSOLE_", extra="ignore")
