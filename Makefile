@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DATA ?= var/synth
 RUN ?= var/runs/quickstart
 
-.PHONY: install protos test lint demo quickstart up clean chaos
+.PHONY: install protos test lint demo quickstart up clean chaos screenshots
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ chaos: install
 # process -> catalogue through Kafka into Postgres + Qdrant -> consumer photos through gRPC FindSimilar.
 demo: install
 	$(VENV)/bin/fashion demo
+
+# docs/console_*.png: after `make demo`, starts `fashion up --demo`, drives every console page in headless Chromium.
+screenshots: install
+	PYTHONPATH=$(CURDIR) $(PY) scripts/console_screenshots.py
 
 # Model only: synthetic DeepFashion data -> train FashionNet -> evaluate it against the ImageNet baseline.
 quickstart: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -21,15 +22,28 @@ from services.ingest.publish import events_from_folder, publish
 from services.resources import ResourceSettings
 from services.search.client import write_html
 from services.stack import Stack, StackSettings
-from shared.config import GrpcServerSettings, ImageSettings, ModelSettings
+from shared.config import GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
 from shared.data.deepfashion import load_benchmark
 from shared.db import repository
-from shared.db.session import fresh_stores
+from shared.db.session import DEFAULT_POSTGRES_URL, database_url_or_fallback, fresh_stores
 from shared.errors import FashionError
 from shared.fashionnet.checkpoint import imagenet_baseline_checkpoint
 from shared.training.quickstart import ensure_benchmark, ensure_checkpoint
 
 BENCHMARK = "consumer2shop"
+# The trained model's stores stay after the demo, for `fashion up --demo`; the baseline's are the demo's own.
+SERVED, BASELINE = ("stack", "fashion_demo"), ("stack-imagenet", "fashion_demo_imagenet")
+
+
+def demo_stores(workdir: Path) -> StoreSettings:
+    """The stores the demo left its trained model and catalogue in (`fashion up --demo` opens them)."""
+    state, database = workdir / SERVED[0], SERVED[1]
+    if not (state / "qdrant").exists():
+        raise FashionError(f"expected the stores `make demo` writes under {state}: run `make demo` first")
+    url = database_url_or_fallback(DEFAULT_POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}", state / "fashion.db")
+    return StoreSettings(data_dir=state, database_url=url)
+
+
 def wait_until_indexed(stack: Stack, expected_products: int, timeout_s: float = 600.0, poll_s: float = 0.5) -> int:
     """Poll Postgres until every published product is indexed, with a progress bar."""
     from sqlalchemy import func, select
@@ -72,13 +86,19 @@ def query_consumer_photos(address: str, root: Path, *, top_k: int = 20, timeout:
     return top1, topk, len(queries), example
 
 
+def demo_stack_settings(settings: StackSettings, workdir: Path) -> StackSettings:
+    """`fashion up --demo`: `settings` on the demo's stores, reading its catalogue folder too."""
+    images = settings.images.with_roots(*settings.images.image_intake().policy.roots, workdir / "data" / BENCHMARK)
+    return replace(settings, resources=replace(settings.resources, stores=demo_stores(workdir)), images=images)
+
+
 def measure_live(workdir: Path, root: Path, checkpoint: Path, *, label: str, console: Console,
-                 html: Path | None = None) -> dict:
+                 html: Path | None = None, stores: tuple[str, str] = SERVED) -> dict:
     """Start every service on fresh stores with `checkpoint`, index the catalogue through Kafka, query every
     held-out consumer photo through FindSimilar, stop; top-1/top-20 as the storefront sees them."""
     console.rule(f"{label}: every service in one process (gRPC + Kafka broker + Postgres/SQLite + Qdrant)")
     settings = StackSettings(grpc=GrpcServerSettings(port=0),
-                             resources=ResourceSettings(stores=fresh_stores(workdir / "stack", "fashion_demo"),
+                             resources=ResourceSettings(stores=fresh_stores(workdir / stores[0], stores[1]),
                                                         model=ModelSettings(checkpoint=checkpoint)),
                              images=ImageSettings().with_roots(root))  # the catalogue it publishes, wherever it is
     stack = Stack(settings).start()
@@ -114,7 +134,7 @@ def run_demo(workdir: Path, *, items: int = 300, input_size: int = 224, checkpoi
     baseline = imagenet_baseline_checkpoint(checkpoint, workdir / "runs" / "imagenet" / "model.pt")
     html = workdir / "search.html"
     trained = measure_live(workdir, root, checkpoint, label="trained FashionNet", console=console, html=html)
-    imagenet = measure_live(workdir, root, baseline, label="ImageNet baseline", console=console)
+    imagenet = measure_live(workdir, root, baseline, label="ImageNet baseline", console=console, stores=BASELINE)
     seconds = time.monotonic() - started
     table = Table(title=f"consumer-to-shop retrieval through the live system ({trained['queries']} held-out "
                         f"consumer photos, {trained['products']} catalogue products)")
@@ -129,4 +149,6 @@ def run_demo(workdir: Path, *, items: int = 300, input_size: int = 224, checkpoi
                "checkpoint": str(checkpoint)}
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"example result page: {html}; figures in {workdir / 'results.json'} ({seconds:.0f}s)")
+    console.print("next: `fashion up --demo` serves this catalogue with the trained model, and the web console "
+                  "on http://127.0.0.1:8080")
     return {**results, "html": str(html)}

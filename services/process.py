@@ -97,6 +97,7 @@ class Process:
         # image_roots: `fashion publish` refuses a folder this process's ingest would refuse every image of.
         return {"grpc": self.address, "kafka_bootstrap": self.bootstrap, "broker_pid": self.resources.broker_pid,
                 "database_url": self.database_url, "targets": self.targets,
+                "http": {n.name: url for n in self.host.components if (url := getattr(n.component, "url", None))},
                 "image_roots": [str(root) for root in self.settings.images.image_intake().policy.roots]}
 
     # -- what tools (demo, bench, `fashion up`) read --------------------------------------------------------

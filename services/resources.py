@@ -206,8 +206,8 @@ def serving_checkpoints(given: Path | None, registry: Any, store: VectorStore | 
                             current.version, meta.version)
         serving = repository.serving_version(session)
         if serving is None:
-            raise InvalidInput("expected a serving model: pass --checkpoint PATH (a model.pt from "
-                               "`fashion train`) or run `make demo`, which trains one")
+            raise InvalidInput("expected a serving model: pass --checkpoint PATH (a model.pt from `fashion train`), "
+                               "or serve what `make demo` built with `fashion up --demo`")
         wanted = [(Path(serving.checkpoint_path), True)]
         target = store.alias_target() if store is not None else None
         if target and target != serving.version:

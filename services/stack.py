@@ -8,19 +8,23 @@ service needs (Kafka, stores, models) it asks `Resources` for, so nothing here k
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from services.admin.settings import AdminSettings
+from services.console.settings import COMPONENT, ConsoleSettings
 from services.ingest.settings import IngestSettings
 from services.models import MODEL_TARGETS
 from services.process import Build, Process, ProcessSettings
 from services.search.settings import SearchSettings
 from shared.errors import InvalidInput
 
-__all__ = ["MODEL_TARGETS", "TARGETS", "Stack", "StackSettings", "parse_targets"]
+__all__ = ["CONSOLE", "MODEL_TARGETS", "TARGETS", "Stack", "StackSettings", "parse_targets"]
 
 TARGETS = (*MODEL_TARGETS, "search", "ingest", "admin")
+# The web console: a gRPC client of the targets above, hosted beside them by `fashion up` (not a gRPC service).
+CONSOLE = "console"
 
 
 @dataclass(frozen=True)
@@ -30,19 +34,23 @@ class StackSettings(ProcessSettings):
     search: SearchSettings = field(default_factory=SearchSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 def parse_targets(target: str) -> tuple[str, ...]:
-    names = TARGETS if target == "all" else tuple(t.strip() for t in target.split(","))
-    unknown = [t for t in names if t not in TARGETS]
+    """"all" is every service and the console; otherwise a comma list of them."""
+    names = (*TARGETS, CONSOLE) if target == "all" else tuple(t.strip() for t in target.split(","))
+    unknown = [t for t in names if t not in (*TARGETS, CONSOLE)]
     if unknown:
-        raise InvalidInput(f"expected targets among all, {', '.join(TARGETS)}; got {', '.join(unknown)}")
+        raise InvalidInput(f"expected targets among all, {', '.join(TARGETS)}, {CONSOLE}; got {', '.join(unknown)}")
     return names
 
 
-def builds_for(settings: StackSettings, targets: tuple[str, ...]) -> dict[str, Build]:
+def builds_for(settings: StackSettings, targets: tuple[str, ...],
+               grpc_address: Callable[[], str] | None = None) -> dict[str, Build]:
     """Each hosted service's `build`, bound to its settings (imported only when hosted, so a model pod
-    imports no admin code). The model targets share one runtime, so they are one build."""
+    imports no admin code). The model targets share one runtime, so they are one build. The console talks to
+    `grpc_address` (the process's own port, known once it serves) and shows this process's metrics."""
     builds: dict[str, Build] = {}
     models = tuple(t for t in targets if t in MODEL_TARGETS)
     if models:
@@ -61,6 +69,15 @@ def builds_for(settings: StackSettings, targets: tuple[str, ...]) -> dict[str, B
         from services.admin import app as admin_app
 
         builds["admin"] = partial(admin_app.build, settings.admin)
+    if CONSOLE in targets:
+        from services.console import app as console_app
+        from services.console.health import registry_source
+
+        # Beside services: their own port and metrics, and a taken console port is one warning, not a stack that
+        # will not start. Alone (`--target console`): FASHION_CONSOLE_GRPC_ADDRESS, and a taken port fails.
+        beside = len(targets) > 1
+        builds[CONSOLE] = partial(console_app.build, settings.console, grpc_address=grpc_address if beside else None,
+                                  metrics=[registry_source()] if beside else [], optional=beside)
     return builds
 
 
@@ -68,4 +85,9 @@ class Stack(Process):
     """`fashion up`: a Process hosting the given targets."""
 
     def __init__(self, settings: StackSettings, targets: tuple[str, ...] = TARGETS) -> None:
-        super().__init__(settings, builds_for(settings, targets))
+        super().__init__(settings, builds_for(settings, targets, lambda: self.address))
+
+    @property
+    def console_url(self) -> str | None:
+        """Where the web console serves (None when not hosted, or its port was taken)."""
+        return next((n.component.url for n in self.host.components if n.name == COMPONENT), None)

@@ -18,6 +18,14 @@ from shared.imaging import ImageIntake, ImageLimits, IntakePolicy
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/fashion"
 
 
+def split_list(value: object) -> object:
+    """A list setting as the environment gives it: comma-separated (a JSON list works too)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [i.strip() for i in text.split(",") if i.strip()]
+    return value
+
+
 class FashionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore")
 
@@ -106,11 +114,7 @@ class ImageSettings(FashionSettings):
     @field_validator("image_roots", "image_url_hosts", "image_url_private_networks", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        """Comma-separated in the environment (a JSON list works too)."""
-        if isinstance(value, str):
-            text = value.strip()
-            return json.loads(text) if text.startswith("[") else [i.strip() for i in text.split(",") if i.strip()]
-        return value
+        return split_list(value)
 
     @model_validator(mode="after")
     def _policy_parses(self) -> ImageSettings:

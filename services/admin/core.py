@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from services.retrain.trigger import Trigger
 
 RETRAIN_PARAMS = ("reason", "epochs", "min_improvement")
+MAX_RUNS = 200
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,14 @@ class AdminCore:
             raise InvalidInput("expected a run_id (from TriggerRetrain), got an empty one")
         with self.sessions() as session:
             return RunInfo.of(repository.get_run(session, run_id), stale_after_s=self.stale_after_s)
+
+    def list_runs(self, limit: int = 0) -> list[RunInfo]:
+        """The latest runs, newest first (0 = the default of 20)."""
+        if not 0 <= limit <= MAX_RUNS:
+            raise InvalidInput(f"expected a limit between 1 and {MAX_RUNS} (0 = 20), got {limit}")
+        with self.sessions() as session:
+            return [RunInfo.of(run, stale_after_s=self.stale_after_s)
+                    for run in repository.list_runs(session, limit=limit or 20)]
 
     def list_models(self) -> list[ModelInfo]:
         with self.sessions() as session:

@@ -90,6 +90,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return run_pb(self.core.get_run(request.run_id))
 
     @_admin_only
+    def ListTrainingRuns(self, request, context):  # noqa: N802
+        return admin_pb2.ListTrainingRunsResponse(runs=[run_pb(r) for r in self.core.list_runs(request.limit)])
+
+    @_admin_only
     def ListModels(self, request, context):  # noqa: N802
         return admin_pb2.ListModelsResponse(models=[model_pb(m) for m in self.core.list_models()])
 

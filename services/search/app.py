@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.resources import Resources
+from services.search.catalogue import CatalogueBrowser
 from services.search.clicks import ClickConsumer, KafkaClickSink
 from services.search.core import SearchCore
 from services.search.photo_janitor import PhotoJanitor
@@ -32,6 +33,8 @@ def build(settings: SearchSettings, resources: Resources, images: ImageSettings)
                            max_total_bytes=int(settings.photo_max_gib * 2**30),
                            interval_s=settings.photo_janitor_interval_s)
     # Stopped in reverse: the consumer first, then the core stores the queries answered before the drain.
-    return Components(servicers=list(search_servicers(core, default_top_k=settings.default_top_k)),
+    catalogue = CatalogueBrowser(sessions, images.image_intake())  # ListProducts, GetImage: the web console's
+    return Components(servicers=list(search_servicers(core, default_top_k=settings.default_top_k,
+                                                      catalogue=catalogue)),
                       parts=[Named("search core", Closing(core.close)), Named("click consumer", clicks),
                              Named("photo janitor", janitor)])

@@ -7,19 +7,18 @@ results with thumbnails read from each hit's image_uri when that is a local file
 
 from __future__ import annotations
 
-import base64
-import io
 import urllib.parse
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 import grpc
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 from rich.console import Console
 from rich.table import Table
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from services.search.page import CSS, QUERY_PX, THUMB_PX, card, data_uri, draw_landmarks, price, query_header
 from shared.config import ImageSettings
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.grpc.client import call_with_deadline, channel
@@ -28,10 +27,7 @@ from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES
 from shared.grpc.tls import client_credentials
 from shared.imaging import ImageIntake, ImageSource
 
-QUERY_PX = 360
-THUMB_PX = 220
-# One colour per landmark slot (collar, sleeve, waistline, hem; left/right share a hue, right is lighter).
-LANDMARK_COLOURS = ("#e6194b", "#f58231", "#3cb44b", "#9be37b", "#4363d8", "#76a9ff", "#911eb4", "#d69cf0")
+__all__ = ["draw_landmarks", "find_similar_cli", "print_results", "query_picture", "write_html"]
 
 
 def find_similar_cli(
@@ -81,10 +77,6 @@ def _read_query(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _price(hit: search_pb2.SearchHit) -> str:
-    return f"{hit.price:,.2f} {hit.currency}".strip() if hit.price or hit.currency else "-"
-
-
 def print_results(response: search_pb2.FindSimilarResponse, console: Console, *, title: str = "query") -> None:
     """A rich table of the hits, with what the model saw in the query above it."""
     if response.HasField("query_analysis"):
@@ -103,17 +95,11 @@ def print_results(response: search_pb2.FindSimilarResponse, console: Console, *,
     table.add_column("in stock", justify="center")
     for hit in response.hits:
         table.add_row(str(hit.position + 1), f"{hit.score:.3f}", hit.product_id, hit.title, hit.category or "-",
-                      _price(hit), "yes" if hit.in_stock else "[red]no[/]")
+                      price(hit), "yes" if hit.in_stock else "[red]no[/]")
     console.print(table)
 
 
 # -- the HTML page ------------------------------------------------------------------------------------------
-
-def _data_uri(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
 
 def _local_path(uri: str) -> Path | None:
     parsed = urllib.parse.urlparse(uri)
@@ -134,91 +120,33 @@ def _thumbnail(uri: str, intake: ImageIntake) -> str | None:
     except FashionError:
         return None
     image.thumbnail((THUMB_PX, THUMB_PX))
-    return _data_uri(image)
+    return data_uri(image)
 
 
-def draw_landmarks(image: Image.Image, landmarks: Sequence[common_pb2.Landmark]) -> Image.Image:
-    """A copy of `image` with visible landmarks as filled dots and occluded ones as rings (absent/truncated: none)."""
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    radius = max(3, min(out.size) // 45)
-    for index, lm in enumerate(landmarks):
-        if lm.visibility not in (common_pb2.VISIBILITY_VISIBLE, common_pb2.VISIBILITY_OCCLUDED):
-            continue
-        x, y = lm.x * out.width, lm.y * out.height
-        box = (x - radius, y - radius, x + radius, y + radius)
-        colour = LANDMARK_COLOURS[index % len(LANDMARK_COLOURS)]
-        if lm.visibility == common_pb2.VISIBILITY_VISIBLE:
-            draw.ellipse(box, fill=colour, outline="white", width=max(1, radius // 3))
-        else:
-            draw.ellipse(box, outline=colour, width=max(2, radius // 2))
-    return out
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f6f4;color:#222}
-header{background:#fff;border-bottom:1px solid #e3e3e0;padding:24px 32px;display:flex;gap:28px;flex-wrap:wrap}
-h1{font-size:20px;margin:0 0 10px}
-.query img{max-width:360px;border-radius:6px;display:block}
-.meta p{margin:4px 0}.muted{color:#777;font-size:13px}
-.chip{display:inline-block;background:#eef1f7;border-radius:10px;padding:2px 9px;margin:2px;font-size:13px}
-.legend span{display:inline-block;margin-right:10px;font-size:12px}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:middle}
-main{padding:24px 32px;display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:18px}
-.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);overflow:hidden}
-.card .img{height:220px;display:flex;align-items:center;justify-content:center;background:#fafafa}
-.card .img img{max-width:100%;max-height:220px}.noimg{color:#aaa;font-size:13px}
-.card .body{padding:10px 12px;font-size:14px}.card .title{font-weight:600;margin:2px 0 4px}
-.rank{float:right;color:#999;font-size:12px}.out{color:#b3261e}
-"""
-
-
-def _card(hit: search_pb2.SearchHit, thumb: str | None) -> str:
-    e = escape
-    picture = (f'<img src="{thumb}" alt="{e(hit.product_id)}">' if thumb
-               else '<span class="noimg">no local image</span>')
-    stock = "in stock" if hit.in_stock else '<span class="out">out of stock</span>'
-    brand = f"{e(hit.brand)} &middot; " if hit.brand else ""
-    return (f'<div class="card"><div class="img">{picture}</div><div class="body">'
-            f'<span class="rank">#{hit.position + 1} &middot; {hit.score:.3f}</span>'
-            f'<div class="title">{e(hit.title or hit.product_id)}</div>'
-            f'<div class="muted">{brand}{e(hit.category or "-")} &middot; {e(hit.product_id)}</div>'
-            f"<div>{e(_price(hit))} &middot; {stock}</div></div></div>")
+def query_picture(intake: ImageIntake, query_image_bytes: bytes,
+                  response: search_pb2.FindSimilarResponse) -> Image.Image:
+    """The query photo at a fixed display size (up or down, so dots look the same for any photo), with the
+    landmarks the model predicted drawn on it."""
+    query = ImageOps.contain(intake.load(ImageSource(data=query_image_bytes), name="query image").image,
+                             (QUERY_PX, QUERY_PX))
+    return draw_landmarks(query, response.query_analysis.landmarks) if response.HasField("query_analysis") else query
 
 
 def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSimilarResponse, *,
                intake: ImageIntake | None = None) -> Path:
     """Write one self-contained page: the query (landmarks drawn on it) and a thumbnail per result."""
-    e = escape
     intake = intake or ImageSettings().image_intake()  # thumbnails of result files under the catalogue roots
-    # Scaled to a fixed display size (up or down) before drawing, so dots look the same for any photo.
-    query = ImageOps.contain(intake.load(ImageSource(data=query_image_bytes), name="query image").image,
-                             (QUERY_PX, QUERY_PX))
-    analysis = response.query_analysis if response.HasField("query_analysis") else None
-    if analysis is not None:
-        query = draw_landmarks(query, analysis.landmarks)
-    details = []
-    if analysis is not None:
-        details.append(f"<p><b>{e(analysis.category.name)}</b> "
-                       f'<span class="muted">{analysis.category.score:.0%}</span></p>')
-        chips = "".join(f'<span class="chip">{e(a.name)}</span>' for a in analysis.attributes)
-        details.append(f"<p>{chips or '<span class=muted>no attribute above threshold</span>'}</p>")
-        legend = "".join(f'<span><i style="background:{LANDMARK_COLOURS[i % len(LANDMARK_COLOURS)]}"></i>'
-                         f"{e(lm.name)}</span>" for i, lm in enumerate(analysis.landmarks))
-        details.append(f'<p class="legend">{legend}</p>')
-    details.append(f'<p class="muted">query {e(response.query_id)} &middot; model {e(response.model.version)} '
-                   f"&middot; {len(response.hits)} results</p>")
+    query = query_picture(intake, query_image_bytes, response)
     thumbs: dict[str, str | None] = {}
     cards = []
     for hit in response.hits:
         if hit.image_uri not in thumbs:
             thumbs[hit.image_uri] = _thumbnail(hit.image_uri, intake)
-        cards.append(_card(hit, thumbs[hit.image_uri]))
+        cards.append(card(hit, thumbs[hit.image_uri]))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FashionNet search '
-            f"{e(response.query_id)}</title><style>{_CSS}</style></head><body>"
-            f'<header><div class="query"><img src="{_data_uri(query)}" alt="query photo"></div>'
-            f'<div class="meta"><h1>Visually similar products</h1>{"".join(details)}</div></header>'
-            f'<main>{"".join(cards)}</main></body></html>\n')
+            f"{escape(response.query_id)}</title><style>{CSS}</style></head><body>"
+            f"{query_header(data_uri(query), response)}"
+            f'<main><div class="cards">{"".join(cards)}</div></main></body></html>\n')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

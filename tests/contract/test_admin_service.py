@@ -88,6 +88,7 @@ CALLS: dict[str, Callable[[admin_pb2_grpc.AdminServiceStub], Callable]] = {
     "TriggerRetrain": lambda s: lambda **kw: s.TriggerRetrain(admin_pb2.TriggerRetrainRequest(reason="x"), **kw),
     "GetTrainingRun": lambda s: lambda **kw: s.GetTrainingRun(admin_pb2.GetTrainingRunRequest(run_id="r"), **kw),
     "ListModels": lambda s: lambda **kw: s.ListModels(admin_pb2.ListModelsRequest(), **kw),
+    "ListTrainingRuns": lambda s: lambda **kw: s.ListTrainingRuns(admin_pb2.ListTrainingRunsRequest(), **kw),
     "PromoteModel": lambda s: lambda **kw: s.PromoteModel(admin_pb2.PromoteModelRequest(version=CANDIDATE), **kw),
     "Rollback": lambda s: lambda **kw: s.Rollback(admin_pb2.RollbackRequest(), **kw),
 }
@@ -180,6 +181,12 @@ def test_trigger_retrain_twice_gives_one_run(env: Env) -> None:
     with env.sessions() as session:
         params = repository.get_run(session, first.run_id).config
     assert params["epochs"] == 2 and params["min_improvement"] == pytest.approx(0.01)
+    runs = env.stub.ListTrainingRuns(admin_pb2.ListTrainingRunsRequest(limit=5), metadata=bearer_metadata(TOKEN),
+                                     timeout=TIMEOUT).runs
+    assert runs[0].run_id == first.run_id and runs[0].state == "queued" and len(runs) <= 5
+    err = _fails(lambda: env.stub.ListTrainingRuns(admin_pb2.ListTrainingRunsRequest(limit=-1),
+                                                   metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize(("request_", "message"), [

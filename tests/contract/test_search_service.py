@@ -27,6 +27,7 @@ from PIL import Image
 from rich.console import Console
 
 from fashion.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
+from services.search.catalogue import CatalogueBrowser
 from services.search.click_writer import ClickWriter, click_json, parse_click
 from services.search.client import draw_landmarks, find_similar_cli, write_html
 from services.search.core import Click as SearchClick
@@ -150,7 +151,8 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     intake = ImageIntake(ImageLimits(max_bytes=IMAGE_MAX_BYTES))
     core = SearchCore(analyzer, sessions, qdrant, intake, click_sink=clicks.append)
     empty_core = SearchCore(analyzer, sessions, empty_qdrant, intake, click_sink=clicks.append)
-    server, port = create_server(search_servicers(core, default_top_k=DEFAULT_TOP_K),
+    catalogue = CatalogueBrowser(sessions, ImageIntake(policy=IntakePolicy(roots=(root,))))
+    server, port = create_server(search_servicers(core, default_top_k=DEFAULT_TOP_K, catalogue=catalogue),
                                  max_message_bytes=MAX_MESSAGE_BYTES)
     empty_server, empty_port = create_server(search_servicers(empty_core))
     try:
@@ -505,3 +507,52 @@ def test_slow_image_urls_cannot_starve_the_health_check(env: Env, image_server) 
     assert max(t for _, t in slow) < 6.0
     print(f"health Check under the slow-URL attack: max {max(latencies) * 1000:.0f} ms over {len(latencies)} checks")
     assert max(latencies) < 1.0
+
+
+# -- catalogue browsing (the web console's catalogue page) ------------------------------------------------------
+
+def test_list_products_finds_by_id_prefix_or_title_and_pages(env: Env) -> None:
+    live = sorted(pid for pid in CATALOGUE if pid != DELETED)
+    everything = env.stub.ListProducts(search_pb2.ListProductsRequest(), timeout=TIMEOUT)
+    assert [p.product_id for p in everything.products] == live and everything.total == len(live)
+    first = everything.products[0]
+    assert first.title == f"Title of {first.product_id}" and first.brand == "Acme" and first.currency == "EUR"
+    assert sorted(i.image_id for i in first.images) == sorted(p.stem for p in env.images[first.product_id])
+    by_title = env.stub.ListProducts(search_pb2.ListProductsRequest(query=f"TITLE OF {live[1]}"), timeout=TIMEOUT)
+    assert [p.product_id for p in by_title.products] == [live[1]]
+    page = env.stub.ListProducts(search_pb2.ListProductsRequest(query="p", limit=2, offset=2), timeout=TIMEOUT)
+    assert [p.product_id for p in page.products] == live[2:4] and page.total == len(live)
+    none = env.stub.ListProducts(search_pb2.ListProductsRequest(query="%"), timeout=TIMEOUT)  # LIKE taken literally
+    assert none.total == 0
+    err = _fails(lambda: env.stub.ListProducts(search_pb2.ListProductsRequest(limit=100_000), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in err.details()
+
+
+def test_get_image_returns_a_bounded_jpeg_and_refuses_unknown_ids(env: Env) -> None:
+    image_id = env.images["p1"][0].stem
+    reply = env.stub.GetImage(search_pb2.GetImageRequest(image_id=image_id, max_px=40), timeout=TIMEOUT)
+    thumb = Image.open(io.BytesIO(reply.jpeg))
+    assert thumb.format == "JPEG" and max(thumb.size) <= 40 and reply.image_id == image_id
+    assert _fails(lambda: env.stub.GetImage(search_pb2.GetImageRequest(image_id="nope"), timeout=TIMEOUT)).code() \
+        == grpc.StatusCode.NOT_FOUND
+    assert _fails(lambda: env.stub.GetImage(search_pb2.GetImageRequest(image_id=image_id, max_px=99_999),
+                                            timeout=TIMEOUT)).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_list_products_shows_the_serving_versions_stored_predictions(env: Env) -> None:
+    image_id = env.images["p1"][0].stem
+    with env.sessions.begin() as session:
+        repository.register_model_version(session, VERSION, architecture="fashionnet", checkpoint_path="/x.pt",
+                                          embedding_dim=32)
+        repository.set_serving(session, VERSION)
+        repository.save_predictions(session, image_id, VERSION, "Tee", 0.9, {"cotton": 0.8, "striped": 0.6},
+                                    [{"name": "left_collar", "x": 0.25, "y": 0.5, "visibility": 0}])
+    reply = env.stub.ListProducts(search_pb2.ListProductsRequest(), timeout=TIMEOUT)
+    assert reply.model_version == VERSION
+    image = next(i for p in reply.products for i in p.images if i.image_id == image_id)
+    prediction = image.prediction
+    assert (prediction.category.name, round(prediction.category.score, 2)) == ("Tee", 0.9)
+    assert [a.name for a in prediction.attributes] == ["cotton", "striped"]  # best first
+    assert prediction.landmarks[0].visibility == common_pb2.VISIBILITY_VISIBLE
+    others = [i for p in reply.products for i in p.images if i.image_id != image_id]
+    assert others and not any(i.HasField("prediction") for i in others)

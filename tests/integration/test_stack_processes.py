@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -18,32 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 from shared.data.deepfashion import load_benchmark
-from shared.data.synth import generate
-from shared.db.session import create_database_if_missing, drop_database, make_engine
-from shared.training.train import TrainConfig, train
+from shared.db.session import make_engine
 
 FASHION = [sys.executable, "-m", "services.cli"]
-ITEMS = 10
-
-
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny consumer-to-shop benchmark and a checkpoint trained on it (a few steps of both stages)."""
-    root = tmp_path_factory.mktemp("c2s") / "data"
-    generate("consumer2shop", root, ITEMS, seed=11, image_size=96, workers=1, progress=False)
-    run = tmp_path_factory.mktemp("run")
-    checkpoint = train(TrainConfig(data=root, out=run, benchmark="consumer2shop", input_size=64, embedding_dim=64,
-                                   items_per_batch=4, images_per_item=2, landmark_epochs=1, epochs=40, views=2,
-                                   finetune_epochs=0, workers=0, cache_dir=run / "cache"), progress=False)
-    return root, checkpoint
-
-
-@pytest.fixture()
-def postgres_url():
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/fashion_stack_{uuid.uuid4().hex[:8]}"
-    create_database_if_missing(url)
-    yield url
-    drop_database(url)
+ITEMS = 10  # the `catalogue` fixture's (conftest.py)
 
 
 def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -72,7 +49,8 @@ def _count(url: str, sql: str) -> int:
 def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) -> None:
     root, checkpoint = catalogue
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
-           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root)}
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root),
+           "COLUMNS": "400"}  # the CLI's error box wraps at the terminal width: where depends on tmp_path's length
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])

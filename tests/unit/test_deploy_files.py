@@ -54,6 +54,8 @@ REQUIRED_ENV = {
     "retrain-worker": {"FASHION_DATABASE_URL", "FASHION_QDRANT_URL", "FASHION_REDIS_URL", "FASHION_RUNS_DIR"},
     "migrate": {"FASHION_DATABASE_URL"},
     "seed-model": set(),
+    "console": {"FASHION_CONSOLE_HOST", "FASHION_CONSOLE_PORT", "FASHION_CONSOLE_GRPC_ADDRESS",
+                "FASHION_CONSOLE_ADMIN_ADDRESS"},
 }
 BUILD_TOOLS = ("gcc", "g++", "clang", "build-essential", "make", "cmake", "python3-dev", "libpq-dev", "pip install")
 
@@ -174,12 +176,14 @@ class Workload:
 
     @property
     def role(self) -> str:
-        """landmark ... admin for `fashion up --target X`, else retrain-worker, migrate or seed-model."""
+        """landmark ... admin for `fashion up --target X`, else retrain-worker, migrate, seed-model or console."""
         program, *args = self.argv
         if program == "celery":
             return "retrain-worker"
         if program == "alembic":
             return "migrate"
+        if args[:1] == ["console"]:
+            return "console"
         if args[:1] == ["quickstart"]:
             return "seed-model"
         if args[:1] == ["up"] and "--target" in args:
@@ -399,6 +403,12 @@ def test_compose_ports_and_health_checks(name: str) -> None:
     svc = compose()["services"][name]
     workload = next(w for w in compose_workloads() if w.name == name)
     test = (svc.get("healthcheck") or {}).get("test", [])
+    if workload.role == "console":  # HTTP, not gRPC: its own port, checked on /healthz
+        port = int(workload.env["FASHION_CONSOLE_PORT"])
+        assert [int(str(p).rsplit(":", 1)[-1]) for p in svc["ports"]] == [port], "published port != its port"
+        assert f"127.0.0.1:{port}/healthz" in " ".join(test), f"{name}: expected a check of /healthz"
+        assert workload.env["FASHION_CONSOLE_HOST"] == "0.0.0.0", "a container's server must listen on every interface"
+        return
     if workload.role not in grpc_roles():
         assert "ports" not in svc and "fashion-healthcheck" not in test, f"{name} serves no gRPC"
         return

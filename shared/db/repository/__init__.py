@@ -6,9 +6,10 @@
 
 Split by aggregate: catalog (products, images, predictions), events (idempotency ledger), outbox (the
 catalog.indexed announcements to send), search_log (queries, impressions, clicks, training pairs), registry
-(model versions), runs (training runs).
+(model versions), runs (training runs), browse (the catalogue a page at a time, for people).
 """
 
+from shared.db.repository.browse import find_products, get_image, predictions_for
 from shared.db.repository.catalog import (
     catalog_images_page,
     count_catalog_images,
@@ -68,6 +69,9 @@ from shared.db.repository.search_log import (
 )
 
 __all__ = [
+    "find_products",
+    "get_image",
+    "predictions_for",
     "ClickPair",
     "IllegalRunTransition",
     "PhotoExpiry",
