@@ -183,13 +183,14 @@ def up(
         from services.demo import demo_stack_settings
 
         settings = demo_stack_settings(settings, demo_dir)
-    stack = Stack(settings, parse_targets(target)).start()
-    console.print(f"[bold green]serving[/] {', '.join(stack.targets)} on {stack.address}"
-                  + (f"  kafka {stack.bootstrap}" if stack.bootstrap else "")
-                  + (f"  db {stack.database_url}" if stack.database_url else "") + "  (Ctrl-C to stop)")
-    if stack.console_url:
-        console.print(f"[bold green]web console[/] {stack.console_url}")
-    stack.serve()  # until SIGTERM/SIGINT, then drain and stop in reverse
+    def serving(stack: Stack) -> None:
+        console.print(f"[bold green]serving[/] {', '.join(stack.targets)} on {stack.address}"
+                      + (f"  kafka {stack.bootstrap}" if stack.bootstrap else "")
+                      + (f"  db {stack.database_url}" if stack.database_url else "") + "  (Ctrl-C to stop)")
+        if stack.console_url:
+            console.print(f"[bold green]web console[/] {stack.console_url}")
+
+    Stack(settings, parse_targets(target)).start_and_serve(serving)  # until SIGTERM/SIGINT, drain, stop
     console.print("stopped cleanly")
 
 

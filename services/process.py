@@ -19,7 +19,7 @@ from services.resources import Resources, ResourceSettings
 from services.state_file import StateFile
 from shared.config import GrpcServerSettings, ImageSettings
 from shared.grpc import configure_logging, start_metrics_server
-from shared.grpc.server import GrpcServer
+from shared.grpc.server import GrpcServer, stop_on_signals
 from shared.grpc.tls import server_credentials
 from shared.host import Components, Host
 
@@ -79,10 +79,21 @@ class Process:
     def serve(self, stop: threading.Event | None = None) -> None:
         self.host.serve(stop)
 
+    def start_and_serve(self, on_serving: Callable[[Process], None] | None = None) -> None:
+        """Start, serve until SIGTERM/SIGINT, then drain and stop. The signals are caught from the start: one
+        that arrives while the process starts (after stack.json is written, say) stops it cleanly once it is
+        up, instead of killing it half-started with its state file left behind."""
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            self.start()
+            if on_serving is not None:
+                on_serving(self)
+            self.host.serve(stop)
+
     def run(self) -> None:
         """`python -m services.NAME`: log as JSON, start, serve until SIGTERM, drain and stop."""
         configure_logging()
-        self.start().serve()
+        self.start_and_serve()
 
     def stop(self) -> None:
         self.host.stop()
