@@ -16,7 +16,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks: ratios mea
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
-BENCHMARK_HELP = "inshop, consumer2shop, attributes, landmarks or folder (ROOT/PRODUCT_ID/*.jpg)"
+BENCHMARK_HELP = ("inshop, consumer2shop, attributes, landmarks, outfits (DeepFashion2 layout, several garments "
+                  "per photo) or folder (ROOT/PRODUCT_ID/*.jpg)")
 
 
 @app.command()
