@@ -145,8 +145,9 @@ def _read_item(path: Path, key: str, item: object) -> Garment:
     clothes_type, garment_class = _types(path, key, item)
     flat = item["landmarks"]
     if not isinstance(flat, list) or len(flat) != 3 * NUM_LANDMARKS:
-        raise InvalidInput(f"{path}: {key}.landmarks: expected {3 * NUM_LANDMARKS} numbers ([x, y, v] for each of "
-                           f"the {NUM_LANDMARKS} FashionNet landmarks), got {len(flat) if isinstance(flat, list) else flat!r}")
+        got = len(flat) if isinstance(flat, list) else flat
+        raise InvalidInput(f"{path}: {key}.landmarks: expected {3 * NUM_LANDMARKS} numbers ([x, y, v] for each "
+                           f"of the {NUM_LANDMARKS} FashionNet landmarks), got {got!r}")
     values = np.array([_number(path, key, "landmarks", v) for v in flat], np.float64).reshape(NUM_LANDMARKS, 3)
     landmarks = values[:, :2].astype(np.float32)
     visibility = np.full(NUM_LANDMARKS, VIS_ABSENT, np.int64)

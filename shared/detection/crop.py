@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from PIL import Image
+
+from shared.errors import InvalidInput
 
 FRAME_FILL = 0.85  # share of the crop's side the box's longer side takes, as in a shop photo (0.78-0.9)
 
@@ -25,3 +29,18 @@ def square_crop(image: Image.Image, box: tuple[float, float, float, float], *, f
 
 def fraction_to_pixels(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, ...]:
     return (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+
+
+def validate_box(box: tuple[float, float, float, float], *, name: str = "region") -> tuple[float, float, float, float]:
+    """A box normalised to [0, 1] of the image, or InvalidInput saying what was expected and what was wrong."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    expected = f"expected {name} as fractions of the image with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1"
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InvalidInput(f"{expected}, got non-finite coordinates {box}")
+    if min(x1, y1, x2, y2) < 0.0 or max(x1, y1, x2, y2) > 1.0:
+        raise InvalidInput(f"{expected}, got a box outside the image: ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+    if x1 > x2 or y1 > y2:
+        raise InvalidInput(f"{expected}, got an inverted box: ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+    if x1 == x2 or y1 == y2:
+        raise InvalidInput(f"{expected}, got a box of zero area: ({x1:g}, {y1:g}, {x2:g}, {y2:g})")
+    return x1, y1, x2, y2

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.data.outfits import OutfitBenchmark, OutfitImage, load_outfits
+from shared.data.outfits import OutfitBenchmark, OutfitImage, is_outfits, load_outfits
 from shared.detection.targets import detection_loss, encode
 from shared.errors import InvalidInput
 from shared.fashionnet.checkpoint import ModelMetadata, build_model, default_metadata, read_checkpoint, save_checkpoint
@@ -42,6 +42,11 @@ class DetectorConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+
+def is_outfit_data(data: Path, benchmark: str | None) -> bool:
+    """`--benchmark outfits`, or no benchmark named and DeepFashion2-style folders found."""
+    return benchmark == "outfits" or (benchmark is None and is_outfits(data))
 
 
 def view_boxes(image: OutfitImage, size: tuple[int, int], digest: str,
@@ -101,8 +106,9 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
     model, metadata = _model_for(init_checkpoint, bench, version, architecture, input_size)
     key = cache_key(model.backbone, backbone_of(metadata.architecture), metadata.input_size, config.views)
     cache = TrunkCache(cache_dir, key)
-    entries, digests = build_cache(bench, records, model.backbone, cache=cache, views=config.views,  # type: ignore[arg-type]
-                                   input_size=metadata.input_size, mean=metadata.mean, std=metadata.std,
+    entries, digests = build_cache(bench, records, model.backbone,  # type: ignore[arg-type]
+                                   cache=cache, views=config.views, input_size=metadata.input_size,
+                                   mean=metadata.mean, std=metadata.std,
                                    workers=workers, progress=progress, desc="caching backbone features")
     phase1_s = time.monotonic() - started
     mid = torch.from_numpy(np.stack([e.mid for e in entries]))  # (N, V, C, h, w) float16
@@ -130,7 +136,7 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total, count = total + float(loss), count + 1
+                total, count = total + float(loss.detach()), count + 1
                 bar.update(1)
             history.append({"epoch": epoch + 1, "detection": total / max(count, 1)})
             bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs} loss {history[-1]['detection']:.3f}")
