@@ -105,6 +105,11 @@ def print_results(response: search_pb2.FindSimilarResponse, console: Console, *,
         table.add_row(str(hit.position + 1), f"{hit.score:.3f}", hit.product_id, hit.title, hit.category or "-",
                       _price(hit), "yes" if hit.in_stock else "[red]no[/]")
     console.print(table)
+    for n, g in enumerate(response.garments, start=1):
+        d = g.garment
+        console.print(f"garment {n}: {d.garment_class} ({d.score:.0%}) at ({d.box.x1:.2f}, {d.box.y1:.2f}, "
+                      f"{d.box.x2:.2f}, {d.box.y2:.2f}), {g.analysis.category.name}: "
+                      + ", ".join(f"{h.product_id} {h.score:.3f}" for h in g.hits[:5]))
 
 
 # -- the HTML page ------------------------------------------------------------------------------------------
@@ -155,6 +160,39 @@ def draw_landmarks(image: Image.Image, landmarks: Sequence[common_pb2.Landmark])
     return out
 
 
+GARMENT_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+def draw_garments(image: Image.Image, garments: Sequence[search_pb2.GarmentResult]) -> Image.Image:
+    """A copy of `image` with each detected garment's box, numbered as its result row below the page's header."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, min(out.size) // 120)
+    for n, g in enumerate(garments, start=1):
+        b = g.garment.box
+        colour = GARMENT_COLOURS[(n - 1) % len(GARMENT_COLOURS)]
+        x1, y1 = b.x1 * out.width, b.y1 * out.height
+        draw.rectangle((x1, y1, b.x2 * out.width, b.y2 * out.height), outline=colour, width=width)
+        label = f"{n} {g.garment.garment_class}"
+        draw.rectangle((x1, y1, x1 + 7 * len(label) + 6, y1 + 14), fill=colour)
+        draw.text((x1 + 3, y1 + 1), label, fill="white")
+    return out
+
+
+def _garment_rows(garments: Sequence[search_pb2.GarmentResult], thumb) -> str:
+    """One section per detected garment: its colour and number (as drawn on the query), what it is, its hits."""
+    e = escape
+    rows = []
+    for n, g in enumerate(garments, start=1):
+        colour = GARMENT_COLOURS[(n - 1) % len(GARMENT_COLOURS)]
+        d = g.garment
+        rows.append(f'<section class="garment"><h2><i style="background:{colour}"></i>Garment {n}: '
+                    f"{e(d.garment_class)} ({d.score:.0%}) &middot; {e(g.analysis.category.name)} "
+                    f'<span class="muted">query {e(g.query_id)}</span></h2>'
+                    f'<div class="row">{"".join(_card(h, thumb(h.image_uri)) for h in g.hits)}</div></section>')
+    return "".join(rows)
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f6f4;color:#222}
 header{background:#fff;border-bottom:1px solid #e3e3e0;padding:24px 32px;display:flex;gap:28px;flex-wrap:wrap}
@@ -170,6 +208,9 @@ main{padding:24px 32px;display:grid;grid-template-columns:repeat(auto-fill,minma
 .card .img img{max-width:100%;max-height:220px}.noimg{color:#aaa;font-size:13px}
 .card .body{padding:10px 12px;font-size:14px}.card .title{font-weight:600;margin:2px 0 4px}
 .rank{float:right;color:#999;font-size:12px}.out{color:#b3261e}
+.garment{padding:8px 32px 16px}.garment h2{font-size:16px;margin:8px 0}
+.garment h2 i{display:inline-block;width:12px;height:12px;margin-right:8px;vertical-align:middle}
+.garment .row{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:18px}
 """
 
 
@@ -188,7 +229,8 @@ def _card(hit: search_pb2.SearchHit, thumb: str | None) -> str:
 
 def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSimilarResponse, *,
                intake: ImageIntake | None = None) -> Path:
-    """Write one self-contained page: the query (landmarks drawn on it) and a thumbnail per result."""
+    """Write one self-contained page: the query (landmarks and garment boxes drawn on it), a thumbnail per
+    whole-image result, then one row per detected garment with its own results."""
     e = escape
     intake = intake or ImageSettings().image_intake()  # thumbnails of result files under the catalogue roots
     # Scaled to a fixed display size (up or down) before drawing, so dots look the same for any photo.
@@ -197,6 +239,7 @@ def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSi
     analysis = response.query_analysis if response.HasField("query_analysis") else None
     if analysis is not None:
         query = draw_landmarks(query, analysis.landmarks)
+    query = draw_garments(query, response.garments)
     details = []
     if analysis is not None:
         details.append(f"<p><b>{e(analysis.category.name)}</b> "
@@ -209,16 +252,18 @@ def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSi
     details.append(f'<p class="muted">query {e(response.query_id)} &middot; model {e(response.model.version)} '
                    f"&middot; {len(response.hits)} results</p>")
     thumbs: dict[str, str | None] = {}
-    cards = []
-    for hit in response.hits:
-        if hit.image_uri not in thumbs:
-            thumbs[hit.image_uri] = _thumbnail(hit.image_uri, intake)
-        cards.append(_card(hit, thumbs[hit.image_uri]))
+
+    def thumb(uri: str) -> str | None:
+        if uri not in thumbs:
+            thumbs[uri] = _thumbnail(uri, intake)
+        return thumbs[uri]
+
+    cards = [_card(hit, thumb(hit.image_uri)) for hit in response.hits]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FashionNet search '
             f"{e(response.query_id)}</title><style>{_CSS}</style></head><body>"
             f'<header><div class="query"><img src="{_data_uri(query)}" alt="query photo"></div>'
             f'<div class="meta"><h1>Visually similar products</h1>{"".join(details)}</div></header>'
-            f'<main>{"".join(cards)}</main></body></html>\n')
+            f'<main>{"".join(cards)}</main>{_garment_rows(response.garments, thumb)}</body></html>\n')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

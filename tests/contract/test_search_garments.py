@@ -20,6 +20,7 @@ from PIL import Image
 
 from fashion.v1 import common_pb2, detection_pb2, detection_pb2_grpc, search_pb2, search_pb2_grpc
 from services.models.server import model_servicers
+from services.search.client import draw_garments, write_html
 from services.search.core import SearchCore
 from services.search.server import search_servicers
 from shared.db import make_engine, repository, session_factory, sqlite_url, upgrade
@@ -222,3 +223,18 @@ def test_detect_garments_answers_per_image_with_errors_kept_per_image(detector_c
     finally:
         server.stop(0)
         runtime.close()
+
+
+def test_the_result_page_draws_each_garments_box_with_its_own_row(env: Env, tmp_path: Path) -> None:
+    query = _png(99, QUERY_SIZE)
+    response = env.stub.FindSimilar(_request(), timeout=TIMEOUT)
+    page = write_html(tmp_path / "page.html", query, response, intake=ImageIntake()).read_text()
+    assert page.count('<section class="garment">') == 2
+    assert "Garment 1: upper (90%)" in page and "Garment 2: lower (70%)" in page
+    for g in response.garments:
+        assert g.query_id in page
+    plain = Image.open(io.BytesIO(query)).convert("RGB")
+    drawn = np.asarray(draw_garments(plain, response.garments))
+    x1, y1 = round(0.1 * QUERY_SIZE), round(0.05 * QUERY_SIZE)
+    assert tuple(drawn[y1 + 20, x1]) == (0xE6, 0x19, 0x4B)  # garment 1's box edge, in its colour
+    assert not np.array_equal(drawn, np.asarray(plain))
