@@ -2,7 +2,8 @@
 
 DeepFashion2's protocol: every garment of a held-out shopper photo is a query; the gallery is every held-out shop
 photo's garment. Queries are cropped twice: by the ground-truth box, and by the detection matched to it (same
-class, IoU >= 0.5, highest score); a garment no detection matches counts as a miss at every k. Crops are framed
+class, IoU >= 0.5, best overlap, among the detections over serving's score threshold); a garment no detection
+matches counts as a miss at every k. AP@0.5 ranks every detection down to a score of 0.05. Crops are framed
 like shop photos (shared/detection/crop.py), exactly as serving crops a detected garment.
 """
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from shared.data.outfits import OutfitImage, load_outfits
 from shared.detection.crop import fraction_to_pixels, square_crop
+from shared.detection.decode import DEFAULT_THRESHOLD as SERVING_THRESHOLD
 from shared.detection.decode import Detection, decode_maps
 from shared.detection.metrics import average_precision, iou
 from shared.errors import InvalidInput
@@ -76,8 +78,11 @@ def detection_ap(photos: list[OutfitImage], images: list[Image.Image],
 
 
 def _matched(garment, image: Image.Image, dets: list[Detection]):
+    """The detection serving would search for this garment: over serving's score threshold, same class, best IoU."""
     best, best_iou = None, 0.5
     for d in dets:
+        if d.score < SERVING_THRESHOLD:
+            continue
         overlap = iou(_pixels(d, image), garment.box)
         if d.garment_class == garment.garment_class and overlap >= best_iou:
             best, best_iou = d, overlap
