@@ -41,6 +41,7 @@ class DetectorConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    feature_dropout: float = 0.0  # dropout on the cached map, as the other heads' recipe uses against overfitting
     seed: int = 0
 
 
@@ -65,6 +66,47 @@ def view_boxes(image: OutfitImage, size: tuple[int, int], digest: str,
             boxes.append((*clipped_lo.tolist(), *clipped_hi.tolist()))
             classes.append(GARMENT_CLASSES.index(g.garment_class))
     return boxes, classes
+
+
+def detector_cache_key(model: torch.nn.Module, architecture: str, input_size: int, views: int) -> str:
+    """Keyed by the stride-16 stage alone, the only features the detector reads: phase 3 of the other heads'
+    training changes the last stage, not this one, so every checkpoint of one backbone shares these entries (their
+    pooled features belong to whichever last stage computed them and are never read under this key)."""
+    return cache_key(model.backbone.mid, backbone_of(architecture) + "-mid", input_size, views)
+
+
+def fit_head(head: torch.nn.Module, mid: torch.Tensor, targets: tuple[torch.Tensor, ...], config: DetectorConfig,
+             *, progress: bool = True) -> list[dict]:
+    """Train the head on cached (N, V, C, h, w) maps against `encode`'s targets (each (N, V, ...)); per-epoch loss."""
+    heat, index, reg, mask = targets
+    head.train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    pairs = [(i, v) for i in range(mid.shape[0]) for v in range(mid.shape[1])]
+    per_epoch = max(1, len(pairs) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * per_epoch,
+                                                    pct_start=0.1)
+    generator = torch.Generator().manual_seed(config.seed)
+    dropout = torch.nn.Dropout(config.feature_dropout)
+    history = []
+    with tqdm(total=config.epochs * per_epoch, desc="training the garment detector", disable=not progress) as bar:
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(pairs), generator=generator)
+            total = 0.0
+            for step in range(per_epoch):
+                chosen = [pairs[int(k)] for k in order[step * config.batch_size:(step + 1) * config.batch_size]]
+                i, v = torch.tensor([c[0] for c in chosen]), torch.tensor([c[1] for c in chosen])
+                loss = detection_loss(head(dropout(mid[i, v].float())), heat[i, v], index[i, v], reg[i, v],
+                                      mask[i, v])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach())
+                bar.update(1)
+            history.append({"epoch": epoch + 1, "detection": total / per_epoch})
+            bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs} loss {history[-1]['detection']:.3f}")
+    head.eval()
+    return history
 
 
 def _model_for(init: Path | None, bench: OutfitBenchmark, version: str, architecture: str, input_size: int):
@@ -104,7 +146,7 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
     version = version or "fn-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     torch.manual_seed(config.seed)
     model, metadata = _model_for(init_checkpoint, bench, version, architecture, input_size)
-    key = cache_key(model.backbone, backbone_of(metadata.architecture), metadata.input_size, config.views)
+    key = detector_cache_key(model, metadata.architecture, metadata.input_size, config.views)
     cache = TrunkCache(cache_dir, key)
     entries, digests = build_cache(bench, records, model.backbone,  # type: ignore[arg-type]
                                    cache=cache, views=config.views, input_size=metadata.input_size,
@@ -116,30 +158,7 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
     targets = [[encode(*view_boxes(r, e.size, d, v), h, w) for v in range(config.views)]
                for r, e, d in zip(records, entries, digests, strict=True)]
     heat, index, reg, mask = (torch.from_numpy(np.stack([[t[k] for t in per] for per in targets])) for k in range(4))
-    head = model.garment_head.train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    pairs = [(i, v) for i in range(len(records)) for v in range(config.views)]
-    steps = config.epochs * max(1, len(pairs) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    with tqdm(total=steps, desc="training the garment detector", disable=not progress) as bar:
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(pairs), generator=generator)
-            total, count = 0.0, 0
-            for start in range(0, len(pairs) - config.batch_size + 1, config.batch_size):
-                chosen = [pairs[int(k)] for k in order[start:start + config.batch_size]]
-                i = torch.tensor([c[0] for c in chosen])
-                v = torch.tensor([c[1] for c in chosen])
-                loss = detection_loss(head(mid[i, v].float()), heat[i, v], index[i, v], reg[i, v], mask[i, v])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total, count = total + float(loss.detach()), count + 1
-                bar.update(1)
-            history.append({"epoch": epoch + 1, "detection": total / max(count, 1)})
-            bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs} loss {history[-1]['detection']:.3f}")
+    history = fit_head(model.garment_head, mid, (heat, index, reg, mask), config, progress=progress)
     model = model.cpu().eval()
     metadata.notes = {**metadata.notes, "detector": {
         "history": history, "benchmark": "outfits", "train_images": len(records), "views": config.views,
