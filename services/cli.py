@@ -71,7 +71,7 @@ def train(
     init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint (keeps its "
                                                               "landmark, category and attribute heads)")] = None,
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
-    detector_epochs: Annotated[int, typer.Option(min=1, help="outfit data: garment detector epochs")] = 40,
+    detector_epochs: Annotated[int, typer.Option(min=1, help="outfit data: garment detector epochs")] = 16,
 ) -> None:
     """Train FashionNet (cached backbone features, heads trained on them; rerun to resume); on outfit photos
     (DeepFashion2 layout) the garment detector, into a copy of --init-checkpoint."""

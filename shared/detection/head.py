@@ -21,7 +21,7 @@ PRIOR = 0.1  # initial centre probability: focal-loss training starts from a qui
 
 
 class GarmentHead(nn.Module):
-    def __init__(self, in_channels: int, width: int = 128) -> None:
+    def __init__(self, in_channels: int, width: int = 64) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),

@@ -37,11 +37,11 @@ MIN_KEPT = 0.35  # a box the view cut down to less than this share of its area i
 @dataclasses.dataclass(frozen=True)
 class DetectorConfig:
     views: int = 2
-    epochs: int = 40
+    epochs: int = 16
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    feature_dropout: float = 0.0  # dropout on the cached map, as the other heads' recipe uses against overfitting
+    feature_dropout: float = 0.3  # dropout on the cached map, as the other heads' recipe uses against overfitting
     seed: int = 0
 
 
