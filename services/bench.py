@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fashion.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
+from services.bench_garments import client_garments, garment_photos, print_garments
 from services.demo import wait_until_indexed
 from services.ingest.publish import events_from_folder, publish
 from services.resources import ResourceSettings
@@ -182,8 +183,10 @@ def _row(concurrency: int, latencies: list[float], qps: float) -> dict:
 
 
 def bench_search(workdir: Path, *, items: int = 1250, queries: int = 200, checkpoint: Path | None = None,
-                 console: Console | None = None) -> dict:
+                 console: Console | None = None, outfits: Path | None = None) -> dict:
+    """`outfits`: also time 3-garment against single-garment photos of that outfits benchmark (bench_garments)."""
     console = console or Console()
+    garments = None
     root = _catalogue(workdir, "inshop", items)
     stack = _start(workdir, checkpoint, "bench_search")
     try:
@@ -196,6 +199,8 @@ def bench_search(workdir: Path, *, items: int = 1250, queries: int = 200, checkp
             times, elapsed = client.submit(client_side_by_side, stack.address, paths).result()
             rows = [_row(1, times["find"], len(paths) / (elapsed - sum(times["embed_rpc"])))]
             rows.append(_row(8, *client.submit(client_concurrent, stack.address, paths, 8).result()))
+            if outfits is not None:
+                garments = client.submit(client_garments, stack.address, *garment_photos(outfits, queries)).result()
         embed_local = (forward_before + _forward_p50(stack, decoded)) / 2
     finally:
         stack.stop()
@@ -214,4 +219,5 @@ def bench_search(workdir: Path, *, items: int = 1250, queries: int = 200, checkp
                   f"preprocess + forward + gRPC), interleaved with the concurrency-1 FindSimilar calls, p50 "
                   f"{embed_rpc * 1e3:.1f} ms; in-process preprocess + forward (before and after the client runs) p50 "
                   f"{embed_local * 1e3:.1f} ms")
-    return {"images": images, "embed_rpc_p50": embed_rpc, "embed_local_p50": embed_local, "rows": rows}
+    return {"images": images, "embed_rpc_p50": embed_rpc, "embed_local_p50": embed_local, "rows": rows,
+            "garments": print_garments(garments, console) if garments is not None else None}

@@ -56,11 +56,12 @@ def bench_search_cmd(
     items: Annotated[int, typer.Option(min=10, help="in-shop items (about 4 images each)")] = 1250,
     queries: Annotated[int, typer.Option(min=10)] = 200,
     checkpoint: Annotated[Path | None, typer.Option(help="default: an untrained serving-shaped model")] = None,
+    outfits: Annotated[Path | None, typer.Option(help="also 3-garment vs 1-garment photos of this outfits set")] = None,
 ) -> None:
     """FindSimilar p50/p95/p99 and QPS at concurrency 1 and 8, p50 as a ratio to one query's embedding time."""
     from services.bench import bench_search
 
-    bench_search(workdir, items=items, queries=queries, checkpoint=checkpoint, console=Console())
+    bench_search(workdir, items=items, queries=queries, checkpoint=checkpoint, console=Console(), outfits=outfits)
 
 
 @bench_app.command("scale")

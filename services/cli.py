@@ -20,7 +20,8 @@ app.command()(reindex)
 app.command("console")(console_command)
 console = Console(stderr=True)
 
-BENCHMARK_HELP = "inshop, consumer2shop, attributes, landmarks or folder (ROOT/PRODUCT_ID/*.jpg)"
+BENCHMARK_HELP = ("inshop, consumer2shop, attributes, landmarks, outfits (DeepFashion2 layout, several garments "
+                  "per photo) or folder (ROOT/PRODUCT_ID/*.jpg)")
 
 
 @app.command()
@@ -74,8 +75,18 @@ def train(
     init_checkpoint: Annotated[Path | None, typer.Option(help="fine-tune from this checkpoint (keeps its "
                                                               "landmark, category and attribute heads)")] = None,
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
+    detector_epochs: Annotated[int, typer.Option(min=1, help="outfit data: garment detector epochs")] = 16,
 ) -> None:
-    """Train FashionNet: cache the frozen backbone's features, then train every head on them; rerun to resume."""
+    """Train FashionNet (cached backbone features, heads trained on them; rerun to resume); on outfit photos
+    (DeepFashion2 layout) the garment detector, into a copy of --init-checkpoint."""
+    from shared.training.detector import DetectorConfig, is_outfit_data, train_outfits
+
+    if is_outfit_data(data, benchmark):
+        path = train_outfits(data, out, init_checkpoint=init_checkpoint, cache_dir=cache_dir, input_size=input_size,
+                             architecture=architecture, workers=workers,
+                             config=DetectorConfig(epochs=detector_epochs, seed=seed))
+        console.print(f"checkpoint written to {path}")
+        return
     from shared.fashionnet.losses import LossWeights
     from shared.training.train import TrainConfig
     from shared.training.train import train as run_training
@@ -106,11 +117,15 @@ def evaluate_cmd(
     batch_size: int = 32,
     device: str = "auto",
 ) -> None:
-    """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k."""
+    """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k; on outfit photos
+    detection AP@0.5 per garment class and per-garment retrieval with detected and ground-truth boxes."""
+    from shared.training.detector import is_outfit_data
     from shared.training.evaluate import evaluate, print_report, write_json
+    from shared.training.outfit_eval import evaluate_outfits
 
-    result = evaluate(benchmark, data, checkpoint, split=split, input_size=input_size, batch_size=batch_size,
-                      device=device)
+    result = (evaluate_outfits(data, checkpoint, split=split, batch_size=batch_size) if is_outfit_data(data, benchmark)
+              else evaluate(benchmark, data, checkpoint, split=split, input_size=input_size, batch_size=batch_size,
+                            device=device))
     print_report(result, Console())
     if json_out is not None:
         write_json(result, json_out)

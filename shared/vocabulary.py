@@ -63,3 +63,9 @@ class Category:
 class Attribute:
     name: str
     group: str  # one of ATTRIBUTE_GROUPS
+
+# What the garment detector tells apart: DeepFashion's three clothes types, with upper-body outerwear (jackets,
+# cardigans) as its own class because it is worn over another upper-body garment, whose box centre it shares.
+GARMENT_CLASSES: tuple[str, ...] = ("upper", "lower", "full", "outer")
+GARMENT_CLASS_TYPE: dict[str, ClothesType] = {"upper": ClothesType.UPPER, "lower": ClothesType.LOWER,
+                                              "full": ClothesType.FULL, "outer": ClothesType.UPPER}

@@ -11,6 +11,8 @@ from fashion.v1 import (
     analysis_pb2_grpc,
     attributes_pb2,
     attributes_pb2_grpc,
+    detection_pb2,
+    detection_pb2_grpc,
     embedding_pb2,
     embedding_pb2_grpc,
     landmark_pb2,
@@ -24,6 +26,7 @@ from shared.serving.convert import (
     analysis_pb,
     attributes_pb,
     categories_pb,
+    garment_pb,
     landmarks_pb,
     model_info,
 )
@@ -119,15 +122,34 @@ class AnalysisServicer(_ModelServicerBase, analysis_pb2_grpc.AnalysisServiceServ
         return analysis_pb2.AnalyzeResponse(model=info, results=out)
 
 
+class GarmentServicer(_ModelServicerBase, detection_pb2_grpc.GarmentServiceServicer):
+    """Where each image's garments are: the detector's output of the same forward pass as the analysis."""
+
+    def DetectGarments(self, request, context):  # noqa: N802
+        min_score = request.min_score if request.HasField("min_score") else 0.0
+        if not 0.0 <= min_score <= 1.0:
+            raise InvalidInput(f"expected min_score between 0 and 1, got {min_score}")
+        resolved, results, info = self._analyze(request, context)
+        return detection_pb2.DetectGarmentsResponse(model=info, results=[
+            detection_pb2.ImageGarments(image_id=r.id, error=r.error, garments=[
+                garment_pb(g) for g in (a.garments if a else ()) if g.score >= min_score])
+            for r, a in zip(resolved, results, strict=True)])
+
+
 Registration = tuple[Callable, object]
 
 
 def model_servicers(runtime: ModelRuntime, intake: ImageIntake,
                     targets: Sequence[str] = ("landmark", "attributes", "embedding", "analysis")) -> list[Registration]:
+    """The servicers of `targets`; the analysis target also serves GarmentService (DetectGarments): both answer
+    from the same forward pass, so the detector needs no deployment of its own."""
     table = {
         "landmark": (landmark_pb2_grpc.add_LandmarkServiceServicer_to_server, LandmarkServicer),
         "attributes": (attributes_pb2_grpc.add_AttributeServiceServicer_to_server, AttributeServicer),
         "embedding": (embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingServicer),
         "analysis": (analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, AnalysisServicer),
     }
-    return [(table[t][0], table[t][1](runtime, intake)) for t in targets]
+    out: list[Registration] = [(table[t][0], table[t][1](runtime, intake)) for t in targets]
+    if "analysis" in targets:
+        out.append((detection_pb2_grpc.add_GarmentServiceServicer_to_server, GarmentServicer(runtime, intake)))
+    return out

@@ -18,7 +18,18 @@ from rich.console import Console
 from rich.table import Table
 
 from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
-from services.search.page import CSS, QUERY_PX, THUMB_PX, card, data_uri, draw_landmarks, price, query_header
+from services.search.page import (
+    CSS,
+    QUERY_PX,
+    THUMB_PX,
+    card,
+    data_uri,
+    draw_garments,
+    draw_landmarks,
+    garment_rows,
+    price,
+    query_header,
+)
 from shared.config import ImageSettings
 from shared.errors import FashionError, InvalidInput, TooLarge
 from shared.grpc.client import call_with_deadline, channel
@@ -97,6 +108,11 @@ def print_results(response: search_pb2.FindSimilarResponse, console: Console, *,
         table.add_row(str(hit.position + 1), f"{hit.score:.3f}", hit.product_id, hit.title, hit.category or "-",
                       price(hit), "yes" if hit.in_stock else "[red]no[/]")
     console.print(table)
+    for n, g in enumerate(response.garments, start=1):
+        d = g.garment
+        console.print(f"garment {n}: {d.garment_class} ({d.score:.0%}) at ({d.box.x1:.2f}, {d.box.y1:.2f}, "
+                      f"{d.box.x2:.2f}, {d.box.y2:.2f}), {g.analysis.category.name}: "
+                      + ", ".join(f"{h.product_id} {h.score:.3f}" for h in g.hits[:5]))
 
 
 # -- the HTML page ------------------------------------------------------------------------------------------
@@ -126,27 +142,33 @@ def _thumbnail(uri: str, intake: ImageIntake) -> str | None:
 def query_picture(intake: ImageIntake, query_image_bytes: bytes,
                   response: search_pb2.FindSimilarResponse) -> Image.Image:
     """The query photo at a fixed display size (up or down, so dots look the same for any photo), with the
-    landmarks the model predicted drawn on it."""
+    landmarks the model predicted and each detected garment's numbered box drawn on it."""
     query = ImageOps.contain(intake.load(ImageSource(data=query_image_bytes), name="query image").image,
                              (QUERY_PX, QUERY_PX))
-    return draw_landmarks(query, response.query_analysis.landmarks) if response.HasField("query_analysis") else query
+    if response.HasField("query_analysis"):
+        query = draw_landmarks(query, response.query_analysis.landmarks)
+    return draw_garments(query, response.garments)
 
 
 def write_html(path: Path, query_image_bytes: bytes, response: search_pb2.FindSimilarResponse, *,
                intake: ImageIntake | None = None) -> Path:
-    """Write one self-contained page: the query (landmarks drawn on it) and a thumbnail per result."""
+    """Write one self-contained page: the query (landmarks and garment boxes drawn on it), a thumbnail per
+    whole-image result, then one row per detected garment with its own results."""
     intake = intake or ImageSettings().image_intake()  # thumbnails of result files under the catalogue roots
     query = query_picture(intake, query_image_bytes, response)
     thumbs: dict[str, str | None] = {}
-    cards = []
-    for hit in response.hits:
-        if hit.image_uri not in thumbs:
-            thumbs[hit.image_uri] = _thumbnail(hit.image_uri, intake)
-        cards.append(card(hit, thumbs[hit.image_uri]))
+
+    def thumb(uri: str) -> str | None:
+        if uri not in thumbs:
+            thumbs[uri] = _thumbnail(uri, intake)
+        return thumbs[uri]
+
+    cards = [card(hit, thumb(hit.image_uri)) for hit in response.hits]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FashionNet search '
             f"{escape(response.query_id)}</title><style>{CSS}</style></head><body>"
             f"{query_header(data_uri(query), response)}"
-            f'<main><div class="cards">{"".join(cards)}</div></main></body></html>\n')
+            f'<main><div class="cards">{"".join(cards)}</div></main>'
+            f"{garment_rows(response.garments, thumb)}</body></html>\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -22,9 +22,11 @@ import numpy as np
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.search.garments import GarmentSearch, crop, garment_filters, jpeg
 from services.search.query_log import QueryLog
 from shared.db import repository
 from shared.db.repository import QueryLogEntry
+from shared.detection.crop import validate_box
 from shared.errors import FashionError, InvalidInput, NotFound, Unavailable
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.imaging import ImageIntake, ImageSource, deadline_after
@@ -88,6 +90,7 @@ class SearchResult:
     query_analysis: Analysis | None  # None for a query by product id (no photo was analysed)
     model_version: str
     model_metadata: ModelMetadata | None  # None when a product query ran on a version this process has not loaded
+    garments: tuple[GarmentSearch, ...] = ()  # one per detected garment, best detection first
 
 
 def click_id(query_id: str, product_id: str) -> str:
@@ -148,11 +151,13 @@ class SearchCore:
         top_k: int,
         filters: SearchFilters | None = None,
         timeout: float | None = DEFAULT_ANALYZE_TIMEOUT_S,
+        region: tuple[float, float, float, float] | None = None,
     ) -> SearchResult:
         """Rank catalogue products like a photo or like an indexed product; log the query and what it showed.
 
         `timeout`: what is left of the caller's deadline; reading the photo (a uri is fetched) and embedding it
-        both fit in it.
+        both fit in it. A photo's detected garments are searched one by one too (`SearchResult.garments`);
+        `region` (fractions of the image) searches just that part of the photo instead, with no detection.
         """
         if (image is None) == (product_id is None):
             got = "both" if image is not None else "neither"
@@ -162,6 +167,10 @@ class SearchCore:
         if not 1 <= top_k <= self.max_top_k:
             raise InvalidInput(f"expected top_k between 1 and {self.max_top_k}, got {top_k}")
         filters = validate_filters(filters)
+        if region is not None:
+            if image is None:
+                raise InvalidInput("expected an image query with a region, got a product_id")
+            region = validate_box(region)
         photo = (self.intake.load(image, deadline=deadline_after(timeout), name="query image")
                  if image is not None else None)
 
@@ -172,9 +181,13 @@ class SearchCore:
                 "model version (publish a catalogue and let ingestion finish first)")
         metadata = self._metadata(version, required=photo is not None)
         analysis: Analysis | None = None
+        garments: tuple[GarmentSearch, ...] = ()
         if photo is not None:
-            analysis = self._embed(photo.image, version, timeout)
+            query_image = crop(photo.image, region) if region is not None else photo.image
+            analysis = self._embed(query_image, version, timeout)
             vector = analysis.embedding
+            if region is None:
+                garments = self._garments(photo.image, analysis, version, metadata, top_k, filters, timeout)
         else:
             assert product_id is not None
             vector = self._product_vector(version, product_id)
@@ -186,7 +199,26 @@ class SearchCore:
                                             source_product_id=product_id, filters=_filters_log(filters),
                                             created_at=datetime.now(UTC)))
         SEARCHES.labels("image" if photo is not None else "product").inc()
-        return SearchResult(query_id, hits, analysis, version, metadata)
+        return SearchResult(query_id, hits, analysis, version, metadata, garments)
+
+    def _garments(self, image: Any, analysis: Analysis, version: str, metadata: ModelMetadata | None, top_k: int,
+                  filters: SearchFilters, timeout: float | None) -> tuple[GarmentSearch, ...]:
+        """Every detected garment's crop, analysed in one batch (the runtime's batcher groups them with other
+        callers' images), then searched within its clothes type; each gets its own logged query."""
+        if not analysis.garments:
+            return ()
+        crops = [crop(image, g.box) for g in analysis.garments]
+        analyses = analyze_pinned(self.analyzer, crops, version, timeout=timeout)
+        out = []
+        for garment, picture, found in zip(analysis.garments, crops, analyses, strict=True):
+            narrowed = garment_filters(filters, garment.garment_class, metadata)
+            hits = self._ranked(version, found.embedding, top_k, narrowed, source_product_id=None)
+            query_id = str(uuid.uuid4())
+            self.query_log.submit(QueryLogEntry(query_id, version, top_k, hits, query_image=jpeg(picture),
+                                                filters={**_filters_log(narrowed), "garment": list(garment.box)},
+                                                created_at=datetime.now(UTC)))
+            out.append(GarmentSearch(garment, found, hits, query_id))
+        return tuple(out)
 
     def _metadata(self, version: str, *, required: bool) -> ModelMetadata | None:
         try:

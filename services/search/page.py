@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 from PIL import Image, ImageDraw
@@ -34,6 +34,8 @@ main{padding:24px 32px}
 .card .img img{max-width:100%;max-height:220px}.noimg{color:#888;font-size:13px}
 .card .body{padding:10px 12px;font-size:14px}.card .title{font-weight:600;margin:2px 0 4px}
 .rank{float:right;color:#767676;font-size:12px}.out{color:#b3261e}
+.garment{padding:8px 32px 16px}.garment h2{font-size:16px;margin:8px 0}
+.garment h2 i{display:inline-block;width:12px;height:12px;margin-right:8px;vertical-align:middle}
 """
 
 
@@ -63,6 +65,39 @@ def draw_landmarks(image: Image.Image, landmarks: Sequence[common_pb2.Landmark])
         else:
             draw.ellipse(box, outline=colour, width=max(2, radius // 2))
     return out
+
+
+GARMENT_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+def draw_garments(image: Image.Image, garments: Sequence[search_pb2.GarmentResult]) -> Image.Image:
+    """A copy of `image` with each detected garment's box, numbered as its result row below the page's header."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, min(out.size) // 120)
+    for n, g in enumerate(garments, start=1):
+        b = g.garment.box
+        colour = GARMENT_COLOURS[(n - 1) % len(GARMENT_COLOURS)]
+        x1, y1 = b.x1 * out.width, b.y1 * out.height
+        draw.rectangle((x1, y1, b.x2 * out.width, b.y2 * out.height), outline=colour, width=width)
+        label = f"{n} {g.garment.garment_class}"
+        draw.rectangle((x1, y1, x1 + 7 * len(label) + 6, y1 + 14), fill=colour)
+        draw.text((x1 + 3, y1 + 1), label, fill="white")
+    return out
+
+
+def garment_rows(garments: Sequence[search_pb2.GarmentResult], thumb: Callable[[str], str | None]) -> str:
+    """One section per detected garment: its colour and number (as drawn on the query), what it is, its hits."""
+    e = escape
+    rows = []
+    for n, g in enumerate(garments, start=1):
+        colour = GARMENT_COLOURS[(n - 1) % len(GARMENT_COLOURS)]
+        d = g.garment
+        rows.append(f'<section class="garment"><h2><i style="background:{colour}"></i>Garment {n}: '
+                    f"{e(d.garment_class)} ({d.score:.0%}) &middot; {e(g.analysis.category.name)} "
+                    f'<span class="muted">query {e(g.query_id)}</span></h2>'
+                    f'<div class="cards">{"".join(card(h, thumb(h.image_uri)) for h in g.hits)}</div></section>')
+    return "".join(rows)
 
 
 def card(hit: search_pb2.SearchHit, thumb: str | None, *, actions: str = "") -> str:

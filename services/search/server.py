@@ -14,7 +14,7 @@ from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
 from services.search.catalogue import CatalogueBrowser, CatalogueProductInfo, StoredPrediction
 from services.search.core import DEFAULT_ANALYZE_TIMEOUT_S, SearchCore, SearchHit, SearchResult
 from shared.errors import Unavailable
-from shared.serving.convert import VISIBILITY_TO_PROTO, analysis_pb, model_info
+from shared.serving.convert import VISIBILITY_TO_PROTO, analysis_pb, garment_pb, model_info
 from shared.serving.inputs import image_source
 from shared.vectorstore import SearchFilters
 
@@ -45,6 +45,10 @@ def response_pb(result: SearchResult) -> search_pb2.FindSimilarResponse:
         else common_pb2.ModelInfo(version=result.model_version))
     if result.query_analysis is not None:
         response.query_analysis.CopyFrom(analysis_pb(result.query_analysis))
+    for g in result.garments:
+        response.garments.append(search_pb2.GarmentResult(
+            garment=garment_pb(g.garment), analysis=analysis_pb(g.analysis), hits=[hit_pb(h) for h in g.hits],
+            query_id=g.query_id))
     return response
 
 
@@ -90,6 +94,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             top_k=request.top_k or self.default_top_k,  # proto3: 0 is "not set"
             filters=filters_from_pb(request.filters),
             timeout=_time_left(context),
+            region=(request.region.x1, request.region.y1, request.region.x2, request.region.y2)
+            if request.HasField("region") else None,
         )
         return response_pb(result)
 

@@ -39,6 +39,7 @@ class ModelMetadata:
     embedding_neck: bool = False  # BN-neck before the L2 normalisation; older checkpoints have none
     global_mid: bool = False  # the global branch also reads the pooled stride-16 map
     garment_box: bool = False  # landmark pooling also pools the box the visible landmarks span
+    detector: bool = False  # the garment detector head (trained on outfit photos); older checkpoints have none
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     parent_version: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +48,8 @@ class ModelMetadata:
         return {"num_categories": len(self.categories), "num_attributes": len(self.attributes),
                 "embedding_dim": self.embedding_dim, "landmark_pooling": self.landmark_pooling,
                 "embedding_skip": self.embedding_skip, "embedding_neck": self.embedding_neck,
-                "global_mid": self.global_mid, "garment_box": self.garment_box}
+                "global_mid": self.global_mid, "garment_box": self.garment_box,
+                "detector": self.detector}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -55,6 +55,7 @@ ONNX_TOLERANCE: Mapping[str, float] = MappingProxyType({
     "category_logits": 1e-2,
     "attribute_logits": 1e-2,
     "landmark_heatmaps": 1e-2,
+    "garment_maps": 1e-2,
 })
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.detection.head import GarmentHead
 from shared.fashionnet.backbones import Backbone
 from shared.fashionnet.blocks import GlobalBranch, LandmarkBranch, LandmarkPooling
 from shared.vocabulary import NUM_LANDMARKS, VIS_VISIBLE
@@ -23,6 +24,7 @@ class FashionNetOutput:
     category_logits: torch.Tensor | None = None  # (B, num_categories)
     attribute_logits: torch.Tensor | None = None  # (B, num_attributes), independent sigmoids
     landmark_heatmaps: torch.Tensor | None = None  # (B, 8, H/16, W/16)
+    garment_maps: torch.Tensor | None = None  # (B, 4 classes + 4, H/16, W/16): the garment detector's raw maps
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         """Present tensors in field order; what ONNX export and tracing need."""
@@ -33,9 +35,12 @@ class FashionNet(nn.Module):
     def __init__(self, backbone: Backbone, *, num_categories: int, num_attributes: int, embedding_dim: int = 256,
                  landmark_pooling: bool = True, num_landmarks: int = NUM_LANDMARKS, fusion_dim: int = 512,
                  dropout: float = 0.2, embedding_skip: bool = False, embedding_neck: bool = False,
-                 global_mid: bool = False, garment_box: bool = False) -> None:
+                 global_mid: bool = False, garment_box: bool = False, detector: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        # The garment detector (shared/detection) reads the same stride-16 map, so one forward of a whole photo
+        # gives its analysis and where its garments are; None in models trained without outfit data.
+        self.garment_head = GarmentHead(backbone.mid_channels) if detector else None
         self.landmark_pooling = landmark_pooling
         self.landmark_branch = LandmarkBranch(backbone.mid_channels, num_landmarks)
         # global_mid: the global branch also reads the stride-16 map's average, where colour and fine texture
@@ -76,7 +81,10 @@ class FashionNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, FashionNetOutput]:
         """Fused features, the pooled stride-32 features and the landmark part of the output."""
         mid, top = self.backbone(x)
-        return self.forward_branches(mid, F.adaptive_avg_pool2d(top, 1).flatten(1))
+        fused, pooled, partial = self.forward_branches(mid, F.adaptive_avg_pool2d(top, 1).flatten(1))
+        if self.garment_head is not None:
+            partial.garment_maps = self.garment_head(mid)
+        return fused, pooled, partial
 
     def forward_branches(self, mid: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                                                   FashionNetOutput]:

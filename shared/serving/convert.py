@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fashion.v1 import common_pb2
+from shared.detection.decode import Detection
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.serving.runtime import Analysis, LandmarkPrediction
-from shared.vocabulary import VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
+from shared.vocabulary import GARMENT_CLASS_TYPE, GARMENT_CLASSES, VIS_ABSENT, VIS_OCCLUDED, VIS_TRUNCATED, VIS_VISIBLE
 
 VISIBILITY_TO_PROTO = {
     VIS_VISIBLE: common_pb2.VISIBILITY_VISIBLE,
@@ -41,4 +42,22 @@ def analysis_pb(analysis: Analysis, *, top_k: int = DEFAULT_TOP_K,
                 threshold: float = DEFAULT_THRESHOLD) -> common_pb2.ImageAnalysis:
     categories = categories_pb(analysis, top_k)
     return common_pb2.ImageAnalysis(landmarks=landmarks_pb(analysis.landmarks), category=categories[0],
-                                    categories=categories, attributes=attributes_pb(analysis, threshold))
+                                    categories=categories, attributes=attributes_pb(analysis, threshold),
+                                    garments=[garment_pb(g) for g in analysis.garments])
+
+
+def box_pb(box: tuple[float, float, float, float]) -> common_pb2.Box:
+    return common_pb2.Box(x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+
+
+def garment_pb(garment: Detection) -> common_pb2.DetectedGarment:
+    return common_pb2.DetectedGarment(box=box_pb(garment.box), garment_class=garment.garment_class,
+                                      clothes_type=GARMENT_CLASS_TYPE[garment.garment_class].name.lower(),
+                                      score=garment.score)
+
+
+def garment_from_pb(message: common_pb2.DetectedGarment) -> Detection:
+    if message.garment_class not in GARMENT_CLASSES:
+        raise ValueError(f"unexpected garment class {message.garment_class!r} in a response")
+    b = message.box
+    return Detection((b.x1, b.y1, b.x2, b.y2), message.garment_class, message.score)

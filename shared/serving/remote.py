@@ -32,7 +32,7 @@ from shared.grpc.client import call_with_deadline
 from shared.grpc.client import channel as make_channel
 from shared.grpc.errors import error_from_rpc
 from shared.grpc.tls import client_credentials
-from shared.serving.convert import VISIBILITY_TO_PROTO
+from shared.serving.convert import VISIBILITY_TO_PROTO, garment_from_pb
 from shared.serving.runtime import Analysis, LandmarkPrediction
 
 PROTO_TO_VISIBILITY = {proto: code for code, proto in VISIBILITY_TO_PROTO.items()}
@@ -75,6 +75,7 @@ def analysis_from_pb(result: analysis_pb2.ImageResult, version: str) -> Analysis
                         for lm in a.landmarks),
         categories=tuple((c.name, c.score) for c in a.categories),
         attributes=tuple((t.name, t.group, t.score) for t in a.attributes),
+        garments=tuple(garment_from_pb(g) for g in a.garments),
     )
 
 

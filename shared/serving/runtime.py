@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shared.detection.decode import Detection, decode_maps
 from shared.errors import NotFound
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint
 from shared.fashionnet.inference import InferenceEngine, create_engine
@@ -43,6 +44,7 @@ class Analysis:
     landmarks: tuple[LandmarkPrediction, ...]
     categories: tuple[tuple[str, float], ...]  # (name, probability), best first
     attributes: tuple[tuple[str, str, float], ...]  # (name, group, probability), best first
+    garments: tuple[Detection, ...] = ()  # the detector's garments, best first; () when the model has none
 
     def category(self) -> tuple[str, float]:
         return self.categories[0]
@@ -87,6 +89,7 @@ class LoadedModel:
         vis_prob = out.visibility_logits.softmax(-1).numpy()
         coords = out.landmarks.numpy()
         embedding = out.embedding.numpy().astype(np.float32)
+        maps = out.garment_maps.numpy() if out.garment_maps is not None else None
         results = []
         for i in range(len(pixels)):
             cat_order = np.argsort(-cat_prob[i], kind="stable")
@@ -104,6 +107,7 @@ class LoadedModel:
                 categories=tuple((meta.categories[j].name, float(cat_prob[i, j])) for j in cat_order),
                 attributes=tuple((meta.attributes[j].name, meta.attributes[j].group, float(attr_prob[i, j]))
                                  for j in attr_order),
+                garments=tuple(decode_maps(maps[i])) if maps is not None else (),
             ))
         return results
 

@@ -15,9 +15,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fashion.v1 import common_pb2, search_pb2, search_pb2_grpc
+from fashion.v1 import common_pb2, detection_pb2, detection_pb2_grpc, search_pb2, search_pb2_grpc
 from shared.data.deepfashion import load_benchmark
+from shared.data.outfits import load_outfits
+from shared.data.synth import CATEGORIES, generate
 from shared.db.session import make_engine
+from shared.training.train import TrainConfig, train
 
 FASHION = [sys.executable, "-m", "services.cli"]
 ITEMS = 10  # the `catalogue` fixture's (conftest.py)
@@ -178,3 +181,85 @@ def test_a_sigkilled_stack_leaves_no_orphan_broker_and_no_trusted_state(catalogu
             if second.poll() is None:
                 second.kill()
     assert "left by pid" in (tmp_path / "up.log").read_text()
+
+
+# -- shopper photos with several garments (issue 13) ----------------------------------------------------------
+
+OUTFIT_ITEMS = 24
+TYPE_OF = {c.name: c.clothes_type.name.lower() for c in CATEGORIES}
+
+
+@pytest.fixture(scope="module")
+def outfit_stack_data(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A consumer-to-shop catalogue, a checkpoint trained on it, outfits, and the detector trained into it."""
+    root = tmp_path_factory.mktemp("c2s") / "data"
+    generate("consumer2shop", root, OUTFIT_ITEMS, seed=12, image_size=128, workers=1, progress=False)
+    run = tmp_path_factory.mktemp("run")
+    base = train(TrainConfig(data=root, out=run, benchmark="consumer2shop", input_size=128, embedding_dim=32,
+                             items_per_batch=4, images_per_item=2, landmark_epochs=0, epochs=5, views=1,
+                             finetune_epochs=0, workers=0, cache_dir=run / "cache"), progress=False)
+    outfits = tmp_path_factory.mktemp("outfits") / "data"
+    generate("outfits", outfits, 60, seed=2, image_size=128, workers=1, progress=False)
+    detector_run = tmp_path_factory.mktemp("detector")
+    trained = subprocess.run([*FASHION, "train", "--data", str(outfits), "--init-checkpoint", str(base),
+                              "--out", str(detector_run), "--cache-dir", str(run / "cache"), "--workers", "0",
+                              "--detector-epochs", "30"], capture_output=True, text=True, timeout=900, check=False,
+                             cwd=Path(__file__).parents[2])
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    return root, outfits, detector_run / "model.pt"
+
+
+def test_detect_garments_and_search_each_one(outfit_stack_data, postgres_url, tmp_path) -> None:
+    root, outfits, checkpoint = outfit_stack_data
+    env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
+           "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root)}
+    log = (tmp_path / "up.log").open("w")
+    proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+    try:
+        state_file = tmp_path / "var" / "stack.json"
+        _wait_for(state_file.exists, 120, "fashion up to start", proc)
+        published = subprocess.run([*FASHION, "publish", str(root)], env=env, capture_output=True, text=True,
+                                   timeout=120, check=False)
+        assert published.returncode == 0, published.stderr
+        _wait_for(lambda: _count(postgres_url, "select count(*) from products") == OUTFIT_ITEMS, 120,
+                  "the catalogue to be indexed", proc)
+        bench = load_outfits(outfits)
+        photos = [i for i in bench.images if i.domain == "consumer" and len(i.garments) >= 2][:12]
+        address = json.loads(state_file.read_text())["grpc"]
+        with grpc.insecure_channel(address) as channel:
+            search = search_pb2_grpc.SearchServiceStub(channel)
+            detect = detection_pb2_grpc.GarmentServiceStub(channel)
+            images = [common_pb2.ImageInput(id=p.image, data=bench.path(p).read_bytes()) for p in photos]
+            detected = detect.DetectGarments(detection_pb2.DetectGarmentsRequest(images=images), timeout=60)
+            assert [r.image_id for r in detected.results] == [p.image for p in photos]
+            assert all(r.error == "" for r in detected.results)
+            found = 0
+            for image, result in zip(images, detected.results, strict=True):
+                request = search_pb2.FindSimilarRequest(image=image, top_k=OUTFIT_ITEMS)
+                response = search.FindSimilar(request, timeout=60)
+                assert len(response.hits) == OUTFIT_ITEMS  # the whole-image results, as before: every product
+                # The catalogue's categories are what the model predicted for each product (ingest votes).
+                stocked = {TYPE_OF[h.category] for h in response.hits}
+                # The same forward pass answers both RPCs: the same garments, in the same order.
+                assert [(g.garment.garment_class, round(g.garment.score, 4)) for g in response.garments] == \
+                    [(g.garment_class, round(g.score, 4)) for g in result.garments]
+                for g in response.garments:
+                    found += 1
+                    assert g.query_id and g.analysis.category.name
+                    assert {TYPE_OF[h.category] for h in g.hits} <= {g.garment.clothes_type}
+                    assert bool(g.hits) == (g.garment.clothes_type in stocked)
+                    box = g.garment.box
+                    assert 0 <= box.x1 < box.x2 <= 1 and 0 <= box.y1 < box.y2 <= 1
+            assert found >= len(photos), f"the trained detector found {found} garments in {len(photos)} photos"
+            with pytest.raises(grpc.RpcError) as refused:
+                search.FindSimilar(search_pb2.FindSimilarRequest(
+                    image=images[0], region=common_pb2.Box(x1=0.8, y1=0.1, x2=0.2, y2=0.5)), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "inverted" in refused.value.details()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()

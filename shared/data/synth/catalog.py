@@ -13,7 +13,7 @@ import numpy as np
 
 from shared.vocabulary import ATTRIBUTE_GROUPS, ClothesType
 
-BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks")
+BENCHMARKS: tuple[str, ...] = ("inshop", "consumer2shop", "attributes", "landmarks", "outfits")
 
 # Independent random streams, so adding draws to one never shifts another.
 STREAM_ITEM = 0

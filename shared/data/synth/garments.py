@@ -28,6 +28,7 @@ class Garment:
     landmarks: np.ndarray  # (8, 2); NaN in slots this clothes type does not define
     anchors: dict[str, np.ndarray] = field(default_factory=dict)  # named points for parts and the wearer's body
     unit: float = 1.0  # canvas pixels per garment unit
+    origin: np.ndarray | None = None  # canvas position of the garment-unit origin (neckline centre, or waist)
 
     def polygon(self, role: str) -> np.ndarray | None:
         for name, points in self.parts:
@@ -252,6 +253,7 @@ def build_garment(item: ItemSpec, canvas: int, back: bool = False) -> Garment:
         landmarks=fit(units.landmarks),
         anchors={name: fit(pt) for name, pt in units.anchors.items()},
         unit=scale,
+        origin=offset,
     )
 
 

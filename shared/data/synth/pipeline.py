@@ -24,6 +24,7 @@ from shared.data.synth.catalog import (
     rng_for,
     sample_item,
 )
+from shared.data.synth.outfit_pipeline import generate_outfits
 from shared.data.synth.photos import PhotoPlan, PhotoResult, render_photo
 from shared.data.synth.render import render_layers
 from shared.data.synth.writer import (
@@ -74,7 +75,10 @@ def generate(
     workers: int | None = None,
     progress: bool = True,
 ) -> SynthSummary:
-    """Write a synthetic DeepFashion benchmark (images + published annotation files) under ``out``."""
+    """Write a synthetic DeepFashion benchmark (images + published annotation files) under ``out``.
+
+    ``outfits`` writes DeepFashion2's layout instead (shared/data/synth/outfit_pipeline.py).
+    """
     if benchmark not in BENCHMARKS:
         raise InvalidInput(f"expected benchmark one of {', '.join(BENCHMARKS)}, got {benchmark!r}")
     if items < 1:
@@ -83,6 +87,10 @@ def generate(
         raise InvalidInput(f"expected image_size >= {MIN_IMAGE_SIZE}, got {image_size}")
     if workers is not None and workers < 1:
         raise InvalidInput(f"expected workers >= 1, got {workers}")
+    if benchmark == "outfits":
+        done, images, seconds = generate_outfits(out, items, seed, image_size=image_size, workers=workers,
+                                                 progress=progress)
+        return SynthSummary(benchmark, Path(out), done, images, seconds)
     start = time.perf_counter()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

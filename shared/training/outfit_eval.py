@@ -1,0 +1,126 @@
+"""`fashion eval --benchmark outfits`: garment detection AP@0.5 and per-garment consumer-to-shop retrieval.
+
+DeepFashion2's protocol: every garment of a held-out shopper photo is a query; the gallery is every held-out shop
+photo's garment. Queries are cropped twice: by the ground-truth box, and by the detection matched to it (same
+class, IoU >= 0.5, best overlap, among the detections over serving's score threshold); a garment no detection
+matches counts as a miss at every k. AP@0.5 ranks every detection down to a score of 0.05. Crops are framed
+like shop photos (shared/detection/crop.py), exactly as serving crops a detected garment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from shared.data.outfits import OutfitImage, load_outfits
+from shared.detection.crop import fraction_to_pixels, square_crop
+from shared.detection.decode import DEFAULT_THRESHOLD as SERVING_THRESHOLD
+from shared.detection.decode import Detection, decode_maps
+from shared.detection.metrics import average_precision, iou
+from shared.errors import InvalidInput
+from shared.fashionnet.checkpoint import load_checkpoint
+from shared.fashionnet.preprocess import preprocess
+from shared.training import metrics
+from shared.vocabulary import GARMENT_CLASSES
+
+KS = (1, 5, 10, 20)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.inference_mode()
+def _run(model, images: list[Image.Image], size: int, mean, std, batch_size: int):
+    outs = []
+    for chunk in _batches(images, batch_size):
+        outs.append(model(preprocess(chunk, size, mean, std)))
+    return outs
+
+
+def detect(model, images: list[Image.Image], size: int, mean, std, *, batch_size: int = 32,
+           threshold: float = 0.05) -> list[list[Detection]]:
+    if getattr(model, "garment_head", None) is None:
+        raise InvalidInput("expected a checkpoint with a garment detector (train one with `fashion train --data "
+                           "OUTFITS_DIR --init-checkpoint CKPT`), this one has none")
+    found = []
+    for out in _run(model, images, size, mean, std, batch_size):
+        found += [decode_maps(m, threshold=threshold) for m in out.garment_maps.numpy()]
+    return found
+
+
+def embed(model, images: list[Image.Image], size: int, mean, std, *, batch_size: int = 32) -> np.ndarray:
+    parts = [out.embedding.numpy() for out in _run(model, images, size, mean, std, batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def _pixels(det: Detection, image: Image.Image) -> tuple[float, float, float, float]:
+    return fraction_to_pixels(det.box, image.width, image.height)  # type: ignore[return-value]
+
+
+def detection_ap(photos: list[OutfitImage], images: list[Image.Image],
+                 found: list[list[Detection]]) -> dict[str, float]:
+    result = {}
+    for cls in GARMENT_CLASSES:
+        truths = [[g.box for g in p.garments if g.garment_class == cls] for p in photos]
+        dets = [[(_pixels(d, im), d.score) for d in ds if d.garment_class == cls]
+                for ds, im in zip(found, images, strict=True)]
+        result[cls] = average_precision(dets, truths, 0.5)
+    measured = [v for v in result.values() if not np.isnan(v)]
+    return {"ap50": float(np.mean(measured)) if measured else float("nan"),
+            **{f"ap50_{k}": v for k, v in result.items()}}
+
+
+def _matched(garment, image: Image.Image, dets: list[Detection]):
+    """The detection serving would search for this garment: over serving's score threshold, same class, best IoU."""
+    best, best_iou = None, 0.5
+    for d in dets:
+        if d.score < SERVING_THRESHOLD:
+            continue
+        overlap = iou(_pixels(d, image), garment.box)
+        if d.garment_class == garment.garment_class and overlap >= best_iou:
+            best, best_iou = d, overlap
+    return best
+
+
+def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
+                     progress: bool = True) -> dict:
+    bench = load_outfits(data)
+    split = "validation" if split == "val" else split
+    photos = [p for p in bench.split(split) if p.domain == "consumer"]
+    shops = [p for p in bench.split(split) if p.domain == "shop"]
+    if not photos or not shops:
+        raise InvalidInput(f"expected shopper and shop photos in the {split} split of {data}, found "
+                           f"{len(photos)} and {len(shops)}")
+    model, meta = load_checkpoint(checkpoint)
+    size, mean, std = meta.input_size, meta.mean, meta.std
+    images = [Image.open(bench.path(p)).convert("RGB") for p in tqdm(photos, disable=not progress, desc="reading")]
+    found = detect(model, images, size, mean, std, batch_size=batch_size)
+    result: dict = {"benchmark": "outfits", "images": len(photos), "checkpoint": str(checkpoint),
+                    "detection": detection_ap(photos, images, found)}
+
+    gallery_images = [Image.open(bench.path(p)).convert("RGB") for p in shops]
+    gallery = embed(model, [square_crop(im, p.garments[0].box) for im, p in zip(gallery_images, shops, strict=True)],
+                    size, mean, std, batch_size=batch_size)
+    gallery_ids = np.array([p.match_key(p.garments[0]) or "" for p in shops])
+    queries = [(p, g, im, ds) for p, im, ds in zip(photos, images, found, strict=True) for g in p.garments]
+    ids = np.array([p.match_key(g) or "" for p, g, _, _ in queries])
+    truth = embed(model, [square_crop(im, g.box) for _, g, im, _ in queries], size, mean, std, batch_size=batch_size)
+    matched = [(k, _matched(g, im, ds)) for k, (_, g, im, ds) in enumerate(queries)]
+    matched = [(k, d) for k, d in matched if d is not None]
+    detected = embed(model, [square_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], size,
+                     mean, std, batch_size=batch_size)
+    gt = metrics.retrieval_topk(truth, ids, gallery, gallery_ids, ks=KS)["topk"]
+    share = len(matched) / len(queries)
+    det = metrics.retrieval_topk(detected, ids[[k for k, _ in matched]], gallery, gallery_ids, ks=KS)["topk"] \
+        if matched else dict.fromkeys(KS, 0.0)
+    result["retrieval"] = {**{f"top{k}": det[k] * share for k in KS},
+                           **{f"top{k}_gt_boxes": gt[k] for k in KS},
+                           "queries": len(queries), "detected_share": share, "gallery": len(shops)}
+    return result

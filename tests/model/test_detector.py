@@ -1,0 +1,76 @@
+"""The garment detector inside FashionNet: its maps in the forward output, in the ONNX export, and one short
+`fashion train` + `fashion eval` round on a few synthetic outfits (tiny model, 64 px)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.data.synth import generate
+from shared.detection.decode import decode_maps
+from shared.detection.head import MAP_CHANNELS
+from shared.fashionnet import create_model
+from shared.fashionnet.checkpoint import load_checkpoint
+from shared.fashionnet.inference import EagerEngine, OnnxEngine, max_abs_diff, tolerance_violations
+from shared.training.detector import DetectorConfig, train_outfits
+from shared.training.outfit_eval import evaluate_outfits
+
+SIZE = 64
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("fashionnet_efficientnet_lite0", pretrained=False, num_categories=5, num_attributes=7,
+                        embedding_dim=16, detector=True).eval()
+
+
+def test_forward_returns_garment_maps_at_stride_16() -> None:
+    model = _model()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    out = model(x)
+    assert out.garment_maps.shape == (2, MAP_CHANNELS, SIZE // 16, SIZE // 16)
+    assert torch.isfinite(out.garment_maps).all()
+    mid, top = model.backbone(x)
+    assert model.forward_trunk(mid, top.mean(dim=(2, 3))).garment_maps is None  # the cached path skips it
+
+
+def test_onnx_export_carries_the_detector(tmp_path: Path) -> None:
+    model = _model()
+    engine = OnnxEngine.from_model(model, input_size=SIZE, cache_dir=tmp_path, exporter="dynamo")
+    assert "garment_maps" in engine.output_names
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    out, ref = engine.run(x), EagerEngine(model).run(x)
+    diffs = max_abs_diff(out, ref)
+    assert "garment_maps" in diffs and not tolerance_violations(diffs), diffs
+    for a, b in zip(out.garment_maps.numpy(), ref.garment_maps.numpy(), strict=True):
+        assert [d.garment_class for d in decode_maps(a, threshold=0.0)] == \
+            [d.garment_class for d in decode_maps(b, threshold=0.0)]
+
+
+def test_train_and_eval_on_outfits(tiny_checkpoint, tmp_path: Path) -> None:
+    data = tmp_path / "outfits"
+    generate("outfits", data, 24, seed=3, image_size=96, workers=1, progress=False)
+    path = train_outfits(data, tmp_path / "run", init_checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache",
+                         config=DetectorConfig(epochs=3, batch_size=8), progress=False)
+    model, meta = load_checkpoint(path)
+    assert meta.detector and meta.parent_version == "tiny-1" and model.garment_head is not None
+    history = meta.notes["detector"]["history"]
+    assert len(history) == 3 and all(math.isfinite(h["detection"]) for h in history)
+    assert history[-1]["detection"] < history[0]["detection"]
+    tiny, _ = load_checkpoint(tiny_checkpoint)  # every other head is the init checkpoint's
+    assert torch.equal(model.embedding_head.weight, tiny.embedding_head.weight)
+    result = evaluate_outfits(data, path, progress=False)
+    assert 0.0 <= result["detection"]["ap50"] <= 1.0
+    for key in ("top1", "top20", "top20_gt_boxes", "detected_share"):
+        assert 0.0 <= result["retrieval"][key] <= 1.0
+    assert result["retrieval"]["queries"] > 0
+
+
+def test_eval_refuses_a_checkpoint_without_a_detector(tiny_checkpoint, tmp_path: Path) -> None:
+    data = tmp_path / "outfits"
+    generate("outfits", data, 8, seed=4, image_size=64, workers=1, progress=False)
+    with pytest.raises(Exception, match="expected a checkpoint with a garment detector"):
+        evaluate_outfits(data, tiny_checkpoint, progress=False)

@@ -1,0 +1,67 @@
+"""The garment detector's pure parts: target encoding, peak decoding, average precision, box framing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.detection.crop import square_crop
+from shared.detection.decode import decode_maps
+from shared.detection.head import MAP_CHANNELS, NUM_CLASSES
+from shared.detection.metrics import average_precision, iou
+from shared.detection.targets import encode
+from shared.vocabulary import GARMENT_CLASSES
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def test_encoded_targets_decode_back_to_the_boxes() -> None:
+    boxes = [(0.1, 0.05, 0.55, 0.5), (0.3, 0.45, 0.7, 0.98), (0.08, 0.02, 0.62, 0.56)]
+    classes = [GARMENT_CLASSES.index(c) for c in ("upper", "lower", "outer")]
+    heat, index, reg, mask = encode(boxes, classes, 14, 14)
+    assert heat.shape == (NUM_CLASSES, 14, 14) and mask.sum() == 3
+    maps = np.zeros((MAP_CHANNELS, 14, 14), np.float32)
+    maps[:NUM_CLASSES] = _logit(heat)
+    for k in range(3):
+        y, x = divmod(int(index[k]), 14)
+        maps[NUM_CLASSES:NUM_CLASSES + 2, y, x] = reg[k, :2]
+        maps[NUM_CLASSES + 2:, y, x] = _logit(reg[k, 2:])
+    found = decode_maps(maps, threshold=0.5)
+    assert sorted(d.garment_class for d in found) == ["lower", "outer", "upper"]
+    for d in found:
+        truth = boxes[classes.index(GARMENT_CLASSES.index(d.garment_class))]
+        assert iou(d.box, truth) > 0.98
+        assert d.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_quiet_maps_give_no_garments() -> None:
+    maps = np.full((MAP_CHANNELS, 14, 14), -5.0, np.float32)
+    assert decode_maps(maps) == []
+
+
+def test_average_precision_ranks_by_score() -> None:
+    truth = [[(0, 0, 10, 10)], [(0, 0, 10, 10)]]
+    perfect = [[((0, 0, 10, 10), 0.9)], [((1, 0, 10, 10), 0.8)]]
+    assert average_precision(perfect, truth) == pytest.approx(1.0)
+    # A confident false positive ahead of both hits: precision 1/2 then 2/3 at recall 0.5 and 1.
+    noisy = [[((0, 0, 10, 10), 0.9), ((50, 50, 60, 60), 0.95)], [((0, 0, 10, 10), 0.8)]]
+    assert average_precision(noisy, truth) == pytest.approx(0.5 * 2 / 3 + 0.5 * 2 / 3)
+    # A duplicate of a found garment is a false positive, not a second hit.
+    assert average_precision([[((0, 0, 10, 10), 0.9), ((0, 0, 10, 10), 0.8)]], [[(0, 0, 10, 10)]]) == 1.0
+    assert math.isnan(average_precision([[]], [[]]))
+    assert average_precision([[]], [[(0, 0, 1, 1)]]) == 0.0
+
+
+def test_square_crop_frames_the_box_like_a_shop_photo() -> None:
+    image = Image.new("RGB", (100, 80), (255, 0, 0))
+    crop = square_crop(image, (70, 10, 100, 70), fill=0.75)
+    assert crop.size == (80, 80)  # the longer side (60) takes 75 %
+    pixels = np.asarray(crop)
+    assert (pixels[40, 5] == (255, 0, 0)).all()  # inside the photo
+    assert (pixels[40, 75] == (128, 128, 128)).all()  # beyond its right edge: grey
