@@ -30,7 +30,7 @@ from shared.fashionnet.checkpoint import ModelMetadata, build_model, read_checkp
 from shared.grpc.server import create_server
 from shared.imaging import ImageIntake, ImageLimits
 from shared.serving.runtime import ModelRuntime
-from shared.vectorstore import VectorPoint, VectorStore, open_client
+from shared.vectorstore import VectorPoint, open_store
 from shared.vectorstore.payload import ProductPayload
 
 VERSION = "tiny-1"
@@ -84,8 +84,7 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
     sessions = session_factory(engine)
     runtime = ModelRuntime(engine="eager", max_batch=8, max_wait_ms=2)
     runtime.load(tiny_checkpoint)
-    qdrant = open_client(str(root / "qdrant"))
-    store = VectorStore(qdrant)
+    store = open_store(root / "qdrant")
     pictures = {pid: Image.open(io.BytesIO(_png(k))).convert("RGB") for k, pid in enumerate(CATALOGUE)}
     analyses = runtime.analyze(list(pictures.values()), version=VERSION)
     with sessions.begin() as session:
@@ -109,7 +108,7 @@ def env(tiny_checkpoint, tmp_path_factory) -> Iterator[Env]:
         server.stop(0)
         core.close()
         runtime.close()
-        qdrant.close()
+        store.close()
         engine.dispose()
 
 
