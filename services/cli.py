@@ -168,9 +168,10 @@ def demo(
 
 
 def _stack_state() -> dict:
-    from services.state_file import live_state
+    """The running `fashion up`: the one in FASHION_DATA_DIR, else the one `fashion up --demo` runs."""
+    from services.state_file import DEFAULT_DEMO_STACK, live_state
     from shared.config import StoreSettings
-    return live_state(StoreSettings().data_dir)
+    return live_state(StoreSettings().data_dir) or live_state(DEFAULT_DEMO_STACK)
 
 
 @app.command()

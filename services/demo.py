@@ -22,6 +22,7 @@ from services.ingest.publish import events_from_folder, publish
 from services.resources import ResourceSettings
 from services.search.client import write_html
 from services.stack import Stack, StackSettings
+from services.state_file import DEMO_STACK_DIRNAME
 from shared.config import GrpcServerSettings, ImageSettings, ModelSettings, StoreSettings
 from shared.data.deepfashion import load_benchmark
 from shared.db import repository
@@ -32,7 +33,7 @@ from shared.training.quickstart import ensure_benchmark, ensure_checkpoint
 
 BENCHMARK = "consumer2shop"
 # The trained model's stores stay after the demo, for `fashion up --demo`; the baseline's are the demo's own.
-SERVED, BASELINE = ("stack", "fashion_demo"), ("stack-imagenet", "fashion_demo_imagenet")
+SERVED, BASELINE = (DEMO_STACK_DIRNAME, "fashion_demo"), ("stack-imagenet", "fashion_demo_imagenet")
 
 
 def demo_stores(workdir: Path) -> StoreSettings:

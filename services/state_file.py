@@ -21,6 +21,10 @@ from shared.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 STATE_FILE = "stack.json"
+# Where `fashion up --demo` keeps its stores (under the demo's workdir, default var/demo): the CLI's other
+# commands look there too when no stack runs in FASHION_DATA_DIR.
+DEMO_STACK_DIRNAME = "stack"
+DEFAULT_DEMO_STACK = Path("var/demo") / DEMO_STACK_DIRNAME
 
 
 def read_state(data_dir: Path) -> dict:
