@@ -262,6 +262,14 @@ def test_core_applies_a_product_named_twice_in_one_batch_in_order(stores: Stores
     assert stores.count(ProcessedEvent) == 5
 
 
+def _own_topics(prefix: str, **settings: object) -> WorkerConfig:
+    """A worker on topics and a group of its own (`prefix` plus a random suffix), 2 partitions, short polls."""
+    suffix = uuid.uuid4().hex[:8]
+    return WorkerConfig(topic=f"{prefix}.uploads.{suffix}", dlq_topic=f"{prefix}.dlq.{suffix}",
+                        indexed_topic=f"{prefix}.indexed.{suffix}", group_id=f"{prefix}-{suffix}", partitions=2,
+                        poll_timeout_ms=200, **settings)  # type: ignore[arg-type]
+
+
 def _points_of(stores: Stores, product_id: str) -> list[dict]:
     """The payloads of `product_id`'s points in the serving collection."""
     return [p for p in stores.store.payloads(SERVING_ALIAS).values() if p.get("product_id") == product_id]
@@ -621,10 +629,7 @@ def test_no_announcement_is_lost_when_the_worker_dies_between_commit_and_send(
     announce from the batch) and its sweep sends what the dead one left in the outbox."""
     from prometheus_client import REGISTRY
 
-    suffix = uuid.uuid4().hex[:8]
-    config = WorkerConfig(topic=f"crash.uploads.{suffix}", dlq_topic=f"crash.dlq.{suffix}",
-                          indexed_topic=f"crash.indexed.{suffix}", group_id=f"crash-{suffix}", partitions=2,
-                          max_records=16, poll_timeout_ms=200, outbox_sweep_s=0.5)
+    config = _own_topics("crash", max_records=16, outbox_sweep_s=0.5)
     stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
     swept_before = REGISTRY.get_sample_value("fashion_ingest_announcements_total", {"path": "sweep"}) or 0.0
     try:
@@ -663,10 +668,7 @@ def test_a_clean_stop_sends_what_the_outbox_still_holds(kafka_bootstrap: str, ru
                                                         tmp_path: Path, intake: ImageIntake) -> None:
     """Every send after a batch fails and the periodic sweep is an hour away: the last sweep on a clean stop
     announces them all (the next incarnation may stop before one sweep period has passed)."""
-    suffix = uuid.uuid4().hex[:8]
-    config = WorkerConfig(topic=f"final.uploads.{suffix}", dlq_topic=f"final.dlq.{suffix}",
-                          indexed_topic=f"final.indexed.{suffix}", group_id=f"final-{suffix}", partitions=2,
-                          max_records=16, poll_timeout_ms=200, outbox_sweep_s=3600)
+    config = _own_topics("final", max_records=16, outbox_sweep_s=3600)
     stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
     try:
         events = list(events_from_folder(catalog))
@@ -690,10 +692,7 @@ def test_a_stop_with_drain_ingests_what_was_published_first(kafka_bootstrap: str
                                                             tmp_path: Path) -> None:
     """The embedded broker forgets what was not consumed when it stops, so with `drain_s` a stop first
     catches up: every event published before the SIGTERM is in the stores when stop() returns."""
-    suffix = uuid.uuid4().hex[:8]
-    config = WorkerConfig(topic=f"drain.uploads.{suffix}", dlq_topic=f"drain.dlq.{suffix}",
-                          indexed_topic=f"drain.indexed.{suffix}", group_id=f"drain-{suffix}", partitions=2,
-                          max_records=4, poll_timeout_ms=200, drain_s=60.0)
+    config = _own_topics("drain", max_records=4, drain_s=60.0)
     stores, close = _open_stores(sqlite_url(tmp_path / "fashion.db"), tmp_path / "qdrant")
     try:
         events = list(events_from_folder(catalog))
