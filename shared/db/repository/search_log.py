@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.models import Click, Impression, SearchQuery, utcnow
-from shared.db.repository._sql import IN_CHUNK, chunks, field, insert_for
+from shared.db.repository._sql import chunks, field, insert_for
 from shared.errors import InvalidInput, NotFound
 
 
@@ -73,17 +73,27 @@ def record_queries(session: Session, entries: Sequence[QueryLogEntry]) -> set[st
         impressions[entry.query_id] = _impression_rows(entry)
     if not queries:
         return set()
-    # One shape for every row (a multi-row VALUES needs the same columns), the database default otherwise.
+    # One shape for every row (executemany needs the same columns), the database default otherwise.
     now = utcnow()
     for row in queries:
         row.setdefault("created_at", now)
-    stmt = (insert_for(session, SearchQuery).values(queries).on_conflict_do_nothing()
-            .returning(SearchQuery.query_id))
-    new = set(session.scalars(stmt))
+    # Core statements executed with a list of rows: compiled once and cached, and the driver batches the rows
+    # ("insertmanyvalues"). A multi-row `.values(rows)` was compiled afresh for every call: 3.3 ms of
+    # interpreter time per logged search, taken from the searches in flight (profiled).
+    new = set(session.scalars(_insert_queries(session), queries))
     rows = [row for query_id in new for row in impressions[query_id]]
-    for batch in chunks(rows, IN_CHUNK // 5):  # five bound parameters per impression
-        session.execute(insert_for(session, Impression).values(batch).on_conflict_do_nothing())
+    if rows:
+        session.execute(_insert_impressions(session), rows)
     return new
+
+
+def _insert_queries(session: Session) -> Any:
+    table = SearchQuery.__table__
+    return insert_for(session, table).on_conflict_do_nothing().returning(table.c.query_id)
+
+
+def _insert_impressions(session: Session) -> Any:
+    return insert_for(session, Impression.__table__).on_conflict_do_nothing()
 
 
 def _query_row(entry: QueryLogEntry) -> dict[str, Any]:
