@@ -206,6 +206,11 @@ class EdgeStore(VectorStore):
             quantization_config=quantization,
             # KB of vectors in a segment before it gets HNSW: below it, exact search is as fast and exact.
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=max(1, self.index_after_points * dim * 4 // 1024)),
+            # Payloads in the page cache rather than read from disk blocks on demand: a search reads the payloads
+            # of points it has not seen before (their product, the winners' fields). At 300k points, 60 such reads
+            # took 5.3 ms (p50) with the default placement and 1.3-2.1 ms with this one. Fixed at creation: a
+            # store created before keeps its placement until `fashion reindex`.
+            payload_memory=qe.Memory.Cached,
         )
         shard = qe.EdgeShard.create(str(folder / "shard"), config)
         for field_name, kind in PAYLOAD_INDEXES.items():

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.models import Image, ImageDomain, ImagePrediction, Product, utcnow
-from shared.db.repository._sql import IN_CHUNK, chunks, field, insert_for
+from shared.db.repository._sql import chunks, field, insert_rows
 from shared.errors import InvalidInput, NotFound
 
 
@@ -85,14 +85,16 @@ def upsert_products(session: Session, products: Sequence[Mapping[str, Any]]) -> 
                "attributes": list(attributes or []), "deleted": False, "deleted_at": None,
                "event_occurred_at": product.get("event_occurred_at")}
         kinds.setdefault((category is not None, attributes is not None), []).append(row)
+    products_table = Product.__table__
     for (has_category, has_attributes), rows in kinds.items():
-        stmt = insert_for(session, Product).values(rows)
+        stmt = insert_rows(session, Product)
         keep = {"product_id"} | ({"category"} if not has_category else set()) | (
             {"attributes"} if not has_attributes else set())
         update = {name: stmt.excluded[name] for name in rows[0] if name not in keep}
-        update["event_occurred_at"] = sa.func.coalesce(stmt.excluded.event_occurred_at, Product.event_occurred_at)
+        update["event_occurred_at"] = sa.func.coalesce(stmt.excluded.event_occurred_at,
+                                                       products_table.c.event_occurred_at)
         update["updated_at"] = utcnow()
-        session.execute(stmt.on_conflict_do_update(index_elements=[Product.product_id], set_=update))
+        session.execute(stmt.on_conflict_do_update(index_elements=[products_table.c.product_id], set_=update), rows)
 
 
 def lock_products(session: Session, product_ids: Iterable[str]) -> dict[str, datetime | None]:
@@ -110,10 +112,9 @@ def lock_products(session: Session, product_ids: Iterable[str]) -> dict[str, dat
     if not ids:
         return {}
     now = utcnow()
-    for batch in chunks(ids, IN_CHUNK // 8):
-        session.execute(insert_for(session, Product).values(
-            [{"product_id": _require_id("product_id", pid), "title": "", "attributes": [], "deleted": True,
-              "deleted_at": now} for pid in batch]).on_conflict_do_nothing())
+    session.execute(insert_rows(session, Product).on_conflict_do_nothing(),
+                    [{"product_id": _require_id("product_id", pid), "title": "", "attributes": [], "deleted": True,
+                      "deleted_at": now} for pid in ids])
     applied: dict[str, datetime | None] = {}
     for batch in chunks(ids):
         stmt = (sa.select(Product.product_id, Product.event_occurred_at).where(Product.product_id.in_(batch))
@@ -203,10 +204,9 @@ def upsert_images_many(session: Session, images: Sequence[Mapping[str, Any]]) ->
     if missing is not None:
         raise NotFound(f"unknown product_id {missing['product_id']!r} for image {missing['image_id']!r}: "
                        "upsert the product first")
-    for batch in chunks(rows, IN_CHUNK // len(rows[0])):
-        stmt = insert_for(session, Image).values(batch)
-        update = {name: stmt.excluded[name] for name in rows[0] if name != "image_id"}
-        session.execute(stmt.on_conflict_do_update(index_elements=[Image.image_id], set_=update))
+    stmt = insert_rows(session, Image)
+    update = {name: stmt.excluded[name] for name in rows[0] if name != "image_id"}
+    session.execute(stmt.on_conflict_do_update(index_elements=[Image.__table__.c.image_id], set_=update), rows)
 
 
 def delete_images_except(session: Session, keep: Mapping[str, Iterable[str]]) -> None:
@@ -339,11 +339,12 @@ def save_predictions_many(session: Session, model_version: str, predictions: Seq
              else _finite("category_score", p["category_score"]),
              "attributes": _attribute_scores(p.get("attributes")), "landmarks": _landmarks(p.get("landmarks"))}
             for p in predictions]
-    stmt = insert_for(session, ImagePrediction).values(rows)
+    stmt = insert_rows(session, ImagePrediction)
     update = {name: stmt.excluded[name] for name in ("category", "category_score", "attributes", "landmarks")}
     update["updated_at"] = utcnow()
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=[ImagePrediction.image_id, ImagePrediction.model_version], set_=update))
+    table = ImagePrediction.__table__
+    session.execute(stmt.on_conflict_do_update(index_elements=[table.c.image_id, table.c.model_version],
+                                               set_=update), rows)
 
 
 def get_predictions(session: Session, image_id: str, model_version: str) -> ImagePrediction | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from shared.db.models import ProcessedEvent
-from shared.db.repository._sql import IN_CHUNK, chunks, insert_for
+from shared.db.repository._sql import insert_rows
 
 
 def claim_event(session: Session, event_id: str, topic: str, partition: int, offset: int) -> bool:
@@ -22,9 +22,8 @@ def claim_events(session: Session, events: Sequence[tuple[str, str, int, int]]) 
     """`claim_event` for many ``(event_id, topic, partition, offset)`` in one statement; returns the event
     ids claimed now (the others were processed before)."""
     rows = [{"event_id": e, "topic": t, "partition": p, "offset": o} for e, t, p, o in events]
-    claimed: set[str] = set()
-    for batch in chunks(rows, IN_CHUNK // 4):
-        stmt = insert_for(session, ProcessedEvent).values(batch).on_conflict_do_nothing().returning(
-            ProcessedEvent.event_id)
-        claimed.update(session.scalars(stmt))
-    return claimed
+    if not rows:
+        return set()
+    stmt = insert_rows(session, ProcessedEvent).on_conflict_do_nothing().returning(
+        ProcessedEvent.__table__.c.event_id)
+    return set(session.scalars(stmt, rows))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared.db.models import IndexedAnnouncement, utcnow
-from shared.db.repository._sql import IN_CHUNK, chunks, insert_for
+from shared.db.repository._sql import chunks, insert_rows
 
 
 def add_announcements(session: Session, announcements: Sequence[Mapping[str, Any]]) -> None:
@@ -23,8 +23,8 @@ def add_announcements(session: Session, announcements: Sequence[Mapping[str, Any
     transaction that claims their events. An event id queued before is left as it was."""
     rows = [{"event_id": a["event_id"], "product_id": a["product_id"], "model_version": a["model_version"],
              "images": int(a["images"])} for a in announcements]
-    for batch in chunks(rows, IN_CHUNK // 4):
-        session.execute(insert_for(session, IndexedAnnouncement).values(batch).on_conflict_do_nothing())
+    if rows:
+        session.execute(insert_rows(session, IndexedAnnouncement).on_conflict_do_nothing(), rows)
 
 
 def pending_announcements(session: Session, *, created_before: datetime | None = None,
