@@ -1,6 +1,6 @@
-"""The latest dead letters: records dead-lettered into a real broker (the session's Tansu) through `send_to_dlq` come
-back through a real AdminService (in-process gRPC server on port 0, over SQLite) newest first with their
-reasons."""
+"""The latest dead letters, from `send_to_dlq` to the console: records dead-lettered into a real broker (the session's
+Tansu) come back through a real AdminService (in-process gRPC server on port 0, over SQLite) newest first with
+their reasons, and show on the console's health page once logged in as admin."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ import pytest
 from fashion.v1 import admin_pb2, admin_pb2_grpc
 from services.admin.core import AdminCore
 from services.admin.server import admin_servicers, bearer_metadata
+from services.console.backend import Backend
+from services.console.routes import Console
+from services.console.sessions import AdminSessions
+from services.console.web import Request
 from shared.db import make_engine, session_factory, sqlite_url, upgrade
 from shared.grpc.server import create_server
+from shared.imaging import ImageIntake
 from shared.messaging import Record, ensure_topics, free_port, make_producer, read_latest_dead_letters, send_to_dlq
 
 TOKEN = "dlq-admin-token"
 TIMEOUT = 30
+HOST = "console.test:8080"
 # Sent oldest first: (DLQ topic index, source record, reason, error type).
 SENT = [
     (0, Record("uploads", 0, 11, b"product-1", b"{}"), "expected a product_id, got ''", "InvalidInput"),
@@ -70,7 +76,7 @@ def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     url = sqlite_url(tmp_path_factory.mktemp("dlq") / "fashion.db")
     upgrade(url)
     engine = make_engine(url)
-    # No promoter: nothing here promotes; the sessions answer ListModels.
+    # No promoter: nothing here promotes; the sessions answer the console's login check (ListModels).
     core = AdminCore(session_factory(engine), None, None, dlq_topics=[*topics, missing],  # type: ignore[arg-type]
                      read_dead_letters=partial(read_latest_dead_letters, kafka_bootstrap, timeout_s=10.0))
     server, port = create_server(admin_servicers(core, TOKEN))
@@ -137,3 +143,29 @@ def test_an_unreachable_broker_is_unavailable_saying_so() -> None:
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert f"the Kafka broker at {gone} did not answer" in err.value.details()
 
+
+def _get(console: Console, path: str, cookie: str = "") -> str:
+    response = console.handle(Request("GET", path, {}, {"host": HOST, "cookie": cookie}))
+    assert response.status == 200
+    return response.body
+
+
+def test_the_health_page_shows_the_reasons_after_the_admin_login(env: Env) -> None:
+    backend = Backend(lambda: env.address)
+    console = Console(backend, AdminSessions(60.0), ImageIntake(), [], max_upload_bytes=4096)
+    try:
+        anonymous = _get(console, "/health")
+        assert "Log in on the" in anonymous and 'id="dead-letters"' not in anonymous
+        assert SENT[0][2] not in anonymous
+        login = console.handle(Request("POST", "/login", {}, {"host": HOST, "origin": f"http://{HOST}"},
+                                       {"token": [TOKEN]}))
+        assert login.status == 303, login.body
+        page = _get(console, "/health", dict(login.headers)["Set-Cookie"].split(";", 1)[0])
+    finally:
+        backend.close()
+    table = page.split('id="dead-letters"', 1)[1].split("</table>", 1)[0]
+    shown = [table.index(text) for text in ("value too large", "expected an image", "onerror", "not UTF-8",
+                                            "expected a product_id")]
+    assert shown == sorted(shown), "newest first"
+    assert "image &lt;img src=x onerror=alert(1)&gt; not found" in table and "<img" not in table
+    assert "uploads[2]@13" in table and "produit-\u00e9" in table and "Traceback" not in page
