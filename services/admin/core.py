@@ -1,14 +1,17 @@
-"""Admin logic: trigger retraining, inspect runs and models, promote and roll back. No gRPC here.
+"""Admin logic: trigger retraining, inspect runs and models, promote and roll back, read the latest dead letters.
+No gRPC here.
 
 `AdminCore` is what `server.py` exposes (behind the admin token). Retraining itself lives in services/retrain
 (a Celery worker); this side only creates or finds the run and has its task enqueued, through an injected
-`trigger` (services/retrain/trigger.py) so the API does not import Celery and tests can count enqueues.
+`trigger` (services/retrain/trigger.py) so the API does not import Celery and tests can count enqueues. Dead
+letters are read through an injected reader too (app.py binds shared/messaging/dlq.py to the broker), so no
+Kafka here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,9 +25,15 @@ from shared.errors import InvalidInput, Unavailable
 
 if TYPE_CHECKING:
     from services.retrain.trigger import Trigger
+    from shared.messaging.dlq import DeadLetters
 
 RETRAIN_PARAMS = ("reason", "epochs", "min_improvement")
 MAX_RUNS = 200
+MAX_DEAD_LETTERS = 200
+DEFAULT_DEAD_LETTERS = 20
+
+# (dead-letter topics, most records) -> the newest records of those topics, newest first.
+DeadLetterReader = Callable[[Sequence[str], int], "DeadLetters"]
 
 
 @dataclass(frozen=True)
@@ -114,14 +123,18 @@ def retrain_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 class AdminCore:
     """``stale_after_s``: the retrain workers' stale-heartbeat threshold, for showing a run as stalled (None: a
-    process without retraining judges no liveness)."""
+    process without retraining judges no liveness). ``dlq_topics``: the dead-letter topics ListDeadLetters may
+    read, through ``read_dead_letters`` (None: this process has no broker to read)."""
 
     def __init__(self, sessions: sessionmaker[Session], promoter: Promoter, trigger: Trigger | None, *,
-                 stale_after_s: float | None = None) -> None:
+                 stale_after_s: float | None = None, dlq_topics: Sequence[str] = (),
+                 read_dead_letters: DeadLetterReader | None = None) -> None:
         self.sessions = sessions
         self.promoter = promoter
         self.trigger = trigger
         self.stale_after_s = stale_after_s
+        self.dlq_topics = tuple(dlq_topics)
+        self.read_dead_letters = read_dead_letters
 
     def trigger_retrain(self, params: Mapping[str, Any]) -> tuple[str, bool]:
         """Create (or find the active) training run and enqueue it; (run_id, created)."""
@@ -155,3 +168,18 @@ class AdminCore:
 
     def rollback(self) -> ModelInfo:
         return ModelInfo.of(self.promoter.rollback())
+
+    def list_dead_letters(self, topic: str = "", limit: int = 0) -> DeadLetters:
+        """The newest records of one dead-letter topic, or of all (empty topic), newest first (0 = 20).
+
+        Only the configured DLQ topics: this reads headers that consumers wrote, not any topic a caller names."""
+        if not 0 <= limit <= MAX_DEAD_LETTERS:
+            raise InvalidInput(f"expected a limit between 1 and {MAX_DEAD_LETTERS} (0 = {DEFAULT_DEAD_LETTERS}), "
+                               f"got {limit}")
+        if topic and topic not in self.dlq_topics:
+            raise InvalidInput(f"expected a dead-letter topic among {', '.join(self.dlq_topics) or 'none configured'}"
+                               f" (or none for all of them), got {topic!r}")
+        if self.read_dead_letters is None:
+            raise Unavailable("dead letters cannot be read in this process: expected a Kafka broker "
+                              "(FASHION_KAFKA_BOOTSTRAP)")
+        return self.read_dead_letters([topic] if topic else list(self.dlq_topics), limit or DEFAULT_DEAD_LETTERS)

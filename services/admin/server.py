@@ -11,7 +11,7 @@ import functools
 import hmac
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -19,6 +19,9 @@ from google.protobuf import timestamp_pb2
 from fashion.v1 import admin_pb2, admin_pb2_grpc
 from services.admin.core import AdminCore, ModelInfo, RunInfo
 from shared.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from shared.messaging.dlq import DeadLetter
 
 AUTH_METADATA = "authorization"
 EXPECTED = "expected metadata authorization: Bearer <admin token>"
@@ -74,6 +77,17 @@ def model_pb(model: ModelInfo) -> admin_pb2.ModelVersion:
                                   serving=model.serving)
 
 
+def dead_letter_pb(letter: DeadLetter) -> admin_pb2.DeadLetter:
+    when = None
+    if letter.dead_lettered_ms >= 0:
+        when = timestamp_pb2.Timestamp()
+        when.FromMilliseconds(letter.dead_lettered_ms)
+    return admin_pb2.DeadLetter(
+        dlq_topic=letter.dlq_topic, source_topic=letter.source_topic, source_partition=letter.source_partition,
+        source_offset=letter.source_offset, error_type=letter.error_type, reason=letter.reason,
+        dead_lettered_at=when, key=letter.key, value_truncated=letter.value_truncated)
+
+
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, core: AdminCore, token: str | None) -> None:
         self.core = core
@@ -104,6 +118,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @_admin_only
     def Rollback(self, request, context):  # noqa: N802
         return model_pb(self.core.rollback())
+
+    @_admin_only
+    def ListDeadLetters(self, request, context):  # noqa: N802
+        found = self.core.list_dead_letters(request.topic, request.limit)
+        return admin_pb2.ListDeadLettersResponse(dead_letters=[dead_letter_pb(d) for d in found.records],
+                                                 missing_topics=found.missing_topics)
 
 
 Registration = tuple[Callable, object]

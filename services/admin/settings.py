@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Annotated
 
-from shared.config import FashionSettings
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from services.ingest.events import UPLOADS_DLQ_TOPIC
+from services.search.settings import CLICKS_DLQ_TOPIC
+from shared.config import FashionSettings, split_list
 
 
 class AdminSettings(FashionSettings):
@@ -18,6 +23,15 @@ class AdminSettings(FashionSettings):
                                                            "version before it is promoted")
     admin_address: str = Field("127.0.0.1:50051", description="where `fashion models/retrain/promote` connect")
     admin_timeout_s: float = Field(600.0, gt=0, description="deadline of an admin call (a promotion may re-index)")
+    admin_dlq_topics: Annotated[list[str], NoDecode] = Field(
+        [UPLOADS_DLQ_TOPIC, CLICKS_DLQ_TOPIC], description="dead-letter topics ListDeadLetters reads, comma-separated "
+        "(the ingest and click consumers' FASHION_DLQ_TOPIC and FASHION_SEARCH_CLICKS_DLQ_TOPIC)")
+    admin_dlq_timeout_s: float = Field(10.0, gt=0, description="longest ListDeadLetters spends reading the broker")
+
+    @field_validator("admin_dlq_topics", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return split_list(value)
 
     def token(self) -> str | None:
         """The configured token, or None when unset or empty (admin disabled, never open)."""

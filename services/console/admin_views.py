@@ -1,5 +1,6 @@
 """Models and health pages: the registry, the serving alias and the training runs behind the admin login;
-ingest, dead letters, batching and latency from the Prometheus metrics."""
+ingest, dead letters, batching and latency from the Prometheus metrics, and the latest dead letters with their
+reasons (AdminService, so behind the admin login too)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,40 @@ def _ms(seconds: float) -> str:
     return "-" if math.isnan(seconds) or math.isinf(seconds) else f"{seconds * 1000:,.1f} ms"
 
 
-def health_page(health: Health, sources: Sequence[str]) -> str:
+def _source(letter: admin_pb2.DeadLetter) -> str:
+    return f"{letter.source_topic or '?'}[{letter.source_partition}]@{letter.source_offset}"
+
+
+def dead_letters_section(response: admin_pb2.ListDeadLettersResponse | None, *, logged_in: bool,
+                         error: str | None = None) -> str:
+    """The newest dead letters, newest first; a line instead when not logged in, unreadable or empty."""
+    title = "<h2>Latest dead-lettered records</h2>"
+    if not logged_in:
+        return (f'{title}<p class="muted" id="dead-letters-login">Log in on the <a href="/models">Models</a> page '
+                "with the admin token to see the latest dead-lettered records and why they failed (their reasons "
+                "can name the paths and hosts a catalogue event gave).</p>")
+    if error is not None or response is None:
+        return f'{title}<p class="muted">Not available: {escape(error or "no answer")}</p>'
+    missing = (f'<p class="muted">Not on the broker yet (their consumer has not started): '
+               f'{escape(", ".join(response.missing_topics))}</p>' if response.missing_topics else "")
+    if not response.dead_letters:
+        return f'{title}<p class="muted">Nothing dead-lettered.</p>{missing}'
+    rows = []
+    for d in response.dead_letters:
+        reason = escape(d.reason or "-") + (' <span class="muted">(value too large: not copied)</span>'
+                                            if d.value_truncated else "")
+        rows.append(f"<tr><td>{_when(d.dead_lettered_at)}</td><td>{escape(_source(d))}</td>"
+                    f"<td>{escape(d.error_type or '-')}</td><td>{reason}</td><td>{escape(d.key or '-')}</td></tr>")
+    return (f'{title}<table id="dead-letters"><caption class="muted">Newest first, times in UTC; from the dead-letter '
+            'topics\' headers (record values are not shown)</caption><thead><tr><th scope="col">dead-lettered</th>'
+            '<th scope="col">source topic[partition]@offset</th><th scope="col">error type</th>'
+            '<th scope="col">reason</th><th scope="col">key</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>{missing}")
+
+
+def health_page(health: Health, sources: Sequence[str], *, logged_in: bool = False,
+                dead_letters: admin_pb2.ListDeadLettersResponse | None = None,
+                dead_letters_error: str | None = None) -> str:
     overview = [("ingest lag (records behind, all topics)", _n(sum(health.lag.values()))),
                 ("indexed images/s (last batch)", _n(health.images_per_second)),
                 ("images indexed", _n(health.images_indexed)),
@@ -119,6 +153,7 @@ def health_page(health: Health, sources: Sequence[str]) -> str:
         + _table("Why catalogue events were dead-lettered", ("reason (error type)", "events"),
                  [(k, _n(v)) for k, v in sorted(health.failures.items(), key=lambda kv: -kv[1])],
                  empty="No catalogue event failed.")
+        + dead_letters_section(dead_letters, logged_in=logged_in, error=dead_letters_error)
         + _table("Model batches", ("batcher", "batches", "mean size", "p95 size (bucket)"),
                  [(k, _n(h.count), f"{h.mean:.1f}", _n(h.quantile(0.95))) for k, h in sorted(health.batches.items())],
                  empty="No batch run yet.")

@@ -118,6 +118,9 @@ class Backend:
     def rollback(self, token: str) -> admin_pb2.ModelVersion:
         return self._call(ADMIN, "Rollback", admin_pb2.RollbackRequest(), token=token, timeout=self.admin_timeout_s)
 
+    def list_dead_letters(self, token: str, limit: int = 20) -> admin_pb2.ListDeadLettersResponse:
+        return self._call(ADMIN, "ListDeadLetters", admin_pb2.ListDeadLettersRequest(limit=limit), token=token)
+
 
 def dial_address(address: str) -> str:
     """Where to connect for a server bound to `address`: a wildcard host means this machine."""

@@ -259,8 +259,19 @@ class Console:
 
     # -- health and assets ---------------------------------------------------------------------------------
     def health(self, request: Request) -> Response:
+        """The metrics for anyone; the latest dead letters only with the admin login, since their reasons can
+        name the paths and hosts a catalogue event gave."""
         names = [getattr(s, "__name__", "metrics") for s in self.metrics]
-        return Response(admin_views.health_page(read_health(self.metrics), names))
+        session = self._session(request)
+        letters, letters_error = None, None
+        if session is not None:
+            try:
+                letters = self.backend.list_dead_letters(session.token)
+            except FashionError as exc:
+                letters_error = (f"the admin token was refused, log in again ({exc})"
+                                 if isinstance(exc, Unauthenticated) else str(exc))
+        return Response(admin_views.health_page(read_health(self.metrics), names, logged_in=session is not None,
+                                                dead_letters=letters, dead_letters_error=letters_error))
 
     def script(self, request: Request) -> Response:
         return Response(JS, content_type="text/javascript; charset=utf-8",

@@ -9,6 +9,9 @@ from shared.messaging.dlq import (
     HEADER_ORIGINAL_PARTITION,
     HEADER_ORIGINAL_TOPIC,
     HEADER_TRUNCATED,
+    DeadLetter,
+    DeadLetters,
+    read_latest_dead_letters,
     send_to_dlq,
 )
 from shared.messaging.kafka import (
@@ -31,6 +34,8 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "BatchConsumer",
     "BrokerStartError",
+    "DeadLetter",
+    "DeadLetters",
     "LocalBroker",
     "Record",
     "consumer_lag",
@@ -38,5 +43,6 @@ __all__ = [
     "free_port",
     "make_producer",
     "metadata_ok",
+    "read_latest_dead_letters",
     "send_to_dlq",
 ]

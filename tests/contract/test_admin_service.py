@@ -91,6 +91,7 @@ CALLS: dict[str, Callable[[admin_pb2_grpc.AdminServiceStub], Callable]] = {
     "ListTrainingRuns": lambda s: lambda **kw: s.ListTrainingRuns(admin_pb2.ListTrainingRunsRequest(), **kw),
     "PromoteModel": lambda s: lambda **kw: s.PromoteModel(admin_pb2.PromoteModelRequest(version=CANDIDATE), **kw),
     "Rollback": lambda s: lambda **kw: s.Rollback(admin_pb2.RollbackRequest(), **kw),
+    "ListDeadLetters": lambda s: lambda **kw: s.ListDeadLetters(admin_pb2.ListDeadLettersRequest(), **kw),
 }
 BAD_METADATA = {
     "none": None,
@@ -166,6 +167,13 @@ def test_rollback_without_a_previous_version_is_failed_precondition(env: Env) ->
     err = _fails(lambda: env.stub.Rollback(admin_pb2.RollbackRequest(), metadata=bearer_metadata(TOKEN),
                                            timeout=TIMEOUT))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "nothing to roll back to" in err.details()
+
+
+def test_list_dead_letters_without_a_broker_is_unavailable(env: Env) -> None:
+    """This server has no dead-letter reader (tests/integration/test_dead_letters.py reads a real broker)."""
+    err = _fails(lambda: env.stub.ListDeadLetters(admin_pb2.ListDeadLettersRequest(),
+                                                  metadata=bearer_metadata(TOKEN), timeout=TIMEOUT))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and "expected a Kafka broker" in err.details()
 
 
 def test_trigger_retrain_twice_gives_one_run(env: Env) -> None:

@@ -15,15 +15,27 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fashion.v1 import common_pb2, detection_pb2, detection_pb2_grpc, search_pb2, search_pb2_grpc
+from fashion.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    detection_pb2,
+    detection_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+from services.admin.server import bearer_metadata
+from services.ingest.events import UPLOADS_TOPIC
 from shared.data.deepfashion import load_benchmark
 from shared.data.outfits import load_outfits
 from shared.data.synth import CATEGORIES, generate
 from shared.db.session import make_engine
+from shared.messaging import make_producer
 from shared.training.train import TrainConfig, train
 
 FASHION = [sys.executable, "-m", "services.cli"]
 ITEMS = 10  # the `catalogue` fixture's (conftest.py)
+TOKEN = "stack-admin-token"
 
 
 def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -53,6 +65,7 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
     root, checkpoint = catalogue
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
            "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root),
+           "FASHION_ADMIN_TOKEN": TOKEN,
            "COLUMNS": "400"}  # the CLI's error box wraps at the terminal width: where depends on tmp_path's length
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
@@ -108,6 +121,23 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
             _wait_for(lambda: _count(postgres_url, "select count(*) from clicks") == 1, 60, "the click", proc)
             time.sleep(1.0)
             assert _count(postgres_url, "select count(*) from clicks") == 1
+
+            # A poison event goes to the DLQ, and AdminService reads it back from the broker the stack started.
+            producer = make_producer(state["kafka_bootstrap"])
+            try:
+                producer.send(UPLOADS_TOPIC, key=b"poison-1", value=b'{"eventId": "x", "type": ').get(timeout=10)
+            finally:
+                producer.close()
+            admin = admin_pb2_grpc.AdminServiceStub(channel)
+
+            def dead_letters() -> admin_pb2.ListDeadLettersResponse:
+                return admin.ListDeadLetters(admin_pb2.ListDeadLettersRequest(limit=5),
+                                             metadata=bearer_metadata(TOKEN), timeout=30)
+
+            newest = _wait_for(lambda: dead_letters().dead_letters, 60, "the poison event's dead letter", proc)[0]
+            assert (newest.key, newest.source_topic, newest.error_type) == ("poison-1", UPLOADS_TOPIC, "InvalidInput")
+            assert "invalid JSON" in newest.reason
+            assert not dead_letters().missing_topics  # the ingest and click consumers created their DLQ topics
 
             # The embedded store belongs to the running stack: `fashion reindex` says so and changes nothing.
             busy = subprocess.run([*FASHION, "reindex"], env=env, capture_output=True, text=True, timeout=120,

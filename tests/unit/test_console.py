@@ -13,16 +13,21 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from fashion.v1 import admin_pb2, common_pb2, search_pb2
+from services.console.admin_views import dead_letters_section
 from services.console.backend import SearchForm
 from services.console.health import read_health
 from services.console.routes import Console
 from services.console.sessions import COOKIE, AdminSessions, csrf_ok
 from services.console.web import HttpServer, Request, parse_body
-from shared.errors import InvalidInput, Unauthenticated
+from shared.errors import InvalidInput, Unauthenticated, Unavailable
 from shared.imaging import ImageIntake
 
 TOKEN = "s3cret"
 HOST = "console.test:8080"
+LETTER = admin_pb2.DeadLetter(dlq_topic="catalog.uploads.dlq", source_topic="catalog.uploads", source_partition=2,
+                              source_offset=41, error_type="NotFound", reason="image /srv/<b>x</b>.jpg not found",
+                              key="product-7")
+LETTER.dead_lettered_at.FromMilliseconds(1_700_000_000_000)
 
 
 def _png() -> bytes:
@@ -35,6 +40,7 @@ class FakeBackend:
     def __init__(self) -> None:
         self.clicks: list[tuple[str, str, int]] = []
         self.searches: list[SearchForm] = []
+        self.dead_letters_down = False
 
     def find_similar(self, *, image=None, product_id=None, form=None):
         if image is not None and not image.startswith(b"\x89PNG"):
@@ -66,6 +72,12 @@ class FakeBackend:
     def rollback(self, token):
         self._check(token)
         return admin_pb2.ModelVersion(version="v0")
+
+    def list_dead_letters(self, token, limit=20):
+        self._check(token)
+        if self.dead_letters_down:
+            raise Unavailable("the Kafka broker at 127.0.0.1:9 did not answer within 10 s")
+        return admin_pb2.ListDeadLettersResponse(dead_letters=[LETTER])
 
 
 @pytest.fixture()
@@ -154,6 +166,34 @@ def test_admin_actions_need_the_sessions_csrf_token(console: Console) -> None:
     session = console.sessions.get(cookie.split("=", 1)[1])
     done = console.handle(_post("/models/rollback", {"csrf": session.csrf}, cookie=cookie))
     assert done.status == 200 and "rolled back: v0 is serving again" in done.body
+
+
+def test_the_latest_dead_letters_need_the_admin_login(console: Console) -> None:
+    anonymous = console.handle(_get("/health")).body
+    assert "Log in on the" in anonymous and "/srv/" not in anonymous
+    cookie = _cookie(console.handle(_post("/login", {"token": TOKEN})))
+    page = console.handle(_get("/health", cookie=cookie)).body
+    assert 'id="dead-letters"' in page and "catalog.uploads[2]@41" in page and "2023-11-14 22:13:20" in page
+    assert "image /srv/&lt;b&gt;x&lt;/b&gt;.jpg not found" in page and "<b>x" not in page
+    console.backend.dead_letters_down = True
+    down = console.handle(_get("/health", cookie=cookie))
+    assert down.status == 200 and "Not available: the Kafka broker at 127.0.0.1:9 did not answer" in down.body
+    stale = f"{COOKIE}={console.sessions.open('a token the services no longer take')}"
+    assert "the admin token was refused, log in again" in console.handle(_get("/health", cookie=stale)).body
+
+
+def test_the_dead_letters_section_escapes_and_says_when_there_is_nothing() -> None:
+    empty = dead_letters_section(admin_pb2.ListDeadLettersResponse(missing_topics=["search.clicks.dlq"]),
+                                 logged_in=True)
+    assert "Nothing dead-lettered." in empty and "Not on the broker yet" in empty and "search.clicks.dlq" in empty
+    assert "<table" not in empty
+    truncated = admin_pb2.DeadLetter(source_topic="t", source_partition=0, source_offset=3, error_type="<TooLarge>",
+                                     reason="", key="<k>", value_truncated=True)
+    html = dead_letters_section(admin_pb2.ListDeadLettersResponse(dead_letters=[truncated]), logged_in=True)
+    assert "&lt;TooLarge&gt;" in html and "&lt;k&gt;" in html and "value too large: not copied" in html
+    assert "<td>-</td>" in html  # no dead-letter time header: shown as "-", not as 1970
+    refused = dead_letters_section(None, logged_in=True, error="the admin token was refused, log in again (<x>)")
+    assert "Not available: the admin token was refused, log in again (&lt;x&gt;)" in refused
 
 
 def test_sessions_expire_and_csrf_compares_exactly() -> None:
