@@ -229,6 +229,25 @@ def test_health_figures_come_from_prometheus_text() -> None:
     assert len(health.errors) == 1 and "connection refused" in health.errors[0]
 
 
+def test_health_sums_the_replicas_prometheus_federates() -> None:
+    """Kubernetes points the console at Prometheus' /federate: one text of every replica's samples, each with its
+    instance and job labels and a timestamp (the shape Prometheus 2/3 serves), summed like separate sources."""
+    rpc = 'grpc_method="FindSimilar",grpc_service="fashion.v1.SearchService"'
+    text = f"""# TYPE fashion_kafka_consumer_lag untyped
+fashion_kafka_consumer_lag{{instance="10.0.0.5:9100",job="ingest",partition="0",topic="catalog.uploads"}} 3 1764500000
+fashion_kafka_consumer_lag{{instance="10.0.0.6:9100",job="ingest",partition="1",topic="catalog.uploads"}} 4 1764500000
+# TYPE fashion_ingest_images_total untyped
+fashion_ingest_images_total{{instance="10.0.0.5:9100",job="ingest"}} 100 1764500000000
+fashion_ingest_images_total{{instance="10.0.0.6:9100",job="ingest"}} 20 1764500000000
+# TYPE grpc_server_handling_seconds_count untyped
+grpc_server_handling_seconds_count{{{rpc},instance="a"}} 5 1764500000000
+grpc_server_handling_seconds_count{{{rpc},instance="b"}} 7 1764500000000
+"""
+    health = read_health([lambda: text])
+    assert health.lag == {"catalog.uploads": 7.0} and health.images_indexed == 120.0
+    assert health.latency["SearchService/FindSimilar"].count == 12.0 and not health.errors
+
+
 def test_an_optional_server_on_a_taken_port_only_warns() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

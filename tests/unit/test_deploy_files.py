@@ -40,7 +40,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 DEPLOY_DOC = ROOT / "docs" / "DEPLOY.md"
 K8S_VERSION = "1.33.0"
 NAMESPACE = "fashion"
-INFRA_PORTS = {"kafka": 9092, "qdrant": 6333, "postgres": 5432, "redis": 6379}
+INFRA_PORTS = {"kafka": 9092, "qdrant": 6333, "postgres": 5432, "redis": 6379, "prometheus": 9090}
 # Settings a deployed service cannot do without: unset, they fall back to the single-machine defaults
 # (127.0.0.1, a local broker, SQLite, Qdrant Edge, an in-process model).
 REQUIRED_ENV = {
@@ -467,17 +467,27 @@ def test_addresses_name_existing_services() -> None:
     services = compose()["services"]
     app_ports = {w.name: int(w.env["FASHION_PORT"]) for w in compose_workloads() if "FASHION_PORT" in w.env}
     k8s_services = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in k8s_objects("Service").items()}
+    metrics_ports = {w.name: int(w.env["FASHION_METRICS_PORT"]) for w in compose_workloads()
+                     if "FASHION_METRICS_PORT" in w.env}
     for w in all_workloads():
         for name, value in w.env.items():
-            if not name.endswith(("_ADDRESS", "_URL", "_BOOTSTRAP")) or not (hp := _host_port(value)):
-                continue
-            host, port = hp
-            if w.where.startswith("compose:"):
-                assert host in services, f"{w.where}: {name} names {host}, not a compose service"
-                assert port == app_ports.get(host, INFRA_PORTS.get(host)), f"{w.where}: {name} port {port}"
+            if name.endswith("_URLS"):  # a list: the console's metrics sources
+                addresses = [hp for v in value.split(",") if (hp := _host_port(v.strip()))]
+                assert addresses, f"{w.where}: {name} names no address"
+            elif name.endswith(("_ADDRESS", "_URL", "_BOOTSTRAP")) and (hp := _host_port(value)):
+                addresses = [hp]
             else:
-                assert host in k8s_services, f"{w.where}: {name} names {host}, not a Service"
-                assert port in k8s_services[host], f"{w.where}: {name}: Service {host} has no port {port}"
+                continue
+            for host, port in addresses:
+                if w.where.startswith("compose:"):
+                    assert host in services, f"{w.where}: {name} names {host}, not a compose service"
+                    wanted = {app_ports.get(host, INFRA_PORTS.get(host))}
+                    if name.endswith("_URLS"):
+                        wanted.add(metrics_ports.get(host))
+                    assert port in wanted, f"{w.where}: {name} port {port}"
+                else:
+                    assert host in k8s_services, f"{w.where}: {name} names {host}, not a Service"
+                    assert port in k8s_services[host], f"{w.where}: {name}: Service {host} has no port {port}"
 
 
 # -- GPUs, scaling, ordering ------------------------------------------------------------------------------------
@@ -669,15 +679,18 @@ def test_healthcheck_fails_when_nothing_listens() -> None:
 # -- TLS overlays -----------------------------------------------------------------------------------------------
 TLS_ENV = {"FASHION_TLS_CERT_FILE", "FASHION_TLS_KEY_FILE", "FASHION_TLS_CLIENT_CA_FILE", "FASHION_TLS_CA_FILE",
            "FASHION_TLS_CLIENT_CERT_FILE", "FASHION_TLS_CLIENT_KEY_FILE"}
+CLIENT_TLS_ENV = {"FASHION_TLS_CA_FILE", "FASHION_TLS_CLIENT_CERT_FILE", "FASHION_TLS_CLIENT_KEY_FILE"}
+GRPC_CLIENTS_ONLY = {"console"}  # talk to the servers, serve no gRPC: the client half of TLS
 
 
 def test_compose_tls_overlay_covers_every_grpc_service() -> None:
     overlay = yaml.safe_load((ROOT / "deploy" / "compose.tls.yml").read_text())["services"]
     base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     served = {w.name for w in compose_workloads() if w.role in TARGETS}
-    assert set(overlay) == served and set(overlay) <= set(base)
+    assert set(overlay) == served | GRPC_CLIENTS_ONLY and set(overlay) <= set(base)
     for name, service in overlay.items():
-        assert set(service["environment"]) == TLS_ENV <= settings_envs(), name
+        wanted = CLIENT_TLS_ENV if name in GRPC_CLIENTS_ONLY else TLS_ENV
+        assert set(service["environment"]) == wanted <= settings_envs(), name
         assert service["volumes"] == ["./deploy/tls/out:/etc/fashion/tls:ro"], name
 
 
@@ -685,12 +698,13 @@ def test_k8s_tls_overlay_patches_every_grpc_deployment_and_probes_with_tls() -> 
     overlay = yaml.safe_load((K8S_DIR / "tls" / "kustomization.yaml").read_text())
     assert overlay["resources"] == [".."]
     patched = {p["target"]["name"]: yaml.safe_load(p["patch"]) for p in overlay["patches"]}
-    assert set(patched) == {w.name for w in k8s_workloads() if w.role in TARGETS}
+    assert set(patched) == {w.name for w in k8s_workloads() if w.role in TARGETS} | GRPC_CLIENTS_ONLY
     for name, patch in patched.items():
         spec = patch["spec"]["template"]["spec"]
         assert spec["volumes"] == [{"name": "tls", "secret": {"secretName": "fashion-tls"}}], name
         (container,) = spec["containers"]
-        assert container["name"] == name and {e["name"] for e in container["env"]} == TLS_ENV
+        wanted = CLIENT_TLS_ENV if name in GRPC_CLIENTS_ONLY else TLS_ENV
+        assert container["name"] == name and {e["name"] for e in container["env"]} == wanted, name
         if name in grpc_roles():  # native gRPC probes cannot speak TLS: the TLS-aware health check replaces them
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"] is None, (name, probe)
