@@ -246,16 +246,19 @@ def search(
     in_stock: Annotated[bool, typer.Option("--in-stock", help="only products in stock")] = False,
     address: Annotated[str | None, typer.Option(help="SearchService host:port (default: the running stack)")]
     = None,
+    region: Annotated[str | None, typer.Option(help="search just this box of the photo: x1,y1,x2,y2 as fractions "
+                                                    "(e.g. 0.1,0.4,0.7,1), no garment detection")] = None,
 ) -> None:
-    """Call FindSimilar with a photo and print the ranked products."""
-    from services.search.client import find_similar_cli
+    """Call FindSimilar with a photo and print the ranked products (per detected garment too)."""
+    from services.search.client import find_similar_cli, parse_region
     from services.search.settings import SearchSettings
 
     settings = SearchSettings()
     address = address or _stack_state().get("grpc") or settings.client_address
     find_similar_cli(address, image, top_k=top_k, categories=category or (), attributes=attribute or (),
                      min_price=min_price, max_price=max_price, in_stock_only=in_stock, html=html,
-                     timeout=settings.client_timeout_s, console=Console())
+                     timeout=settings.client_timeout_s, console=Console(),
+                     region=parse_region(region) if region else None)
     if html is not None:
         console.print(f"page written to {html}")
 

@@ -55,17 +55,20 @@ def find_similar_cli(
     timeout: float = 60.0,
     console: Console | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    region: tuple[float, float, float, float] | None = None,
 ) -> search_pb2.FindSimilarResponse:
     """Send `image_path` to FindSimilar at `address`, print a table, write the page to `html` if given.
 
-    Failures raise the typed error matching the status code (the CLI prints its message).
+    `region` (x1, y1, x2, y2 as fractions of the photo) searches just that part of it, as a shopper's adjusted
+    box does. Failures raise the typed error matching the status code (the CLI prints its message).
     """
     console = console or Console()
     image_bytes = _read_query(image_path, max_message_bytes)
     request = search_pb2.FindSimilarRequest(
         image=common_pb2.ImageInput(data=image_bytes, id=image_path.name), top_k=top_k,
         filters=search_pb2.Filters(categories=list(categories), attributes=list(attributes), min_price=min_price,
-                                   max_price=max_price, in_stock_only=in_stock_only))
+                                   max_price=max_price, in_stock_only=in_stock_only),
+        region=common_pb2.Box(x1=region[0], y1=region[1], x2=region[2], y2=region[3]) if region else None)
     with channel(address, max_message_bytes, credentials=client_credentials()) as ch:
         try:
             response = call_with_deadline(search_pb2_grpc.SearchServiceStub(ch).FindSimilar, request, timeout)
@@ -76,6 +79,17 @@ def find_similar_cli(
         write_html(html, image_bytes, response)
         console.print(f"wrote {html}")
     return response
+
+
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """`x1,y1,x2,y2` (fractions of the photo) from the command line; the server checks the box itself."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        x1, y1, x2, y2 = (float(p) for p in parts)
+    except ValueError:
+        raise InvalidInput(f"expected --region x1,y1,x2,y2 (four fractions of the photo, e.g. 0.1,0.2,0.6,0.9), "
+                           f"got {text!r}") from None
+    return x1, y1, x2, y2
 
 
 def _read_query(path: Path, max_bytes: int) -> bytes:

@@ -29,7 +29,7 @@ from rich.console import Console
 from fashion.v1 import common_pb2, events_pb2, search_pb2, search_pb2_grpc
 from services.search.catalogue import CatalogueBrowser
 from services.search.click_writer import ClickWriter, click_json, parse_click
-from services.search.client import draw_landmarks, find_similar_cli, write_html
+from services.search.client import draw_landmarks, find_similar_cli, parse_region, write_html
 from services.search.core import Click as SearchClick
 from services.search.core import SearchCore, click_id
 from services.search.server import search_servicers
@@ -416,6 +416,15 @@ def test_find_similar_cli_prints_a_table_and_writes_the_page(env: Env, tmp_path:
         find_similar_cli(env.address, query, top_k=101, timeout=TIMEOUT, console=console)
     with pytest.raises(InvalidInput, match="expected an existing image file"):
         find_similar_cli(env.address, tmp_path / "missing.png", timeout=TIMEOUT, console=console)
+    # `fashion search --region`: the box goes to the server, which checks it
+    framed = find_similar_cli(env.address, query, top_k=3, timeout=TIMEOUT, console=console,
+                              region=parse_region("0.0, 0.0, 1.0, 1.0"))
+    assert framed.hits and not framed.garments  # a region is searched alone: no garment detection
+    with pytest.raises(InvalidInput, match="expected region as fractions of the image"):
+        find_similar_cli(env.address, query, top_k=3, timeout=TIMEOUT, console=console,
+                         region=parse_region("0.5,0.5,0.2,0.9"))
+    with pytest.raises(InvalidInput, match="expected --region x1,y1,x2,y2"):
+        parse_region("0.1,0.2,0.6")
 
 
 # -- query images by URI: the public intake's policy, and slow URLs under load --------------------------------
