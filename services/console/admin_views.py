@@ -148,7 +148,8 @@ def health_page(health: Health, sources: Sequence[str], *, logged_in: bool = Fal
                  [(t, _n(v)) for t, v in sorted(health.lag.items())], empty="No consumer has reported lag yet.")
         + _table("Catalogue events by outcome", ("outcome", "events"),
                  [(k, _n(v)) for k, v in sorted(health.events.items())], empty="No catalogue event handled yet.")
-        + _table("Dead-letter queues", ("topic", "records"), [(k, _n(v)) for k, v in sorted(health.dlq.items())],
+        + _table("Dead-lettered records by the topic they came from", ("source topic", "records"),
+                 [(k, _n(v)) for k, v in sorted(health.dlq.items())],
                  empty="Nothing dead-lettered.")
         + _table("Why catalogue events were dead-lettered", ("reason (error type)", "events"),
                  [(k, _n(v)) for k, v in sorted(health.failures.items(), key=lambda kv: -kv[1])],

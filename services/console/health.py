@@ -40,7 +40,7 @@ class Health:
     images_per_second: float = 0.0
     images_indexed: float = 0.0
     events: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # outcome -> events
-    dlq: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # dead-letter topic -> records
+    dlq: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # source topic -> records dead-lettered
     failures: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # error type -> events
     batches: dict[str, Histo] = field(default_factory=lambda: defaultdict(Histo))  # batcher -> batch size
     latency: dict[str, Histo] = field(default_factory=lambda: defaultdict(Histo))  # Service/Method -> seconds

@@ -211,7 +211,7 @@ def test_health_figures_come_from_prometheus_text() -> None:
     registry = CollectorRegistry()
     Gauge("fashion_kafka_consumer_lag", "", ["topic", "partition"], registry=registry).labels("catalog.uploads",
                                                                                               "0").set(7)
-    Counter("fashion_kafka_records_dlq_total", "", ["topic"], registry=registry).labels("catalog.uploads.dlq").inc(2)
+    Counter("fashion_kafka_records_dlq_total", "", ["topic"], registry=registry).labels("catalog.uploads").inc(2)
     Counter("fashion_ingest_failures_total", "", ["error_type"], registry=registry).labels("InvalidInput").inc(2)
     batch = Histogram("fashion_batch_size", "", ["batcher"], buckets=(1, 8, 32), registry=registry)
     for size in (4, 8, 30):
@@ -222,7 +222,7 @@ def test_health_figures_come_from_prometheus_text() -> None:
         raise OSError("connection refused")
 
     health = read_health([lambda: text, lambda: text, down])
-    assert health.lag == {"catalog.uploads": 14.0} and health.dlq == {"catalog.uploads.dlq": 4.0}
+    assert health.lag == {"catalog.uploads": 14.0} and health.dlq == {"catalog.uploads": 4.0}
     assert health.failures == {"InvalidInput": 4.0}
     histo = health.batches["fashionnet"]
     assert histo.count == 6 and histo.mean == pytest.approx(14.0) and histo.quantile(0.5) == 8.0
