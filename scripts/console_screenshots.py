@@ -136,11 +136,31 @@ def tour(base: str, photo: Path, token: str, out: Path) -> list[Path]:
         saved.append(save_page(driver, out / "console_models.png"))
         driver.get(base + "/health")
         wait_for(driver, "main")
+        deadline = time.monotonic() + WAIT_S  # the dead letter published at start-up, once ingest has handled it
+        while "screenshot-bad-event" not in driver.page_source and time.monotonic() < deadline:
+            time.sleep(1.0)
+            driver.refresh()
         saved.append(save_page(driver, out / "console_health.png"))
         assert driver.find_elements(By.TAG_NAME, "h1")
         return saved
     finally:
         driver.quit()
+
+
+def dead_letter_one(bootstrap: str | None) -> None:
+    """Publish one malformed upload, so the health page shows a dead letter with its reason (as after a bad
+    producer), not an empty table."""
+    if not bootstrap:
+        return
+    from kafka import KafkaProducer
+
+    from services.ingest.events import UPLOADS_TOPIC
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        producer.send(UPLOADS_TOPIC, key=b"screenshot-bad-event", value=b'{"product_id": 42}').get(timeout=30)
+    finally:
+        producer.close()
 
 
 @contextmanager
@@ -159,7 +179,9 @@ def demo_stack(workdir: Path, token: str) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"`fashion up --demo` did not start; see {log_path}")
                 time.sleep(0.5)
-            yield json.loads(state.read_text())["http"]["web console"]
+            described = json.loads(state.read_text())
+            dead_letter_one(described.get("kafka_bootstrap"))
+            yield described["http"]["web console"]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
