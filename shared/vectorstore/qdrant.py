@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 _SCHEMAS = {"keyword": qm.PayloadSchemaType.KEYWORD, "float": qm.PayloadSchemaType.FLOAT,
             "bool": qm.PayloadSchemaType.BOOL}
+# As on Edge (edge.py, measured there): storefronts filter by category pages and price caps.
+_FIELD_SCHEMAS = {"category": qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+                  "price": qm.FloatIndexParams(type=qm.FloatIndexType.FLOAT, is_principal=True)}
 
 
 def _condition(c: Condition) -> qm.FieldCondition:
@@ -85,7 +88,9 @@ class ServerStore(VectorStore):
         with warnings.catch_warnings():  # the in-memory stand-in warns that it ignores them; a server builds them
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
             for field_name, kind in PAYLOAD_INDEXES.items():
-                self.client.create_payload_index(name, field_name=field_name, field_schema=_SCHEMAS[kind], wait=True)
+                self.client.create_payload_index(name, field_name=field_name,
+                                                 field_schema=_FIELD_SCHEMAS.get(field_name, _SCHEMAS[kind]),
+                                                 wait=True)
         self._dims[name] = dim
         log.info("created collection %s (dim %d) for model %s", name, dim, model_version)
 
