@@ -9,10 +9,11 @@ from PIL import Image
 from shared.errors import InvalidInput
 
 FRAME_FILL = 0.85  # share of the crop's side the box's longer side takes, as in a shop photo (0.78-0.9)
-# A shopper photo's garment box is framed like a shop photo too. Measured (docs/RESULTS.md, issue 13): a context
-# margin does not make retrieval less sensitive to a detected box's error, it costs top-20 (seed 1, 1200 items:
-# detected / ground-truth boxes 0.747 / 0.884 at 0.85, 0.732 / 0.867 at 0.75) and a tight box gains within noise
-# (0.750 / 0.901 at 1.0); the gap between detected and ground-truth boxes is garments with no detection, not framing.
+# A shopper photo's garment box is framed like a shop photo too. Measured (docs/RESULTS.md, issue 13, 1200-item
+# outfits, seeds 1 / 2, top-20 detected | ground-truth boxes): a context margin does not make retrieval less sensitive
+# to a detected box's error, it costs (0.75: 0.732 / 0.728 | 0.867 / 0.866 against 0.85: 0.747 / 0.743 | 0.884 /
+# 0.893), and a tight box gains on ground-truth boxes only (1.0: 0.750 / 0.732 | 0.901 / 0.900). The gap between
+# detected and ground-truth boxes is garments with no detection over serving's threshold, not the framing.
 QUERY_FILL = FRAME_FILL
 
 
