@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from shared.detection.crop import fraction_to_pixels, square_crop
+from shared.detection.crop import fraction_to_pixels, garment_crop
 from shared.detection.decode import Detection
 from shared.fashionnet.checkpoint import ModelMetadata
 from shared.serving.runtime import Analysis
@@ -38,8 +38,8 @@ def garment_filters(filters: SearchFilters, garment_class: str, metadata: ModelM
 
 
 def crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
-    """The region (fractions of the image) framed like a shop photo, as evaluation crops it."""
-    return square_crop(image, fraction_to_pixels(box, image.width, image.height))  # type: ignore[arg-type]
+    """The region (fractions of the image) as a garment crop, exactly as evaluation crops it."""
+    return garment_crop(image, fraction_to_pixels(box, image.width, image.height))  # type: ignore[arg-type]
 
 
 def jpeg(image: Image.Image) -> bytes:

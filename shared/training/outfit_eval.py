@@ -4,7 +4,8 @@ DeepFashion2's protocol: every garment of a held-out shopper photo is a query; t
 photo's garment. Queries are cropped twice: by the ground-truth box, and by the detection matched to it (same
 class, IoU >= 0.5, best overlap, among the detections over serving's score threshold); a garment no detection
 matches counts as a miss at every k. AP@0.5 ranks every detection down to a score of 0.05. Crops are framed
-like shop photos (shared/detection/crop.py), exactly as serving crops a detected garment.
+by `garment_crop` (shared/detection/crop.py), exactly as serving crops a detected garment; a shop photo's garment is
+framed like the shop photo itself (`square_crop` at FRAME_FILL), the picture serving indexes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from shared.data.outfits import OutfitImage, load_outfits
-from shared.detection.crop import fraction_to_pixels, square_crop
+from shared.detection.crop import fraction_to_pixels, garment_crop, square_crop
 from shared.detection.decode import DEFAULT_THRESHOLD as SERVING_THRESHOLD
 from shared.detection.decode import Detection, decode_maps
 from shared.detection.metrics import average_precision, iou
@@ -111,10 +112,10 @@ def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test",
     gallery_ids = np.array([p.match_key(p.garments[0]) or "" for p in shops])
     queries = [(p, g, im, ds) for p, im, ds in zip(photos, images, found, strict=True) for g in p.garments]
     ids = np.array([p.match_key(g) or "" for p, g, _, _ in queries])
-    truth = embed(model, [square_crop(im, g.box) for _, g, im, _ in queries], size, mean, std, batch_size=batch_size)
+    truth = embed(model, [garment_crop(im, g.box) for _, g, im, _ in queries], size, mean, std, batch_size=batch_size)
     matched = [(k, _matched(g, im, ds)) for k, (_, g, im, ds) in enumerate(queries)]
     matched = [(k, d) for k, d in matched if d is not None]
-    detected = embed(model, [square_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], size,
+    detected = embed(model, [garment_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], size,
                      mean, std, batch_size=batch_size)
     gt = metrics.retrieval_topk(truth, ids, gallery, gallery_ids, ks=KS)["topk"]
     share = len(matched) / len(queries)

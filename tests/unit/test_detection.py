@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.detection.crop import square_crop
+from shared.detection.crop import QUERY_FILL, garment_crop, square_crop
 from shared.detection.decode import decode_maps
 from shared.detection.head import MAP_CHANNELS, NUM_CLASSES
 from shared.detection.metrics import average_precision, iou
@@ -65,3 +65,30 @@ def test_square_crop_frames_the_box_like_a_shop_photo() -> None:
     pixels = np.asarray(crop)
     assert (pixels[40, 5] == (255, 0, 0)).all()  # inside the photo
     assert (pixels[40, 75] == (128, 128, 128)).all()  # beyond its right edge: grey
+
+
+def _photo_with_box(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    image = Image.new("RGB", size, (255, 255, 255))
+    image.paste((255, 0, 0), box)
+    return image
+
+
+@pytest.mark.parametrize("box", [(50, 40, 110, 120), (0, 0, 40, 90), (150, 100, 200, 160), (10, 70, 190, 90)])
+def test_garment_crop_is_square_and_keeps_the_whole_box_with_a_margin(box: tuple[int, int, int, int]) -> None:
+    image = _photo_with_box((200, 160), box)
+    crop = garment_crop(image, box)
+    side = max(box[2] - box[0], box[3] - box[1]) / QUERY_FILL
+    assert crop.width == crop.height == round(side)
+    red = np.all(np.asarray(crop) == (255, 0, 0), axis=-1)
+    assert red.sum() == (box[2] - box[0]) * (box[3] - box[1])  # the whole box, nothing cut
+    ys, xs = np.nonzero(red)
+    margin = math.floor((side - max(box[2] - box[0], box[3] - box[1])) / 2)
+    assert min(ys.min(), xs.min(), crop.height - 1 - ys.max(), crop.width - 1 - xs.max()) >= margin - 1
+    assert (xs.min() + xs.max()) / 2 == pytest.approx(crop.width / 2, abs=1.0)  # centred
+    assert (ys.min() + ys.max()) / 2 == pytest.approx(crop.height / 2, abs=1.0)
+
+
+def test_garment_crop_fills_beyond_the_photo_with_grey() -> None:
+    crop = garment_crop(_photo_with_box((200, 160), (0, 0, 40, 90)), (0, 0, 40, 90))
+    assert (np.asarray(crop)[0, 0] == (128, 128, 128)).all()  # above and left of the photo
+
