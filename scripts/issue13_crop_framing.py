@@ -10,33 +10,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from shared.data.outfits import load_outfits
-from shared.detection.crop import FRAME_FILL, square_crop
+from shared.detection.crop import square_crop
 from shared.detection.metrics import iou
-from shared.fashionnet.checkpoint import load_checkpoint
 from shared.training import metrics
-from shared.training.outfit_eval import KS, _matched, _pixels, detect, embed
+from shared.training.outfit_eval import KS, _matched, _pixels, held_out
 
 data, ckpt, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 fills = [float(f) for f in sys.argv[4].split(",")] if len(sys.argv) > 4 else [1.0, 0.85, 0.75, 0.7, 0.65, 0.6, 0.55]
-bench = load_outfits(data)
-photos = [p for p in bench.split("test") if p.domain == "consumer"]
-shops = [p for p in bench.split("test") if p.domain == "shop"]
-model, meta = load_checkpoint(ckpt)
-size, mean, std = meta.input_size, meta.mean, meta.std
-images = [Image.open(bench.path(p)).convert("RGB") for p in photos]
-found = detect(model, images, size, mean, std)
-gallery = embed(model, [square_crop(Image.open(bench.path(p)).convert("RGB"), p.garments[0].box, fill=FRAME_FILL)
-                        for p in shops], size, mean, std)
-gallery_ids = np.array([p.match_key(p.garments[0]) or "" for p in shops])
-queries = [(p, g, im, ds) for p, im, ds in zip(photos, images, found, strict=True) for g in p.garments]
-ids = np.array([p.match_key(g) or "" for p, g, _, _ in queries])
+h = held_out(data, ckpt)
+queries, ids, gallery, gallery_ids = h.queries, h.ids, h.gallery, h.gallery_ids
 matched = [(k, _matched(g, im, ds)) for k, (_, g, im, ds) in enumerate(queries)]
 matched = [(k, d) for k, d in matched if d is not None]
 share = len(matched) / len(queries)
-res: dict = {"queries": len(queries), "gallery": len(shops), "detected_share": share}
+res: dict = {"queries": len(queries), "gallery": len(h.shops), "detected_share": share}
 
 
 def share_at(threshold: float, same_class: bool) -> float:
@@ -59,9 +46,8 @@ res["det_side_over_gt_side_median"] = float(np.median(sides))
 mids = ids[[k for k, _ in matched]]
 embs = {}
 for fill in fills:
-    truth = embed(model, [square_crop(im, g.box, fill=fill) for _, g, im, _ in queries], size, mean, std)
-    det = embed(model, [square_crop(queries[k][2], _pixels(d, queries[k][2]), fill=fill) for k, d in matched],
-                size, mean, std)
+    truth = h.embed([square_crop(im, g.box, fill=fill) for _, g, im, _ in queries])
+    det = h.embed([square_crop(queries[k][2], _pixels(d, queries[k][2]), fill=fill) for k, d in matched])
     embs[fill] = (truth, det)
     gt = metrics.retrieval_topk(truth, ids, gallery, gallery_ids, ks=KS)["topk"]
     dt = metrics.retrieval_topk(det, mids, gallery, gallery_ids, ks=KS)["topk"]

@@ -11,7 +11,9 @@ framed like the shop photo itself (`square_crop` at FRAME_FILL), the picture ser
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,11 +80,12 @@ def detection_ap(photos: list[OutfitImage], images: list[Image.Image],
             **{f"ap50_{k}": v for k, v in result.items()}}
 
 
-def _matched(garment, image: Image.Image, dets: list[Detection]):
-    """The detection serving would search for this garment: over serving's score threshold, same class, best IoU."""
+def _matched(garment, image: Image.Image, dets: list[Detection], threshold: float = SERVING_THRESHOLD):
+    """The detection serving would search for this garment: over serving's score threshold, same class, best IoU.
+    (`threshold`: another serving threshold, for studies of it.)"""
     best, best_iou = None, 0.5
     for d in dets:
-        if d.score < SERVING_THRESHOLD:
+        if d.score < threshold:
             continue
         overlap = iou(_pixels(d, image), garment.box)
         if d.garment_class == garment.garment_class and overlap >= best_iou:
@@ -90,8 +93,29 @@ def _matched(garment, image: Image.Image, dets: list[Detection]):
     return best
 
 
-def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
-                     progress: bool = True) -> dict:
+@dataclass
+class HeldOut:
+    """A split's shopper photos with the checkpoint's detections, and its shop photos embedded as the gallery."""
+
+    model: Any
+    size: int
+    mean: Any
+    std: Any
+    photos: list[OutfitImage]
+    shops: list[OutfitImage]
+    images: list[Image.Image]
+    found: list[list[Detection]]
+    gallery: np.ndarray
+    gallery_ids: np.ndarray
+    queries: list[tuple]  # (photo, garment, image, detections): every garment of every shopper photo
+    ids: np.ndarray  # each query's item
+
+    def embed(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray:
+        return embed(self.model, images, self.size, self.mean, self.std, batch_size=batch_size)
+
+
+def held_out(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
+             progress: bool = False) -> HeldOut:
     bench = load_outfits(data)
     split = "validation" if split == "val" else split
     photos = [p for p in bench.split(split) if p.domain == "consumer"]
@@ -103,25 +127,30 @@ def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test",
     size, mean, std = meta.input_size, meta.mean, meta.std
     images = [Image.open(bench.path(p)).convert("RGB") for p in tqdm(photos, disable=not progress, desc="reading")]
     found = detect(model, images, size, mean, std, batch_size=batch_size)
-    result: dict = {"benchmark": "outfits", "images": len(photos), "checkpoint": str(checkpoint),
-                    "detection": detection_ap(photos, images, found)}
-
     gallery_images = [Image.open(bench.path(p)).convert("RGB") for p in shops]
     gallery = embed(model, [square_crop(im, p.garments[0].box) for im, p in zip(gallery_images, shops, strict=True)],
                     size, mean, std, batch_size=batch_size)
     gallery_ids = np.array([p.match_key(p.garments[0]) or "" for p in shops])
     queries = [(p, g, im, ds) for p, im, ds in zip(photos, images, found, strict=True) for g in p.garments]
     ids = np.array([p.match_key(g) or "" for p, g, _, _ in queries])
-    truth = embed(model, [garment_crop(im, g.box) for _, g, im, _ in queries], size, mean, std, batch_size=batch_size)
+    return HeldOut(model, size, mean, std, photos, shops, images, found, gallery, gallery_ids, queries, ids)
+
+
+def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
+                     progress: bool = True) -> dict:
+    h = held_out(data, checkpoint, split=split, batch_size=batch_size, progress=progress)
+    result: dict = {"benchmark": "outfits", "images": len(h.photos), "checkpoint": str(checkpoint),
+                    "detection": detection_ap(h.photos, h.images, h.found)}
+    queries, ids = h.queries, h.ids
+    truth = h.embed([garment_crop(im, g.box) for _, g, im, _ in queries], batch_size)
     matched = [(k, _matched(g, im, ds)) for k, (_, g, im, ds) in enumerate(queries)]
     matched = [(k, d) for k, d in matched if d is not None]
-    detected = embed(model, [garment_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], size,
-                     mean, std, batch_size=batch_size)
-    gt = metrics.retrieval_topk(truth, ids, gallery, gallery_ids, ks=KS)["topk"]
+    detected = h.embed([garment_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], batch_size)
+    gt = metrics.retrieval_topk(truth, ids, h.gallery, h.gallery_ids, ks=KS)["topk"]
     share = len(matched) / len(queries)
-    det = metrics.retrieval_topk(detected, ids[[k for k, _ in matched]], gallery, gallery_ids, ks=KS)["topk"] \
+    det = metrics.retrieval_topk(detected, ids[[k for k, _ in matched]], h.gallery, h.gallery_ids, ks=KS)["topk"] \
         if matched else dict.fromkeys(KS, 0.0)
     result["retrieval"] = {**{f"top{k}": det[k] * share for k in KS},
                            **{f"top{k}_gt_boxes": gt[k] for k in KS},
-                           "queries": len(queries), "detected_share": share, "gallery": len(shops)}
+                           "queries": len(queries), "detected_share": share, "gallery": len(h.shops)}
     return result
