@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -61,18 +63,29 @@ def _count(url: str, sql: str) -> int:
         engine.dispose()
 
 
+@contextmanager
+def _fashion_up(checkpoint: Path, env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """`fashion up --checkpoint` as a user starts it, logging to tmp_path/up.log; yields it once its stack.json is
+    written. The test stops it (and checks how); one still running at the end is killed."""
+    state_file = tmp_path / "var" / "stack.json"
+    with (tmp_path / "up.log").open("w") as log:
+        proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+        try:
+            _wait_for(state_file.exists, 120, "fashion up to start", proc)
+            yield proc, state_file
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) -> None:
     root, checkpoint = catalogue
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
            "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root),
            "FASHION_ADMIN_TOKEN": TOKEN,
            "COLUMNS": "400"}  # the CLI's error box wraps at the terminal width: where depends on tmp_path's length
-    log = (tmp_path / "up.log").open("w")
-    proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
-    try:
-        state_file = tmp_path / "var" / "stack.json"
-        _wait_for(state_file.exists, 120, "fashion up to start", proc)
+    with _fashion_up(checkpoint, env, tmp_path) as (proc, state_file):
         state = json.loads(state_file.read_text())
         with grpc.insecure_channel(state["grpc"]) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -148,10 +161,6 @@ def test_up_publish_search_click_and_sigterm(catalogue, postgres_url, tmp_path) 
         assert proc.wait(timeout=60) == 0
         assert not state_file.exists()
         assert "stopped cleanly" in (tmp_path / "up.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
 
     # The vector store is lost; `fashion reindex` rebuilds the serving version's collection from Postgres.
     import shutil
@@ -243,12 +252,7 @@ def test_detect_garments_and_search_each_one(outfit_stack_data, postgres_url, tm
     root, outfits, checkpoint = outfit_stack_data
     env = {**os.environ, "FASHION_DATA_DIR": str(tmp_path / "var"), "FASHION_DATABASE_URL": postgres_url,
            "FASHION_PORT": "0", "FASHION_GRACE_SECONDS": "5", "FASHION_IMAGE_ROOTS": str(root)}
-    log = (tmp_path / "up.log").open("w")
-    proc = subprocess.Popen([*FASHION, "up", "--checkpoint", str(checkpoint)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
-    try:
-        state_file = tmp_path / "var" / "stack.json"
-        _wait_for(state_file.exists, 120, "fashion up to start", proc)
+    with _fashion_up(checkpoint, env, tmp_path) as (proc, state_file):
         published = subprocess.run([*FASHION, "publish", str(root)], env=env, capture_output=True, text=True,
                                    timeout=120, check=False)
         assert published.returncode == 0, published.stderr
@@ -289,7 +293,3 @@ def test_detect_garments_and_search_each_one(outfit_stack_data, postgres_url, tm
             assert "inverted" in refused.value.details()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
