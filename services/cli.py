@@ -84,7 +84,7 @@ def train(
     if is_outfit_data(data, benchmark):
         path = train_outfits(data, out, init_checkpoint=init_checkpoint, cache_dir=cache_dir, input_size=input_size,
                              architecture=architecture, workers=workers,
-                             config=DetectorConfig(epochs=detector_epochs, seed=seed))
+                             config=DetectorConfig(views=views, epochs=detector_epochs, seed=seed))
         console.print(f"checkpoint written to {path}")
         return
     from shared.fashionnet.losses import LossWeights
