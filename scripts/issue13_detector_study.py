@@ -156,14 +156,18 @@ def main() -> None:
                "final_loss": history[-1]["detection"], "detection": detection_ap(test, sizes, found),
                "matched_0.3": _matched_share(test, sizes, found, class_required=True),
                "matched_0.3_any_class": _matched_share(test, sizes, found, class_required=False),
-               "misses": _misses(test, sizes, found), "per_photo_over_0.3": _false_positives(test, sizes, found), "per_photo_0.3": float(np.mean([sum(d.score >= DEFAULT_THRESHOLD for d in ds) for ds in found]))}
+               "misses": _misses(test, sizes, found), "per_photo_over_0.3": _false_positives(test, sizes, found),
+               "per_photo_0.3": float(np.mean([sum(d.score >= DEFAULT_THRESHOLD for d in ds) for ds in found]))}
         rows.append(row)
         args.out.write_text(json.dumps(rows, indent=1))
         d = row["detection"]
-        print(f"{spec:50s} views {args.views} AP50 {d['ap50']:.3f} (" +
-              " / ".join(f"{d[k]:.3f}" for k in d if k != "ap50") +
-              f") matched {row['matched_0.3']:.3f} any-class {row['matched_0.3_any_class']:.3f} "
-              f"{row['per_photo_0.3']:.2f}/photo " + " ".join(f"{k} {v:.3f}" for k, v in row["misses"].items() if k != "garments") + " FP/photo: " + " ".join(f"{k} {v:.2f}" for k, v in row["per_photo_over_0.3"].items()) + f" {seconds:.0f}s loss {row['final_loss']:.3f}", flush=True)
+        misses = " ".join(f"{k} {v:.3f}" for k, v in row["misses"].items() if k != "garments")
+        unmatched = " ".join(f"{k} {v:.2f}" for k, v in row["per_photo_over_0.3"].items())
+        print(f"{spec:50s} views {args.views} AP50 {d['ap50']:.3f} ("
+              + " / ".join(f"{d[k]:.3f}" for k in d if k != "ap50")
+              + f") matched {row['matched_0.3']:.3f} any-class {row['matched_0.3_any_class']:.3f} "
+              f"{row['per_photo_0.3']:.2f}/photo; misses: {misses}; per photo over 0.3: {unmatched}; "
+              f"{seconds:.0f}s loss {row['final_loss']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def train(
                                                               "landmark, category and attribute heads)")] = None,
     shop_only: Annotated[bool, typer.Option("--shop-only", help="leave consumer photos out of training")] = False,
     detector_epochs: Annotated[int, typer.Option(min=1, help="outfit data: garment detector epochs")] = 16,
+    garment_embedding: Annotated[bool, typer.Option(help="outfit data: then fine-tune the embedding on the "
+                                                         "garments' crops (with the options above)")] = True,
 ) -> None:
     """Train FashionNet (cached backbone features, heads trained on them; rerun to resume); on outfit photos
     (DeepFashion2 layout) the garment detector, into a copy of --init-checkpoint."""
@@ -84,7 +86,13 @@ def train(
     if is_outfit_data(data, benchmark):
         path = train_outfits(data, out, init_checkpoint=init_checkpoint, cache_dir=cache_dir, input_size=input_size,
                              architecture=architecture, workers=workers,
-                             config=DetectorConfig(views=views, epochs=detector_epochs, seed=seed))
+                             config=DetectorConfig(views=views, epochs=detector_epochs, seed=seed,
+                                                   garment_embedding=garment_embedding),
+                             embedding={"views": views, "epochs": epochs, "finetune_epochs": finetune_epochs,
+                                        "metric_loss": metric_loss, "feature_dropout": feature_dropout,
+                                        "items_per_batch": items_per_batch, "images_per_item": images_per_item,
+                                        "lr": lr, "finetune_lr": finetune_lr, "device": device,
+                                        "max_steps_per_epoch": max_steps_per_epoch})
         console.print(f"checkpoint written to {path}")
         return
     from shared.fashionnet.losses import LossWeights

@@ -230,7 +230,8 @@ TYPE_OF = {c.name: c.clothes_type.name.lower() for c in CATEGORIES}
 
 @pytest.fixture(scope="module")
 def outfit_stack_data(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A consumer-to-shop catalogue, a checkpoint trained on it, outfits, and the detector trained into it."""
+    """A consumer-to-shop catalogue, a checkpoint trained on it, outfits, and the detector trained into it (then
+    the embedding fine-tuned on the outfits' garment crops)."""
     root = tmp_path_factory.mktemp("c2s") / "data"
     generate("consumer2shop", root, OUTFIT_ITEMS, seed=12, image_size=128, workers=1, progress=False)
     run = tmp_path_factory.mktemp("run")
@@ -242,7 +243,10 @@ def outfit_stack_data(tmp_path_factory) -> tuple[Path, Path, Path]:
     detector_run = tmp_path_factory.mktemp("detector")
     trained = subprocess.run([*FASHION, "train", "--data", str(outfits), "--init-checkpoint", str(base),
                               "--out", str(detector_run), "--cache-dir", str(run / "cache"), "--workers", "0",
-                              "--detector-epochs", "30"], capture_output=True, text=True, timeout=900, check=False,
+                              "--detector-epochs", "30",
+                              # then the embedding on the garments' crops, as by default, kept short:
+                              "--items-per-batch", "4", "--images-per-item", "2", "--epochs", "3",
+                              "--finetune-epochs", "1"], capture_output=True, text=True, timeout=900, check=False,
                              cwd=Path(__file__).parents[2])
     assert trained.returncode == 0, trained.stderr[-2000:]
     return root, outfits, detector_run / "model.pt"

@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.data.outfits import load_outfits
 from shared.data.synth import generate
 from shared.detection.decode import decode_maps
 from shared.detection.head import MAP_CHANNELS
+from shared.errors import InvalidInput
 from shared.fashionnet import create_model
 from shared.fashionnet.checkpoint import load_checkpoint
 from shared.fashionnet.inference import EagerEngine, OnnxEngine, max_abs_diff, tolerance_violations
 from shared.training.detector import DetectorConfig, train_outfits
+from shared.training.garment_pairs import write_garment_pairs
 from shared.training.outfit_eval import evaluate_outfits
 
 SIZE = 64
@@ -54,7 +57,7 @@ def test_train_and_eval_on_outfits(tiny_checkpoint, tmp_path: Path) -> None:
     data = tmp_path / "outfits"
     generate("outfits", data, 24, seed=3, image_size=96, workers=1, progress=False)
     path = train_outfits(data, tmp_path / "run", init_checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache",
-                         config=DetectorConfig(epochs=3, batch_size=8), progress=False)
+                         config=DetectorConfig(epochs=3, batch_size=8, garment_embedding=False), progress=False)
     model, meta = load_checkpoint(path)
     assert meta.detector and meta.parent_version == "tiny-1" and model.garment_head is not None
     history = meta.notes["detector"]["history"]
@@ -74,3 +77,35 @@ def test_eval_refuses_a_checkpoint_without_a_detector(tiny_checkpoint, tmp_path:
     generate("outfits", data, 8, seed=4, image_size=64, workers=1, progress=False)
     with pytest.raises(Exception, match="expected a checkpoint with a garment detector"):
         evaluate_outfits(data, tiny_checkpoint, progress=False)
+
+
+def test_train_then_fine_tune_the_embedding_on_garment_crops(tiny_checkpoint, tmp_path: Path) -> None:
+    data = tmp_path / "outfits"
+    generate("outfits", data, 24, seed=3, image_size=96, workers=1, progress=False)
+    run = tmp_path / "run"
+    path = train_outfits(data, run, init_checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache",
+                         config=DetectorConfig(epochs=2, batch_size=8),
+                         embedding={"views": 1, "epochs": 2, "finetune_epochs": 1, "items_per_batch": 4,
+                                    "images_per_item": 2, "max_steps_per_epoch": 2}, progress=False)
+    pairs = (run / "garment-pairs" / "Eval" / "list_eval_partition.txt").read_text().splitlines()
+    assert int(pairs[0]) == len(pairs) - 2 > 0
+    assert all((run / "garment-pairs" / name).is_file() for line in pairs[2:] for name in line.split()[:2])
+    model, meta = load_checkpoint(path)
+    detector, detector_meta = load_checkpoint(run / "detector.pt")
+    tiny, _ = load_checkpoint(tiny_checkpoint)
+    assert meta.detector and meta.parent_version == "tiny-1" and meta.version == detector_meta.version
+    assert set(meta.notes) == {"detector", "garment_embedding"}
+    assert meta.notes["garment_embedding"]["benchmark"] == "consumer2shop"
+    # The detector is the first part's; the embedding moved from the init checkpoint's.
+    for name, tensor in detector.garment_head.state_dict().items():
+        assert torch.equal(model.garment_head.state_dict()[name], tensor), name
+    assert not torch.equal(model.embedding_head.weight, tiny.embedding_head.weight)
+    result = evaluate_outfits(data, path, progress=False)
+    assert 0.0 <= result["retrieval"]["top20_gt_boxes"] <= 1.0
+
+
+def test_garment_pairs_refuse_a_split_without_pairs(tmp_path: Path) -> None:
+    data = tmp_path / "outfits"
+    generate("outfits", data, 8, seed=4, image_size=64, workers=1, progress=False)
+    with pytest.raises(InvalidInput, match="expected garments in the nosuch split"):
+        write_garment_pairs(load_outfits(data), tmp_path / "pairs", split="nosuch", progress=False)
