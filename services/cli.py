@@ -124,6 +124,9 @@ def evaluate_cmd(
     input_size: Annotated[int, typer.Option(help="only for --checkpoint imagenet")] = 224,
     batch_size: int = 32,
     device: str = "auto",
+    garment_threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="outfit data: the serving threshold "
+                                                     "a garment's detection must reach (FASHION_GARMENT_THRESHOLD)")]
+        = 0.3,
 ) -> None:
     """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k; on outfit photos
     detection AP@0.5 per garment class and per-garment retrieval with detected and ground-truth boxes."""
@@ -131,7 +134,8 @@ def evaluate_cmd(
     from shared.training.evaluate import evaluate, print_report, write_json
     from shared.training.outfit_eval import evaluate_outfits
 
-    result = (evaluate_outfits(data, checkpoint, split=split, batch_size=batch_size) if is_outfit_data(data, benchmark)
+    result = (evaluate_outfits(data, checkpoint, split=split, batch_size=batch_size, threshold=garment_threshold)
+              if is_outfit_data(data, benchmark)
               else evaluate(benchmark, data, checkpoint, split=split, input_size=input_size, batch_size=batch_size,
                             device=device))
     print_report(result, Console())

@@ -138,7 +138,7 @@ class Resources:
 
             m = self.settings.model
             runtime = ModelRuntime(engine=m.engine, max_batch=m.max_batch, max_wait_ms=m.max_wait_ms,
-                                   device=m.device)
+                                   device=m.device, garment_threshold=m.garment_threshold)
             self._closers.append(("models", runtime.close))
             self._runtime = runtime
             registry, store = self.registry(), self.shared_store()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shared.detection.decode import DEFAULT_THRESHOLD as GARMENT_THRESHOLD
 from shared.detection.decode import Detection, decode_maps
 from shared.errors import NotFound
 from shared.fashionnet.checkpoint import ModelMetadata, load_checkpoint
@@ -56,21 +57,23 @@ class Analysis:
 class LoadedModel:
     """One model version ready to serve: metadata + engine. Immutable once built."""
 
-    def __init__(self, metadata: ModelMetadata, engine: InferenceEngine, checkpoint: Path | None) -> None:
+    def __init__(self, metadata: ModelMetadata, engine: InferenceEngine, checkpoint: Path | None, *,
+                 garment_threshold: float = GARMENT_THRESHOLD) -> None:
         self.metadata = metadata
+        self.garment_threshold = garment_threshold
         self.engine = engine
         self.checkpoint = checkpoint
         self.version = metadata.version
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, engine: str = "auto", cache_dir: Path | None = None,
-                        device: str | None = None) -> LoadedModel:
+                        device: str | None = None, garment_threshold: float = GARMENT_THRESHOLD) -> LoadedModel:
         model, metadata = load_checkpoint(path)
         eng = create_engine(model, engine, input_size=metadata.input_size,
                             cache_dir=cache_dir or Path(path).parent, cache_key=metadata.version,
                             device=torch.device(device) if device else None)
         log.info("loaded model %s from %s (%s engine)", metadata.version, path, eng.kind)
-        return cls(metadata, eng, Path(path))
+        return cls(metadata, eng, Path(path), garment_threshold=garment_threshold)
 
     def analyze(self, images: list[Image.Image]) -> list[Analysis]:
         return self.analyze_prepared([self.prepare(im) for im in images])
@@ -107,7 +110,7 @@ class LoadedModel:
                 categories=tuple((meta.categories[j].name, float(cat_prob[i, j])) for j in cat_order),
                 attributes=tuple((meta.attributes[j].name, meta.attributes[j].group, float(attr_prob[i, j]))
                                  for j in attr_order),
-                garments=tuple(decode_maps(maps[i])) if maps is not None else (),
+                garments=tuple(decode_maps(maps[i], threshold=self.garment_threshold)) if maps is not None else (),
             ))
         return results
 
@@ -120,8 +123,10 @@ class ModelRuntime:
     """
 
     def __init__(self, *, engine: str = "auto", max_batch: int = 32, max_wait_ms: float = 0.0,
-                 device: str | None = None, cache_dir: Path | None = None) -> None:
+                 device: str | None = None, cache_dir: Path | None = None,
+                 garment_threshold: float = GARMENT_THRESHOLD) -> None:
         self._engine_kind = engine
+        self._garment_threshold = garment_threshold
         self._device = device
         self._cache_dir = cache_dir
         self._models: dict[str, LoadedModel] = {}
@@ -133,7 +138,7 @@ class ModelRuntime:
     # -- versions -------------------------------------------------------------------------------------------
     def load(self, checkpoint: str | Path, *, make_default: bool = False) -> LoadedModel:
         loaded = LoadedModel.from_checkpoint(checkpoint, engine=self._engine_kind, cache_dir=self._cache_dir,
-                                             device=self._device)
+                                             device=self._device, garment_threshold=self._garment_threshold)
         with self._lock:
             self._models[loaded.version] = loaded
             if make_default or self._default is None:

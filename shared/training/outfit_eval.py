@@ -137,13 +137,15 @@ def held_out(data: Path, checkpoint: str | Path, *, split: str = "test", batch_s
 
 
 def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
-                     progress: bool = True) -> dict:
+                     threshold: float = SERVING_THRESHOLD, progress: bool = True) -> dict:
+    """``threshold``: the serving score threshold a garment's matched detection must reach (FASHION_GARMENT_THRESHOLD
+    in serving); AP ranks every detection regardless."""
     h = held_out(data, checkpoint, split=split, batch_size=batch_size, progress=progress)
     result: dict = {"benchmark": "outfits", "images": len(h.photos), "checkpoint": str(checkpoint),
                     "detection": detection_ap(h.photos, h.images, h.found)}
     queries, ids = h.queries, h.ids
     truth = h.embed([garment_crop(im, g.box) for _, g, im, _ in queries], batch_size)
-    matched = [(k, _matched(g, im, ds)) for k, (_, g, im, ds) in enumerate(queries)]
+    matched = [(k, _matched(g, im, ds, threshold)) for k, (_, g, im, ds) in enumerate(queries)]
     matched = [(k, d) for k, d in matched if d is not None]
     detected = h.embed([garment_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], batch_size)
     gt = metrics.retrieval_topk(truth, ids, h.gallery, h.gallery_ids, ks=KS)["topk"]
@@ -152,5 +154,8 @@ def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test",
         if matched else dict.fromkeys(KS, 0.0)
     result["retrieval"] = {**{f"top{k}": det[k] * share for k in KS},
                            **{f"top{k}_gt_boxes": gt[k] for k in KS},
-                           "queries": len(queries), "detected_share": share, "gallery": len(h.shops)}
+                           "queries": len(queries), "detected_share": share, "gallery": len(h.shops),
+                           "garment_threshold": threshold,
+                           "detections_per_photo": float(np.mean([sum(d.score >= threshold for d in ds)
+                                                                   for ds in h.found]))}
     return result

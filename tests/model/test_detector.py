@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from shared.data.outfits import load_outfits
 from shared.data.synth import generate
@@ -17,6 +18,7 @@ from shared.errors import InvalidInput
 from shared.fashionnet import create_model
 from shared.fashionnet.checkpoint import load_checkpoint
 from shared.fashionnet.inference import EagerEngine, OnnxEngine, max_abs_diff, tolerance_violations
+from shared.serving.runtime import LoadedModel
 from shared.training.detector import DetectorConfig, train_outfits
 from shared.training.garment_pairs import write_garment_pairs
 from shared.training.outfit_eval import evaluate_outfits
@@ -70,6 +72,20 @@ def test_train_and_eval_on_outfits(tiny_checkpoint, tmp_path: Path) -> None:
     for key in ("top1", "top20", "top20_gt_boxes", "detected_share"):
         assert 0.0 <= result["retrieval"][key] <= 1.0
     assert result["retrieval"]["queries"] > 0
+    # A lower serving threshold (FASHION_GARMENT_THRESHOLD) matches at least as many garments, with more boxes.
+    low = evaluate_outfits(data, path, threshold=0.05, progress=False)["retrieval"]
+    assert low["garment_threshold"] == 0.05 and result["retrieval"]["garment_threshold"] == 0.3
+    assert low["detected_share"] >= result["retrieval"]["detected_share"]
+    assert low["detections_per_photo"] >= result["retrieval"]["detections_per_photo"]
+    # Serving decodes at the threshold it was given, and only there.
+    photos = [Image.open(p).convert("RGB") for p in sorted((data / "test" / "image").glob("*.jpg"))[:6]]
+    for threshold in (0.05, 0.3):
+        found = LoadedModel.from_checkpoint(path, engine="eager", garment_threshold=threshold).analyze(photos)
+        assert all(g.score >= threshold for a in found for g in a.garments)
+        counts = [len(a.garments) for a in found]
+        if threshold == 0.05:
+            low_counts = counts
+    assert sum(low_counts) >= sum(counts)
 
 
 def test_eval_refuses_a_checkpoint_without_a_detector(tiny_checkpoint, tmp_path: Path) -> None:
