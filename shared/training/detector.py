@@ -182,8 +182,13 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
     if not config.garment_embedding:
         return save_checkpoint(out / "model.pt", model, metadata)
     detector = save_checkpoint(out / "detector.pt", model, metadata)
-    return _train_garment_embedding(bench, out, detector, metadata, cache_dir=cache_dir, workers=workers,
-                                    seed=config.seed, overrides=embedding or {}, progress=progress)
+    try:
+        return _train_garment_embedding(bench, out, detector, metadata, cache_dir=cache_dir, workers=workers,
+                                        seed=config.seed, overrides=embedding or {}, progress=progress)
+    except InvalidInput as exc:  # data the detector can learn from but the embedding cannot (no shop photos...)
+        log.warning("the embedding stays the init checkpoint's, not fine-tuned on garment crops: %s", exc)
+        metadata.notes["garment_embedding"] = f"skipped: {exc}"
+        return save_checkpoint(out / "model.pt", model, metadata)
 
 
 def _train_garment_embedding(bench: OutfitBenchmark, out: Path, detector: Path, metadata: ModelMetadata, *,

@@ -125,3 +125,15 @@ def test_garment_pairs_refuse_a_split_without_pairs(tmp_path: Path) -> None:
     generate("outfits", data, 8, seed=4, image_size=64, workers=1, progress=False)
     with pytest.raises(InvalidInput, match="expected garments in the nosuch split"):
         write_garment_pairs(load_outfits(data), tmp_path / "pairs", split="nosuch", progress=False)
+
+
+def test_outfits_the_embedding_cannot_learn_from_still_give_a_detector(tiny_checkpoint, tmp_path: Path) -> None:
+    data = tmp_path / "outfits"
+    generate("outfits", data, 8, seed=4, image_size=64, workers=1, progress=False)
+    # 8 items cannot fill the default 32 items a batch: the detector is kept, the embedding stays the init's.
+    path = train_outfits(data, tmp_path / "run", init_checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache",
+                         config=DetectorConfig(epochs=1, batch_size=8), progress=False)
+    model, meta = load_checkpoint(path)
+    assert model.garment_head is not None and meta.notes["garment_embedding"].startswith("skipped: expected")
+    tiny, _ = load_checkpoint(tiny_checkpoint)
+    assert torch.equal(model.embedding_head.weight, tiny.embedding_head.weight)
