@@ -27,11 +27,8 @@ res: dict = {"queries": len(queries), "gallery": len(h.shops), "detected_share":
 
 
 def share_at(threshold: float, same_class: bool) -> float:
-    hit = 0
-    for _, g, im, ds in queries:
-        hit += any(d.score >= threshold and (not same_class or d.garment_class == g.garment_class)
-                   and iou(_pixels(d, im), g.box) >= 0.5 for d in ds)
-    return hit / len(queries)
+    hits = [_matched(g, im, ds, threshold, same_class=same_class) is not None for _, g, im, ds in queries]
+    return sum(hits) / len(queries)
 
 
 res["share"] = {f"t{t}_{'cls' if c else 'any'}": share_at(t, c) for t in (0.1, 0.2, 0.3) for c in (True, False)}

@@ -26,7 +26,7 @@ from shared.detection.metrics import iou
 from shared.detection.targets import encode
 from shared.fashionnet.checkpoint import build_model, default_metadata
 from shared.training.detector import DetectorConfig, detector_cache_key, fit_head, view_boxes
-from shared.training.outfit_eval import detection_ap
+from shared.training.outfit_eval import _matched, _pixels, detection_ap, detections_per_photo
 from shared.training.trunk_cache import TrunkCache, build_cache
 
 ARCH = "fashionnet_efficientnet_lite0"
@@ -34,6 +34,8 @@ HEAD_KEYS = {"width"}
 
 
 class _Size:
+    """A test photo's size where the evaluation's helpers read an image's width and height."""
+
     def __init__(self, size: tuple[int, int]) -> None:
         self.width, self.height = size
 
@@ -47,18 +49,10 @@ def _features(bench, records, model, metadata, views, cache_dir):
 
 
 def _matched_share(photos, sizes, found, *, class_required: bool) -> float:
-    hits = total = 0
-    for p, size, dets in zip(photos, sizes, found, strict=True):
-        for g in p.garments:
-            total += 1
-            for d in dets:
-                if d.score < DEFAULT_THRESHOLD or (class_required and d.garment_class != g.garment_class):
-                    continue
-                box = (d.box[0] * size.width, d.box[1] * size.height, d.box[2] * size.width, d.box[3] * size.height)
-                if iou(box, g.box) >= 0.5:
-                    hits += 1
-                    break
-    return hits / max(total, 1)
+    """The evaluation's matching rule at serving's threshold (`_matched`), as a share of the garments."""
+    hits = [_matched(g, size, dets, same_class=class_required) is not None
+            for p, size, dets in zip(photos, sizes, found, strict=True) for g in p.garments]
+    return sum(hits) / max(len(hits), 1)
 
 
 def _misses(photos, sizes, found) -> dict:
@@ -66,8 +60,7 @@ def _misses(photos, sizes, found) -> dict:
     0.3-0.5 (localisation), another class's box at IoU >= 0.5 (class confusion), or neither (missed)."""
     out = {"garments": 0, "recall_any_score": 0, "localisation": 0, "class_confusion": 0, "missed": 0}
     for p, size, dets in zip(photos, sizes, found, strict=True):
-        boxes = [((d.box[0] * size.width, d.box[1] * size.height, d.box[2] * size.width, d.box[3] * size.height),
-                  d.garment_class) for d in dets]
+        boxes = [(_pixels(d, size), d.garment_class) for d in dets]
         for g in p.garments:
             out["garments"] += 1
             same = max((iou(b, g.box) for b, c in boxes if c == g.garment_class), default=0.0)
@@ -89,7 +82,7 @@ def _false_positives(photos, sizes, found, threshold: float = DEFAULT_THRESHOLD)
             if d.score < threshold:
                 continue
             out["detections"] += 1
-            box = (d.box[0] * size.width, d.box[1] * size.height, d.box[2] * size.width, d.box[3] * size.height)
+            box = _pixels(d, size)
             scored = [(iou(box, g.box), k, g) for k, g in enumerate(p.garments)]
             same = [(o, k) for o, k, g in scored if g.garment_class == d.garment_class]
             best = max(same, default=(0.0, -1))
@@ -157,7 +150,7 @@ def main() -> None:
                "matched_0.3": _matched_share(test, sizes, found, class_required=True),
                "matched_0.3_any_class": _matched_share(test, sizes, found, class_required=False),
                "misses": _misses(test, sizes, found), "per_photo_over_0.3": _false_positives(test, sizes, found),
-               "per_photo_0.3": float(np.mean([sum(d.score >= DEFAULT_THRESHOLD for d in ds) for ds in found]))}
+               "per_photo_0.3": detections_per_photo(found, DEFAULT_THRESHOLD)}
         rows.append(row)
         args.out.write_text(json.dumps(rows, indent=1))
         d = row["detection"]

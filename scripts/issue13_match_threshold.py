@@ -10,7 +10,7 @@ import numpy as np
 
 from shared.detection.crop import square_crop
 from shared.training import metrics
-from shared.training.outfit_eval import KS, _matched, _pixels, held_out
+from shared.training.outfit_eval import KS, _matched, _pixels, detections_per_photo, held_out
 
 data, ckpt, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 fills = [float(f) for f in sys.argv[4].split(",")]
@@ -29,7 +29,7 @@ for fill in fills:
         share = len(m) / len(queries)
         det = h.embed([square_crop(queries[k][2], _pixels(d, queries[k][2]), fill=fill) for k, d in m])
         dt = metrics.retrieval_topk(det, ids[[k for k, _ in m]], gallery, gallery_ids, ks=KS)["topk"]
-        per_photo = np.mean([sum(d.score >= t for d in ds) for ds in found])
+        per_photo = detections_per_photo(found, t)
         truths = np.mean([len(p.garments) for p in photos])
         res[f"fill{fill}_t{t}"] = {"share": share, "top1": dt[1] * share, "top20": dt[20] * share,
                                    "detections_per_photo": float(per_photo), "garments_per_photo": float(truths)}

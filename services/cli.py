@@ -83,16 +83,17 @@ def train(
     (DeepFashion2 layout) the garment detector, into a copy of --init-checkpoint."""
     from shared.training.detector import DetectorConfig, is_outfit_data, train_outfits
 
+    # The embedding's recipe, for FashionNet's training and for the outfit run's fine-tuning on garment crops.
+    recipe = {"views": views, "epochs": epochs, "finetune_epochs": finetune_epochs, "metric_loss": metric_loss,
+              "feature_dropout": feature_dropout, "items_per_batch": items_per_batch,
+              "images_per_item": images_per_item, "lr": lr, "finetune_lr": finetune_lr, "device": device,
+              "max_steps_per_epoch": max_steps_per_epoch}
     if is_outfit_data(data, benchmark):
         path = train_outfits(data, out, init_checkpoint=init_checkpoint, cache_dir=cache_dir, input_size=input_size,
                              architecture=architecture, workers=workers,
                              config=DetectorConfig(views=views, epochs=detector_epochs, seed=seed,
                                                    garment_embedding=garment_embedding),
-                             embedding={"views": views, "epochs": epochs, "finetune_epochs": finetune_epochs,
-                                        "metric_loss": metric_loss, "feature_dropout": feature_dropout,
-                                        "items_per_batch": items_per_batch, "images_per_item": images_per_item,
-                                        "lr": lr, "finetune_lr": finetune_lr, "device": device,
-                                        "max_steps_per_epoch": max_steps_per_epoch})
+                             embedding=recipe)
         console.print(f"checkpoint written to {path}")
         return
     from shared.fashionnet.losses import LossWeights
@@ -101,15 +102,10 @@ def train(
 
     config = TrainConfig(data=data, out=out, benchmark=benchmark, architecture=architecture,
                          landmark_pooling=landmark_pooling, embedding_neck=embedding_neck,
-                         embedding_skip=embedding_skip, views=views, landmark_epochs=landmark_epochs, epochs=epochs,
-                         finetune_epochs=finetune_epochs, metric_loss=metric_loss, input_size=input_size,
+                         embedding_skip=embedding_skip, landmark_epochs=landmark_epochs, input_size=input_size,
                          weights=LossWeights(category=category_weight, attributes=attribute_weight),
-                         feature_dropout=feature_dropout,
-                         embedding_dim=embedding_dim, items_per_batch=items_per_batch,
-                         images_per_item=images_per_item, lr=lr, finetune_lr=finetune_lr,
-                         max_steps_per_epoch=max_steps_per_epoch, cache_dir=cache_dir, device=device,
-                         workers=workers, seed=seed, init_checkpoint=init_checkpoint,
-                         domains=("shop",) if shop_only else None)
+                         embedding_dim=embedding_dim, cache_dir=cache_dir, workers=workers, seed=seed,
+                         init_checkpoint=init_checkpoint, domains=("shop",) if shop_only else None, **recipe)
     path = run_training(config)
     console.print(f"checkpoint written to {path}")
 
@@ -124,17 +120,19 @@ def evaluate_cmd(
     input_size: Annotated[int, typer.Option(help="only for --checkpoint imagenet")] = 224,
     batch_size: int = 32,
     device: str = "auto",
-    garment_threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="outfit data: the serving threshold "
-                                                     "a garment's detection must reach (FASHION_GARMENT_THRESHOLD)")]
-        = 0.3,
+    garment_threshold: Annotated[float | None, typer.Option(
+        min=0.01, max=1.0, help="outfit data: the score a garment's detection must reach to be searched "
+                                "(default: FASHION_GARMENT_THRESHOLD, as serving)")] = None,
 ) -> None:
     """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k; on outfit photos
     detection AP@0.5 per garment class and per-garment retrieval with detected and ground-truth boxes."""
+    from shared.config import ModelSettings
     from shared.training.detector import is_outfit_data
     from shared.training.evaluate import evaluate, print_report, write_json
     from shared.training.outfit_eval import evaluate_outfits
 
-    result = (evaluate_outfits(data, checkpoint, split=split, batch_size=batch_size, threshold=garment_threshold)
+    threshold = garment_threshold if garment_threshold is not None else ModelSettings().garment_threshold
+    result = (evaluate_outfits(data, checkpoint, split=split, batch_size=batch_size, threshold=threshold)
               if is_outfit_data(data, benchmark)
               else evaluate(benchmark, data, checkpoint, split=split, input_size=input_size, batch_size=batch_size,
                             device=device))

@@ -63,8 +63,11 @@ class ModelSettings(FashionSettings):
     engine: str = Field("auto", description="auto, onnx, channels_last or eager")
     device: str | None = Field(None, description="cpu or cuda (default: cuda when present)")
     max_batch: int = Field(32, ge=1, description="dynamic batching: most images per forward pass")
-    garment_threshold: float = Field(0.3, gt=0, le=1, description="lowest detector score a garment is searched "
-                                                                  "at (lower: fewer garments missed, more boxes)")
+    # The literal, not shared.detection.decode's DEFAULT_THRESHOLD: importing that package loads torch into every
+    # process that reads settings. tests/unit/test_detection.py keeps the two equal.
+    garment_threshold: float = Field(0.3, gt=0, le=1,
+                                     description="lowest detector score a garment is searched at (lower: fewer "
+                                                 "garments missed, more boxes)")
     max_wait_ms: float = Field(0.0, ge=0, description="dynamic batching: longest wait to fill a batch (0 = greedy: "
                                                        "a batch is whatever queued while the model was busy)")
     analysis_address: str | None = Field(None, description="host:port of AnalysisService for search, ingest and "

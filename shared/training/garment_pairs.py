@@ -28,6 +28,7 @@ def write_garment_pairs(bench: OutfitBenchmark, out: Path, *, split: str = "trai
     shop_keys = {p.match_key(g) for p in photos if p.domain == "shop" for g in p.garments[:1]}
     for photo in tqdm(photos, desc="writing garment crops", disable=not progress, unit="photo"):
         shop = photo.domain == "shop"
+        domain = "shop" if shop else "consumer"
         # A shop photo shows its one item (the gallery indexes its first garment); a shopper photo, every garment.
         wanted = [g for g in (photo.garments[:1] if shop else photo.garments) if photo.match_key(g) in shop_keys]
         if not wanted:
@@ -36,8 +37,8 @@ def write_garment_pairs(bench: OutfitBenchmark, out: Path, *, split: str = "trai
             image = image.convert("RGB")
             for garment in wanted:
                 key = str(photo.match_key(garment)).replace("/", "_")  # (pair_id/style) -> one path token
-                store = crops["shop" if shop else "consumer"]
-                name = f"img/{key}/{'shop' if shop else 'consumer'}_{len(store[key]):02d}.jpg"
+                store = crops[domain]
+                name = f"img/{key}/{domain}_{len(store[key]):02d}.jpg"
                 (out / name).parent.mkdir(parents=True, exist_ok=True)
                 (square_crop(image, garment.box) if shop else garment_crop(image, garment.box)).save(out / name,
                                                                                                      quality=92)

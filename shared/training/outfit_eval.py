@@ -80,17 +80,23 @@ def detection_ap(photos: list[OutfitImage], images: list[Image.Image],
             **{f"ap50_{k}": v for k, v in result.items()}}
 
 
-def _matched(garment, image: Image.Image, dets: list[Detection], threshold: float = SERVING_THRESHOLD):
+def _matched(garment, image: Image.Image, dets: list[Detection], threshold: float = SERVING_THRESHOLD, *,
+             same_class: bool = True):
     """The detection serving would search for this garment: over serving's score threshold, same class, best IoU.
-    (`threshold`: another serving threshold, for studies of it.)"""
+    (`threshold`: another serving threshold; `same_class=False`: any class; both for studies.)"""
     best, best_iou = None, 0.5
     for d in dets:
         if d.score < threshold:
             continue
         overlap = iou(_pixels(d, image), garment.box)
-        if d.garment_class == garment.garment_class and overlap >= best_iou:
+        if (d.garment_class == garment.garment_class or not same_class) and overlap >= best_iou:
             best, best_iou = d, overlap
     return best
+
+
+def detections_per_photo(found: list[list[Detection]], threshold: float) -> float:
+    """How many boxes a photo gets at a serving threshold, on average: each is a crop searched and a result row."""
+    return float(np.mean([sum(d.score >= threshold for d in dets) for dets in found])) if found else 0.0
 
 
 @dataclass
@@ -156,6 +162,5 @@ def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test",
                            **{f"top{k}_gt_boxes": gt[k] for k in KS},
                            "queries": len(queries), "detected_share": share, "gallery": len(h.shops),
                            "garment_threshold": threshold,
-                           "detections_per_photo": float(np.mean([sum(d.score >= threshold for d in ds)
-                                                                   for ds in h.found]))}
+                           "detections_per_photo": detections_per_photo(h.found, threshold)}
     return result

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.config import ModelSettings
 from shared.detection.crop import QUERY_FILL, garment_crop, square_crop
-from shared.detection.decode import decode_maps
+from shared.detection.decode import DEFAULT_THRESHOLD, decode_maps
 from shared.detection.head import MAP_CHANNELS, NUM_CLASSES
 from shared.detection.metrics import average_precision, iou
 from shared.detection.targets import encode
@@ -92,3 +93,8 @@ def test_garment_crop_fills_beyond_the_photo_with_grey() -> None:
     crop = garment_crop(_photo_with_box((200, 160), (0, 0, 40, 90)), (0, 0, 40, 90))
     assert (np.asarray(crop)[0, 0] == (128, 128, 128)).all()  # above and left of the photo
 
+
+
+def test_serving_and_evaluation_share_one_default_garment_threshold(monkeypatch) -> None:
+    monkeypatch.delenv("FASHION_GARMENT_THRESHOLD", raising=False)
+    assert ModelSettings().garment_threshold == DEFAULT_THRESHOLD
