@@ -121,8 +121,8 @@ def evaluate_cmd(
     batch_size: int = 32,
     device: str = "auto",
     garment_threshold: Annotated[float | None, typer.Option(
-        min=0.01, max=1.0, help="outfit data: the score a garment's detection must reach to be searched "
-                                "(default: FASHION_GARMENT_THRESHOLD, as serving)")] = None,
+        min=0.01, max=1.0, help="outfit data: the score a garment's detection must reach to be searched, "
+                                "for retrieval.served (default: FASHION_GARMENT_THRESHOLD, as serving)")] = None,
 ) -> None:
     """Print the paper's metrics: category, attributes per group, landmarks, retrieval top-k; on outfit photos
     detection AP@0.5 per garment class and per-garment retrieval with detected and ground-truth boxes."""

@@ -1,11 +1,17 @@
 """`fashion eval --benchmark outfits`: garment detection AP@0.5 and per-garment consumer-to-shop retrieval.
 
-DeepFashion2's protocol: every garment of a held-out shopper photo is a query; the gallery is every held-out shop
-photo's garment. Queries are cropped twice: by the ground-truth box, and by the detection matched to it (same
-class, IoU >= 0.5, best overlap, among the detections over serving's score threshold); a garment no detection
-matches counts as a miss at every k. AP@0.5 ranks every detection down to a score of 0.05. Crops are framed
-by `garment_crop` (shared/detection/crop.py), exactly as serving crops a detected garment; a shop photo's garment is
-framed like the shop photo itself (`square_crop` at FRAME_FILL), the picture serving indexes.
+DeepFashion2's protocol (deepfashion2_api/PythonAPI/deepfashion2_retrieval_test.py): every garment of a held-out
+shopper photo is a query; the gallery is every held-out shop photo's garment. Queries are cropped twice: by the
+ground-truth box, and by a detection. Which detection: each of the photo's detections is assigned the garment it
+overlaps most, and a garment's query is the highest-scoring detection assigned to it with its class; a garment
+without one counts as a miss at every k (`retrieval.top{k}`). Detections are the decoder's down to AP's floor,
+0.05, as a DeepFashion2 submission lists its detector's output.
+
+What a shopper is shown is stricter, so it is reported beside it (`retrieval.served.*`): serving searches only
+detections over its score threshold (FASHION_GARMENT_THRESHOLD), and a garment is found when one of those has its
+class and IoU >= 0.5 with it. AP@0.5 ranks every detection down to 0.05. Crops are framed by `garment_crop`
+(shared/detection/crop.py), exactly as serving crops a detected garment; a shop photo's garment is framed like the
+shop photo itself (`square_crop` at FRAME_FILL), the picture serving indexes.
 """
 
 from __future__ import annotations
@@ -94,6 +100,21 @@ def _matched(garment, image: Image.Image, dets: list[Detection], threshold: floa
     return best
 
 
+def deepfashion2_queries(photo: OutfitImage, image: Image.Image, dets: list[Detection]) -> list[Detection | None]:
+    """Each garment's query detection by DeepFashion2's rule: every detection goes to the garment it overlaps most
+    (no IoU floor, first garment on a tie, as the official script's argmax); of those a garment got with its own
+    class, the highest-scoring one; None where there is none."""
+    chosen: list[Detection | None] = [None] * len(photo.garments)
+    if not photo.garments:
+        return chosen
+    for d in dets:
+        box = _pixels(d, image)
+        k = int(np.argmax([iou(box, g.box) for g in photo.garments]))
+        if d.garment_class == photo.garments[k].garment_class and (chosen[k] is None or d.score > chosen[k].score):
+            chosen[k] = d
+    return chosen
+
+
 def detections_per_photo(found: list[list[Detection]], threshold: float) -> float:
     """How many boxes a photo gets at a serving threshold, on average: each is a crop searched and a result row."""
     return float(np.mean([sum(d.score >= threshold for d in dets) for dets in found])) if found else 0.0
@@ -142,25 +163,32 @@ def held_out(data: Path, checkpoint: str | Path, *, split: str = "test", batch_s
     return HeldOut(model, size, mean, std, photos, shops, images, found, gallery, gallery_ids, queries, ids)
 
 
+def _detected_topk(h: HeldOut, chosen: list[Detection | None], batch_size: int) -> dict[str, float]:
+    """Top-k of the queries cropped by their chosen detections, over every garment (one without: a miss)."""
+    found = [k for k, d in enumerate(chosen) if d is not None]
+    share = len(found) / len(chosen)
+    if not found:
+        return {**{f"top{k}": 0.0 for k in KS}, "detected_share": 0.0}
+    crops = [garment_crop(h.queries[k][2], _pixels(chosen[k], h.queries[k][2])) for k in found]  # type: ignore[arg-type]
+    topk = metrics.retrieval_topk(h.embed(crops, batch_size), h.ids[found], h.gallery, h.gallery_ids, ks=KS)["topk"]
+    return {**{f"top{k}": topk[k] * share for k in KS}, "detected_share": share}
+
+
 def evaluate_outfits(data: Path, checkpoint: str | Path, *, split: str = "test", batch_size: int = 32,
                      threshold: float = SERVING_THRESHOLD, progress: bool = True) -> dict:
-    """``threshold``: the serving score threshold a garment's matched detection must reach (FASHION_GARMENT_THRESHOLD
-    in serving); AP ranks every detection regardless."""
+    """``threshold``: serving's score threshold (FASHION_GARMENT_THRESHOLD), for `retrieval.served`; AP and
+    DeepFashion2's retrieval rank every detection regardless."""
     h = held_out(data, checkpoint, split=split, batch_size=batch_size, progress=progress)
     result: dict = {"benchmark": "outfits", "images": len(h.photos), "checkpoint": str(checkpoint),
                     "detection": detection_ap(h.photos, h.images, h.found)}
     queries, ids = h.queries, h.ids
     truth = h.embed([garment_crop(im, g.box) for _, g, im, _ in queries], batch_size)
-    matched = [(k, _matched(g, im, ds, threshold)) for k, (_, g, im, ds) in enumerate(queries)]
-    matched = [(k, d) for k, d in matched if d is not None]
-    detected = h.embed([garment_crop(queries[k][2], _pixels(d, queries[k][2])) for k, d in matched], batch_size)
     gt = metrics.retrieval_topk(truth, ids, h.gallery, h.gallery_ids, ks=KS)["topk"]
-    share = len(matched) / len(queries)
-    det = metrics.retrieval_topk(detected, ids[[k for k, _ in matched]], h.gallery, h.gallery_ids, ks=KS)["topk"] \
-        if matched else dict.fromkeys(KS, 0.0)
-    result["retrieval"] = {**{f"top{k}": det[k] * share for k in KS},
-                           **{f"top{k}_gt_boxes": gt[k] for k in KS},
-                           "queries": len(queries), "detected_share": share, "gallery": len(h.shops),
-                           "garment_threshold": threshold,
-                           "detections_per_photo": detections_per_photo(h.found, threshold)}
+    chosen = [d for p, im, ds in zip(h.photos, h.images, h.found, strict=True)  # in the queries' order
+              for d in deepfashion2_queries(p, im, ds)]
+    served = [_matched(g, im, ds, threshold) for _, g, im, ds in queries]
+    result["retrieval"] = {**_detected_topk(h, chosen, batch_size), **{f"top{k}_gt_boxes": gt[k] for k in KS},
+                           "queries": len(queries), "gallery": len(h.shops),
+                           "served": {**_detected_topk(h, served, batch_size), "garment_threshold": threshold,
+                                      "detections_per_photo": detections_per_photo(h.found, threshold)}}
     return result

@@ -69,14 +69,16 @@ def test_train_and_eval_on_outfits(tiny_checkpoint, tmp_path: Path) -> None:
     assert torch.equal(model.embedding_head.weight, tiny.embedding_head.weight)
     result = evaluate_outfits(data, path, progress=False)
     assert 0.0 <= result["detection"]["ap50"] <= 1.0
+    retrieval = result["retrieval"]
     for key in ("top1", "top20", "top20_gt_boxes", "detected_share"):
-        assert 0.0 <= result["retrieval"][key] <= 1.0
-    assert result["retrieval"]["queries"] > 0
+        assert 0.0 <= retrieval[key] <= 1.0
+        assert 0.0 <= retrieval["served"].get(key, 0.0) <= 1.0
+    assert retrieval["queries"] > 0
     # A lower serving threshold (FASHION_GARMENT_THRESHOLD) matches at least as many garments, with more boxes.
-    low = evaluate_outfits(data, path, threshold=0.05, progress=False)["retrieval"]
-    assert low["garment_threshold"] == 0.05 and result["retrieval"]["garment_threshold"] == 0.3
-    assert low["detected_share"] >= result["retrieval"]["detected_share"]
-    assert low["detections_per_photo"] >= result["retrieval"]["detections_per_photo"]
+    low = evaluate_outfits(data, path, threshold=0.05, progress=False)["retrieval"]["served"]
+    assert low["garment_threshold"] == 0.05 and retrieval["served"]["garment_threshold"] == 0.3
+    assert low["detected_share"] >= retrieval["served"]["detected_share"]
+    assert low["detections_per_photo"] >= retrieval["served"]["detections_per_photo"]
     # Serving decodes at the threshold it was given, and only there.
     photos = [Image.open(p).convert("RGB") for p in sorted((data / "test" / "image").glob("*.jpg"))[:6]]
     for threshold in (0.05, 0.3):

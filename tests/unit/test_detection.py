@@ -98,3 +98,22 @@ def test_garment_crop_fills_beyond_the_photo_with_grey() -> None:
 def test_serving_and_evaluation_share_one_default_garment_threshold(monkeypatch) -> None:
     monkeypatch.delenv("FASHION_GARMENT_THRESHOLD", raising=False)
     assert ModelSettings().garment_threshold == DEFAULT_THRESHOLD
+
+
+def test_deepfashion2_rule_picks_each_garments_best_scoring_same_class_detection() -> None:
+    from types import SimpleNamespace
+
+    from shared.detection.decode import Detection
+    from shared.training.outfit_eval import deepfashion2_queries
+
+    image = Image.new("RGB", (100, 100))
+    top = SimpleNamespace(box=(10.0, 10.0, 50.0, 50.0), garment_class="upper")
+    skirt = SimpleNamespace(box=(10.0, 55.0, 50.0, 95.0), garment_class="lower")
+    photo = SimpleNamespace(garments=[top, skirt])
+    weak = Detection((0.1, 0.1, 0.5, 0.5), "upper", 0.2)
+    strong_loose = Detection((0.05, 0.05, 0.55, 0.45), "upper", 0.6)  # the top's, however loose: no IoU floor
+    wrong_class = Detection((0.1, 0.55, 0.5, 0.95), "full", 0.9)  # the skirt's box, another class: never its query
+    assert deepfashion2_queries(photo, image, [weak, strong_loose, wrong_class]) == [strong_loose, None]
+    skirt_box = Detection((0.1, 0.56, 0.5, 0.94), "lower", 0.1)  # any score the decoder gave counts
+    assert deepfashion2_queries(photo, image, [wrong_class, skirt_box]) == [None, skirt_box]
+    assert deepfashion2_queries(SimpleNamespace(garments=[]), image, [weak]) == []
