@@ -203,10 +203,18 @@ def _train_garment_embedding(bench: OutfitBenchmark, out: Path, detector: Path, 
                          architecture=metadata.architecture, input_size=metadata.input_size,
                          init_checkpoint=detector, version=metadata.version, seed=seed, cache_dir=cache_dir,
                          workers=workers, **overrides)
-    blob = read_checkpoint(train(config, progress=progress))
+    intermediate = train(config, progress=progress)
+    blob = read_checkpoint(intermediate)
     tuned = ModelMetadata.from_dict(blob["metadata"])
     tuned.parent_version = metadata.parent_version  # the init checkpoint's, not the intermediate detector's
     tuned.notes = {"detector": metadata.notes["detector"], "garment_embedding": tuned.notes}
     model = build_model(tuned, pretrained=False)
     model.load_state_dict(blob["state_dict"])
-    return save_checkpoint(out / "model.pt", model.eval(), tuned)
+    # The detector is this run's, whatever the fine-tuning resumed from: a rerun of an interrupted run trains the
+    # detector again, while the fine-tuning's last.pt still holds the first run's head.
+    model.garment_head.load_state_dict(
+        {k.removeprefix("garment_head."): v for k, v in read_checkpoint(detector)["state_dict"].items()
+         if k.startswith("garment_head.")})
+    path = save_checkpoint(out / "model.pt", model.eval(), tuned)
+    intermediate.unlink()  # the same weights as model.pt, 30 MB; last.pt stays for a rerun to resume from
+    return path

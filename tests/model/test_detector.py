@@ -118,8 +118,21 @@ def test_train_then_fine_tune_the_embedding_on_garment_crops(tiny_checkpoint, tm
     for name, tensor in detector.garment_head.state_dict().items():
         assert torch.equal(model.garment_head.state_dict()[name], tensor), name
     assert not torch.equal(model.embedding_head.weight, tiny.embedding_head.weight)
+    assert not (run / "garment-embedding" / "model.pt").exists()  # model.pt holds it; last.pt stays to resume
     result = evaluate_outfits(data, path, progress=False)
     assert 0.0 <= result["retrieval"]["top20_gt_boxes"] <= 1.0
+    # A rerun in the same directory trains the detector again (here with another seed) and resumes the
+    # fine-tuning from last.pt, which holds the first run's head: model.pt still carries this run's detector.
+    first_head = {k: v.clone() for k, v in detector.garment_head.state_dict().items()}
+    path = train_outfits(data, run, init_checkpoint=tiny_checkpoint, cache_dir=tmp_path / "cache",
+                         config=DetectorConfig(epochs=2, batch_size=8, seed=5),
+                         embedding={"views": 1, "epochs": 2, "finetune_epochs": 1, "items_per_batch": 4,
+                                    "images_per_item": 2, "max_steps_per_epoch": 2}, progress=False)
+    rerun, _ = load_checkpoint(path)
+    redone, _ = load_checkpoint(run / "detector.pt")
+    assert any(not torch.equal(first_head[k], v) for k, v in redone.garment_head.state_dict().items())
+    for name, tensor in redone.garment_head.state_dict().items():
+        assert torch.equal(rerun.garment_head.state_dict()[name], tensor), name
 
 
 def test_garment_pairs_refuse_a_split_without_pairs(tmp_path: Path) -> None:
