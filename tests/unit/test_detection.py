@@ -117,3 +117,19 @@ def test_deepfashion2_rule_picks_each_garments_best_scoring_same_class_detection
     skirt_box = Detection((0.1, 0.56, 0.5, 0.94), "lower", 0.1)  # any score the decoder gave counts
     assert deepfashion2_queries(photo, image, [wrong_class, skirt_box]) == [None, skirt_box]
     assert deepfashion2_queries(SimpleNamespace(garments=[]), image, [weak]) == []
+
+
+def test_outfit_reports_show_no_single_garment_paper_figures() -> None:
+    from rich.console import Console
+
+    from shared.training.evaluate import PAPER, print_report
+
+    def report(benchmark: str) -> str:
+        console = Console(record=True, width=200)
+        print_report({"benchmark": benchmark, "images": 3, "checkpoint": "ckpt", "retrieval": {"top20": 0.5}},
+                     console)
+        return console.export_text()
+
+    paper = f"{PAPER['retrieval.top20']:.4f}"
+    assert paper in report("consumer2shop")
+    assert paper not in report("outfits")
