@@ -23,9 +23,8 @@ from shared.data.outfits import load_outfits
 from shared.detection.decode import DEFAULT_THRESHOLD, decode_maps
 from shared.detection.head import GarmentHead
 from shared.detection.metrics import iou
-from shared.detection.targets import encode
 from shared.fashionnet.checkpoint import build_model, default_metadata
-from shared.training.detector import DetectorConfig, detector_cache_key, fit_head, view_boxes
+from shared.training.detector import DetectorConfig, cached_targets, detector_cache_key, fit_head
 from shared.training.outfit_eval import _matched, _pixels, detection_ap, detections_per_photo
 from shared.training.trunk_cache import TrunkCache, build_cache
 
@@ -121,11 +120,7 @@ def main() -> None:
     test = [p for p in bench.split("test") if p.domain == "consumer"]
     entries, digests = _features(bench, train, model, metadata, args.views, args.cache_dir)
     test_entries, _ = _features(bench, test, model, metadata, 1, args.cache_dir)
-    mid = torch.from_numpy(np.stack([e.mid for e in entries]))
-    h, w = mid.shape[-2:]
-    targets = [[encode(*view_boxes(r, e.size, d, v), h, w) for v in range(args.views)]
-               for r, e, d in zip(train, entries, digests, strict=True)]
-    tensors = tuple(torch.from_numpy(np.stack([[t[k] for t in per] for per in targets])) for k in range(4))
+    mid, tensors = cached_targets(train, entries, digests)
     test_mid = torch.from_numpy(np.stack([e.mid[0] for e in test_entries])).float()
     sizes = [_Size(e.size) for e in test_entries]
     rows = json.loads(args.out.read_text()) if args.out.exists() else []

@@ -22,10 +22,10 @@ from torch import nn
 from shared.data.outfits import load_outfits
 from shared.detection.decode import decode_maps
 from shared.detection.head import GarmentHead
-from shared.detection.targets import detection_loss, encode
+from shared.detection.targets import detection_loss
 from shared.fashionnet.backbones import Backbone
 from shared.fashionnet.checkpoint import build_model, default_metadata
-from shared.training.detector import view_boxes
+from shared.training.detector import cached_targets
 from shared.training.outfit_eval import detection_ap
 from shared.training.trunk_cache import TrunkCache, build_cache, cache_key
 
@@ -53,11 +53,7 @@ def main() -> None:
     test = [p for p in bench.split("test") if p.domain == "consumer"]
     entries, digests = features(train, VIEWS)
     test_entries, _ = features(test, 1)
-    x = torch.from_numpy(np.stack([e.mid for e in entries]))
-    h, w = x.shape[-2:]
-    targets = [[encode(*view_boxes(r, e.size, d, v), h, w) for v in range(VIEWS)]
-               for r, e, d in zip(train, entries, digests, strict=True)]
-    heat, index, reg, mask = (torch.from_numpy(np.stack([[t[j] for t in per] for per in targets])) for j in range(4))
+    x, (heat, index, reg, mask) = cached_targets(train, entries, digests)
     test_x = torch.from_numpy(np.stack([e.mid[0] for e in test_entries])).float()
     sizes = [_Size(e.size) for e in test_entries]
     rows = json.loads(out.read_text()) if out.exists() else []

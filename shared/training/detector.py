@@ -81,6 +81,18 @@ def view_boxes(image: OutfitImage, size: tuple[int, int], digest: str,
     return boxes, classes
 
 
+def cached_targets(records: list[OutfitImage], entries: list, digests: list[str]
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The cached maps, (N, V, C, h, w) float16, and `encode`'s targets for every record's views, each (N, V, ...),
+    the boxes following each view (`view_boxes`)."""
+    mid = torch.from_numpy(np.stack([e.mid for e in entries]))
+    h, w = mid.shape[-2:]
+    views = mid.shape[1]
+    targets = [[encode(*view_boxes(r, e.size, d, v), h, w) for v in range(views)]
+               for r, e, d in zip(records, entries, digests, strict=True)]
+    return mid, tuple(torch.from_numpy(np.stack([[t[k] for t in per] for per in targets])) for k in range(4))
+
+
 def detector_cache_key(model: torch.nn.Module, architecture: str, input_size: int, views: int) -> str:
     """Keyed by the stride-16 stage alone, the only features the detector reads: phase 3 of the other heads'
     training changes the last stage, not this one, so every checkpoint of one backbone shares these entries (their
@@ -168,12 +180,8 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
                                    mean=metadata.mean, std=metadata.std,
                                    workers=workers, progress=progress, desc="caching backbone features")
     phase1_s = time.monotonic() - started
-    mid = torch.from_numpy(np.stack([e.mid for e in entries]))  # (N, V, C, h, w) float16
-    h, w = mid.shape[-2:]
-    targets = [[encode(*view_boxes(r, e.size, d, v), h, w) for v in range(config.views)]
-               for r, e, d in zip(records, entries, digests, strict=True)]
-    heat, index, reg, mask = (torch.from_numpy(np.stack([[t[k] for t in per] for per in targets])) for k in range(4))
-    history = fit_head(model.garment_head, mid, (heat, index, reg, mask), config, progress=progress)
+    mid, targets = cached_targets(records, entries, digests)
+    history = fit_head(model.garment_head, mid, targets, config, progress=progress)
     model = model.cpu().eval()
     metadata.notes = {**metadata.notes, "detector": {
         "history": history, "benchmark": "outfits", "train_images": len(records), "views": config.views,
@@ -183,18 +191,20 @@ def train_outfits(data: Path, out: Path, *, init_checkpoint: Path | None, cache_
         return save_checkpoint(out / "model.pt", model, metadata)
     detector = save_checkpoint(out / "detector.pt", model, metadata)
     try:
-        return _train_garment_embedding(bench, out, detector, metadata, cache_dir=cache_dir, workers=workers,
-                                        seed=config.seed, overrides=embedding or {}, progress=progress)
+        return _train_garment_embedding(bench, out, detector, model.garment_head.state_dict(), metadata,
+                                        cache_dir=cache_dir, workers=workers, seed=config.seed,
+                                        overrides=embedding or {}, progress=progress)
     except InvalidInput as exc:  # data the detector can learn from but the embedding cannot (no shop photos...)
         log.warning("the embedding stays the init checkpoint's, not fine-tuned on garment crops: %s", exc)
         metadata.notes["garment_embedding"] = f"skipped: {exc}"
         return save_checkpoint(out / "model.pt", model, metadata)
 
 
-def _train_garment_embedding(bench: OutfitBenchmark, out: Path, detector: Path, metadata: ModelMetadata, *,
-                             cache_dir: Path, workers: int, seed: int, overrides: dict[str, Any],
-                             progress: bool) -> Path:
-    """Fine-tune ``detector``'s embedding on the train split's garment crops; model.pt keeps both runs' notes."""
+def _train_garment_embedding(bench: OutfitBenchmark, out: Path, detector: Path, head: dict[str, torch.Tensor],
+                             metadata: ModelMetadata, *, cache_dir: Path, workers: int, seed: int,
+                             overrides: dict[str, Any], progress: bool) -> Path:
+    """Fine-tune ``detector``'s embedding on the train split's garment crops; model.pt keeps both runs' notes and
+    ``head``, the garment head ``detector`` holds."""
     from shared.training.train import TrainConfig, train
 
     pairs = out / "garment-pairs"
@@ -212,9 +222,7 @@ def _train_garment_embedding(bench: OutfitBenchmark, out: Path, detector: Path, 
     model.load_state_dict(blob["state_dict"])
     # The detector is this run's, whatever the fine-tuning resumed from: a rerun of an interrupted run trains the
     # detector again, while the fine-tuning's last.pt still holds the first run's head.
-    model.garment_head.load_state_dict(
-        {k.removeprefix("garment_head."): v for k, v in read_checkpoint(detector)["state_dict"].items()
-         if k.startswith("garment_head.")})
+    model.garment_head.load_state_dict(head)
     path = save_checkpoint(out / "model.pt", model.eval(), tuned)
     intermediate.unlink()  # the same weights as model.pt, 30 MB; last.pt stays for a rerun to resume from
     return path
